@@ -1,0 +1,71 @@
+# -*- test-case-name: tests.test_apps -*-
+"""
+Apps and their secrets (SPEC §2): an app exists when the environment holds
+C{<APP>_SOCKTOPUS_SECRET}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Mapping
+
+from socktopus_tw.errors import InvalidSecret, SecretNotFound
+
+APP_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+_SUFFIX = "_SOCKTOPUS_SECRET"
+
+
+class Apps:
+    """
+    The apps this daemon serves, read once from the environment at start.
+
+    Names are matched case-insensitively, so they are kept lower-cased.
+    """
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._secrets = {name.lower(): secret for name, secret in secrets.items()}
+
+    @classmethod
+    def fromEnvironment(cls, environ: Mapping[str, str]) -> Apps:
+        secrets = {}
+        for key, value in environ.items():
+            name = key[: -len(_SUFFIX)]
+            if key.endswith(_SUFFIX) and value and APP_NAME.fullmatch(name):
+                secrets[name] = value
+        return cls(secrets)
+
+    def names(self) -> list[str]:
+        """
+        The app names, lower-cased and sorted; never their secrets.
+        """
+        return sorted(self._secrets)
+
+    def secretFor(self, app: str) -> str:
+        """
+        The secret of C{app}, or L{SecretNotFound}.
+        """
+        secret = self._secrets.get(app.lower())
+        if secret is None:
+            raise SecretNotFound()
+        return secret
+
+    def authenticate(self, app: str, secret: str) -> str:
+        """
+        Check a backend's app name and secret; return the canonical app name.
+        """
+        expected = self.secretFor(app)
+        # Constant time, so response timing does not leak the secret's prefix.
+        if not hmac.compare_digest(expected.encode("utf-8"), secret.encode("utf-8")):
+            raise InvalidSecret()
+        return app.lower()
+
+    def __len__(self) -> int:
+        return len(self._secrets)
+
+
+def environmentLine(app: str, secret: str) -> str:
+    """
+    The exact environment line that makes C{app} an app with C{secret}.
+    """
+    return f"{app.upper()}{_SUFFIX}={secret}"

@@ -1,0 +1,181 @@
+# -*- test-case-name: tests.test_relay_api -*-
+"""
+C{POST /send} and C{POST /kick} (SPEC §3.3, §3.4): the backend's side of the relay.
+
+C{/send} is the hot path: one JSON decode and one encode per request, no
+Deferred, log line or re-encode per message. Large bodies are decoded and
+encoded in a thread and large batches delivered cooperatively, so a 16 MiB
+request does not stall every other connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Cooperator
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Request
+
+from socktopus_tw.apps import Apps
+from socktopus_tw.errors import MalformedRequest
+from socktopus_tw.relay.registry import Registry
+from socktopus_tw.web import JsonResource, encodeJson
+
+log = Logger()
+
+_SEND_FIELDS = {"secretName", "secret", "messages"}
+_KICK_FIELDS = {"secretName", "secret", "connections"}
+_MESSAGE_FIELDS = {"recipient", "content"}
+
+
+def decodeRequest(body: bytes, fields: set[str]) -> dict[str, Any]:
+    """
+    Decode a backend request: a JSON object with exactly C{fields}, the two
+    credentials strings and the third field a list. Anything else is
+    L{MalformedRequest}, as the Go original rejected unknown fields too.
+    """
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        # ValueError covers bad JSON and bad UTF-8; RecursionError a hostile
+        # nesting depth.
+        raise MalformedRequest() from None
+    if type(value) is not dict or value.keys() != fields:
+        raise MalformedRequest()
+    for name in fields:
+        expected = str if name.startswith("secret") else list
+        if type(value[name]) is not expected:
+            raise MalformedRequest()
+    return value
+
+
+def framePayloads(messages: list[Any]) -> list[bytes]:
+    """
+    Check every message before any is delivered, and build its frame.
+    """
+    payloads = []
+    for message in messages:
+        if (
+            type(message) is not dict
+            or message.keys() != _MESSAGE_FIELDS
+            or type(message["recipient"]) is not str
+            or type(message["content"]) is not str
+        ):
+            raise MalformedRequest()
+        try:
+            payloads.append(("DATA:" + message["content"]).encode("utf-8"))
+        except UnicodeEncodeError:
+            # A lone surrogate escaped in the JSON (e.g. "\\ud800") is not text.
+            raise MalformedRequest() from None
+    return payloads
+
+
+class BackendResource(JsonResource):
+    """
+    Shared by C{/send} and C{/kick}: decode and authenticate a backend's
+    request; bodies over C{inlineLimit} bytes are decoded in a thread.
+    """
+
+    fields: set[str]
+    inlineLimit = 256 * 1024
+
+    def __init__(self, apps: Apps, registry: Registry, threadpool: ThreadPool,
+                 reactor: Any) -> None:
+        super().__init__()
+        self.apps = apps
+        self.registry = registry
+        self.threadpool = threadpool
+        self.reactor = reactor
+
+    def inThread(self, f: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+
+    def json_POST(self, request: Request) -> object:
+        body = request.content.getvalue()
+        if len(body) <= self.inlineLimit:
+            return self.handle(decodeRequest(body, self.fields), big=False)
+        d = self.inThread(decodeRequest, body, self.fields)
+        d.addCallback(self.handle, big=True)
+        return d
+
+    def authenticate(self, value: dict[str, Any]) -> str:
+        return self.apps.authenticate(value["secretName"], value["secret"])
+
+    def handle(self, value: dict[str, Any], big: bool) -> object:
+        raise NotImplementedError()
+
+
+class SendResource(BackendResource):
+    """
+    C{POST /send}: deliver each message in order; answer which succeeded.
+    """
+
+    fields = _SEND_FIELDS
+    #: Batches larger than this are delivered cooperatively, a slice per
+    #: reactor turn, instead of in one go.
+    inlineBatch = 1000
+
+    def __init__(self, apps: Apps, registry: Registry, threadpool: ThreadPool,
+                 reactor: Any, maxMessageSize: int = 1024 * 1024) -> None:
+        super().__init__(apps, registry, threadpool, reactor)
+        self.maxMessageSize = maxMessageSize
+        self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+
+    def handle(self, value: dict[str, Any], big: bool) -> object:
+        messages = value["messages"]
+        payloads = framePayloads(messages)
+        app = self.authenticate(value)
+        result: dict[str, list[Any]] = {"succeeded": [], "failed": []}
+        deliveries = self._deliver(app, messages, payloads, result)
+        if len(messages) <= self.inlineBatch:
+            for _ in deliveries:
+                pass
+            return self._answer(app, result, big)
+        d = self.cooperator.cooperate(deliveries).whenDone()
+        d.addCallback(lambda _: self._answer(app, result, big))
+        return d
+
+    def _deliver(self, app: str, messages: list[Any], payloads: list[bytes],
+                 result: dict[str, list[Any]]) -> Iterator[None]:
+        succeeded, failed = result["succeeded"], result["failed"]
+        deliver = self.registry.deliver
+        # A frame is "DATA:" plus the content: the cap is on the content.
+        limit = self.maxMessageSize + 5
+        for message, payload in zip(messages, payloads):
+            if len(payload) <= limit and deliver(app, message["recipient"], payload):
+                succeeded.append(message)
+            else:
+                failed.append(message)
+            yield None
+
+    def _answer(self, app: str, result: dict[str, list[Any]], big: bool) -> object:
+        log.info(
+            "Sent {succeeded} messages for {app}, {failed} failed",
+            app=app,
+            succeeded=len(result["succeeded"]),
+            failed=len(result["failed"]),
+        )
+        if big:
+            return self.inThread(encodeJson, result)
+        return result
+
+
+class KickResource(BackendResource):
+    """
+    C{POST /kick}: close these connections and keep them out; answers at once.
+    """
+
+    fields = _KICK_FIELDS
+
+    def handle(self, value: dict[str, Any], big: bool) -> object:
+        connectionIds = value["connections"]
+        if any(type(connectionId) is not str for connectionId in connectionIds):
+            raise MalformedRequest()
+        app = self.authenticate(value)
+        kicked, notConnected = self.registry.kick(app, connectionIds)
+        return {"kicked": kicked, "notConnected": notConnected}

@@ -1,0 +1,292 @@
+# -*- test-case-name: tests.test_registry -*-
+"""
+The connection registry: the one place that knows who is connected.
+
+It is pure domain: no Autobahn, no twisted.web. A connection is any object
+providing L{IRelayConnection}; the WebSocket layer registers its protocol on
+open and unregisters it on close. Time comes from an injected
+L{IReactorTime}, so idle closes and kick deny-lists are tested with
+L{twisted.internet.task.Clock}.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, TimeoutError, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+
+class IRelayConnection(Interface):
+    """
+    One live client connection, as the registry sees it.
+    """
+
+    app = Attribute("The canonical (lower-case) app name.")
+    connectionId = Attribute("The connection id chosen by the backend.")
+
+    def deliver(payload: bytes) -> bool:
+        """
+        Queue one UTF-8 text frame. Return C{False} when the connection cannot
+        take it (it is closing, or its client stopped reading).
+        """
+
+    def keepalive() -> None:
+        """
+        Send a WebSocket ping, so a quiet but live client answers.
+        """
+
+    def evict() -> None:
+        """
+        Send C{CLOSE} and close: the server closes for its own reasons.
+        """
+
+
+class Registry(Service):
+    """
+    Live connections by app and id, idle closes, and the kick deny-list.
+
+    @ivar idleTimeout: seconds of silence from a client before it is closed;
+        it is pinged after half of that.
+    @ivar tokenLifespan: seconds a token is valid; a kick's deny entry lives
+        that long, after which tokens stamped before the kick are expired anyway.
+    """
+
+    log = Logger()
+    sweepInterval = 1.0
+    shutdownTimeout = 5.0
+
+    def __init__(
+        self, clock: IReactorTime, idleTimeout: float = 20.0, tokenLifespan: float = 5.0
+    ) -> None:
+        self.clock = clock
+        self.idleTimeout = idleTimeout
+        self.tokenLifespan = tokenLifespan
+        self._apps: dict[str, dict[str, IRelayConnection]] = {}
+        # Connections in order of their last activity, oldest first, so the
+        # sweep only looks at the head.
+        self._lastSeen: OrderedDict[IRelayConnection, float] = OrderedDict()
+        self._pinged: set[IRelayConnection] = set()
+        # Evicted connections whose close has not finished yet: shutdown
+        # waits for them.
+        self._closing: set[IRelayConnection] = set()
+        # (app, connectionId) -> kick time in milliseconds, oldest first.
+        self._kicked: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._drained: list[Deferred[None]] = []
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = clock
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._sweeper.start(self.sweepInterval, now=False)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Send C{CLOSE} to every client and fire once all have closed.
+        """
+        super().stopService()
+        self._stopping = True
+        if self._sweeper.running:
+            self._sweeper.stop()
+        everyone = [c for conns in self._apps.values() for c in conns.values()]
+        self.log.info("Shutting down: closing {count} connections", count=len(everyone))
+        for connection in everyone:
+            self._evict(connection)
+        # A client that never finishes the close handshake is dropped by the
+        # WebSocket layer's own timeout; this one only keeps shutdown bounded.
+        d = self.whenDrained()
+        d.addTimeout(self.shutdownTimeout, self.clock)
+        d.addErrback(lambda f: f.trap(TimeoutError))
+        return d
+
+    def whenDrained(self) -> Deferred[None]:
+        """
+        A Deferred that fires when no connection is open or closing.
+        """
+        if not self._apps and not self._closing:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
+
+    # -- connections -----------------------------------------------------
+
+    def register(self, connection: IRelayConnection) -> None:
+        """
+        Add a newly opened connection, replacing (and evicting) any live one
+        with the same app and id.
+        """
+        if self._stopping:
+            self._closing.add(connection)
+            connection.evict()
+            return
+        app, connectionId = connection.app, connection.connectionId
+        previous = self.connection(app, connectionId)
+        if previous is not None:
+            self.log.info(
+                "Replacing connection {app}/{connectionId}", app=app, connectionId=connectionId
+            )
+            self._evict(previous)
+        self._apps.setdefault(app, {})[connectionId] = connection
+        self._lastSeen[connection] = self.clock.seconds()
+        self.log.info("Connected {app}/{connectionId}", app=app, connectionId=connectionId)
+
+    def unregister(self, connection: IRelayConnection) -> None:
+        """
+        A connection has closed. Only the connection that is registered under
+        its id is removed: a replaced connection that finishes closing after
+        its successor opened must not drop the successor (the Go original did).
+        """
+        if connection in self._closing:
+            self._closing.discard(connection)
+        elif not self._forget(connection):
+            return
+        self.log.info(
+            "Disconnected {app}/{connectionId}",
+            app=connection.app,
+            connectionId=connection.connectionId,
+        )
+        if self._drained and not self._apps and not self._closing:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def activity(self, connection: IRelayConnection) -> None:
+        """
+        The client sent something: it is not idle.
+        """
+        if connection in self._lastSeen:
+            self._lastSeen[connection] = self.clock.seconds()
+            self._lastSeen.move_to_end(connection)
+            self._pinged.discard(connection)
+
+    def deliver(self, app: str, connectionId: str, payload: bytes) -> bool:
+        """
+        Hand one frame to a connection; C{False} when it is not connected or
+        cannot take it.
+        """
+        connection = self._apps.get(app, {}).get(connectionId)
+        return connection is not None and connection.deliver(payload)
+
+    def connection(self, app: str, connectionId: str) -> IRelayConnection | None:
+        """
+        The live connection of C{app} with that id, if any.
+        """
+        return self._apps.get(app, {}).get(connectionId)
+
+    # -- kicks -----------------------------------------------------------
+
+    def kick(self, app: str, connectionIds: Iterable[str]) -> tuple[list[str], list[str]]:
+        """
+        Close these connections and refuse their tokens stamped at or before
+        now. Return the ids that were connected and those that were not.
+        """
+        nowMilliseconds = self.clock.seconds() * 1000
+        kicked, notConnected = [], []
+        connections = self._apps.get(app, {})
+        for connectionId in connectionIds:
+            key = (app, connectionId)
+            self._kicked[key] = nowMilliseconds
+            self._kicked.move_to_end(key)
+            connection = connections.get(connectionId)
+            if connection is None:
+                notConnected.append(connectionId)
+            else:
+                kicked.append(connectionId)
+                self._evict(connection)
+        self.log.info(
+            "Kicked {app}/{kicked}; not connected: {notConnected}",
+            app=app,
+            kicked=",".join(kicked),
+            notConnected=",".join(notConnected),
+        )
+        return kicked, notConnected
+
+    def isKicked(self, app: str, connectionId: str, stampMilliseconds: float) -> bool:
+        """
+        Whether a token with this stamp was issued before a kick of this id.
+        """
+        kickedAt = self._kicked.get((app, connectionId))
+        return kickedAt is not None and stampMilliseconds <= kickedAt
+
+    # -- counts ----------------------------------------------------------
+
+    def count(self, app: str | None = None) -> int:
+        """
+        How many clients are connected, to one app or in all.
+        """
+        if app is not None:
+            return len(self._apps.get(app, ()))
+        return sum(map(len, self._apps.values()))
+
+    def counts(self) -> dict[str, int]:
+        """
+        Connected clients per app, for apps that have any.
+        """
+        return {app: len(conns) for app, conns in self._apps.items() if conns}
+
+    # -- housekeeping ----------------------------------------------------
+
+    def sweep(self) -> None:
+        """
+        Ping clients quiet for half the idle timeout, close those quiet for
+        all of it, and forget kicks whose tokens have expired anyway.
+        """
+        now = self.clock.seconds()
+        pingBefore = now - self.idleTimeout / 2
+        closeBefore = now - self.idleTimeout
+        idle, quiet = [], []
+        for connection, seen in self._lastSeen.items():
+            if seen > pingBefore:
+                break
+            if seen <= closeBefore:
+                idle.append(connection)
+            elif connection not in self._pinged:
+                quiet.append(connection)
+        for connection in quiet:
+            self._pinged.add(connection)
+            connection.keepalive()
+        for connection in idle:
+            self.log.info(
+                "Closing idle connection {app}/{connectionId}",
+                app=connection.app,
+                connectionId=connection.connectionId,
+            )
+            self._evict(connection)
+
+        # A token stamped at or before the kick is refused by its age once
+        # the lifespan has passed, so the entry is no longer needed.
+        forgetBefore = (now - self.tokenLifespan) * 1000
+        while self._kicked:
+            key, kickedAt = next(iter(self._kicked.items()))
+            if kickedAt >= forgetBefore:
+                break
+            del self._kicked[key]
+
+    def _forget(self, connection: IRelayConnection) -> bool:
+        connections = self._apps.get(connection.app)
+        if connections is None or connections.get(connection.connectionId) is not connection:
+            return False
+        del connections[connection.connectionId]
+        if not connections:
+            del self._apps[connection.app]
+        self._lastSeen.pop(connection, None)
+        self._pinged.discard(connection)
+        return True
+
+    def _evict(self, connection: IRelayConnection) -> None:
+        # Forgotten first, so nothing more is delivered to it; remembered as
+        # closing, so shutdown can wait for its close to finish. The close may
+        # complete synchronously and call unregister() from inside evict().
+        self._forget(connection)
+        self._closing.add(connection)
+        connection.evict()

@@ -1,0 +1,248 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd socktopus}: the command-line options and the composition of the
+daemon's services. No logic of its own lives here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+import socktopus_tw
+from socktopus_tw.apps import Apps
+from socktopus_tw.db import (
+    DEFAULT_DATABASE,
+    DatabaseError,
+    DatabaseService,
+    checkDatabase,
+    openPool,
+    parseDatabaseUrl,
+)
+from socktopus_tw.environment import EnvironmentError_, loadEnvironment
+from socktopus_tw.listening import Listener, StartupError
+from socktopus_tw.relay.api import KickResource, SendResource
+from socktopus_tw.relay.home import HomeResource
+from socktopus_tw.relay.registry import Registry
+from socktopus_tw.relay.websocket import Gatekeeper, ReceiveResource, RelayFactory
+from socktopus_tw.web import Root, SocktopusSite
+
+ENV_PREFIX = "SOCKTOPUS_"
+DEFAULT_PORT = 8080
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024,
+          "m": 1024**2, "mb": 1024**2, "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def seconds(text: str) -> float:
+    """
+    A positive number of seconds, e.g. C{5} or C{0.5}.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 < value < 10**6:
+        raise ValueError("expected a number of seconds greater than 0")
+    return value
+
+
+def size(text: str) -> int:
+    """
+    A positive number of bytes, with an optional unit: C{1048576}, C{1MiB}, C{64k}.
+    """
+    number = text.strip().rstrip("bBiI" + "kKmMgG")
+    unit = text.strip()[len(number) :].lower()
+    try:
+        value = int(float(number) * _UNITS[unit])
+    except (ValueError, KeyError):
+        raise ValueError("expected a size in bytes, e.g. 1048576, 64KiB or 16MiB") from None
+    if value <= 0:
+        raise ValueError("expected a size greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """
+    One option with a value: its default, its parser, and its help.
+    """
+
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def variable(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+
+SETTINGS = [
+    Setting("database", DEFAULT_DATABASE, str,
+            "sqlite:PATH or mysql://USER:PASSWORD@HOST:PORT/DBNAME[?unix_socket=PATH]."),
+    Setting("token-lifespan", "5", seconds,
+            "Seconds a relay token is valid after (and before) its stamp."),
+    Setting("idle-timeout", "20", seconds,
+            "Seconds of silence after which a client connection is closed."),
+    Setting("max-body-size", "16MiB", size, "Largest request body; larger is a 413."),
+    Setting("max-message-size", "1MiB", size,
+            "Largest content of one relayed message; larger messages fail."),
+    Setting("max-client-buffer", "8MiB", size,
+            "Unsent data one client may have queued before it is cut off."),
+]
+
+
+class SocktopusOptions(usage.Options):
+    """
+    The daemon's options. Each one can also come from C{SOCKTOPUS_<OPTION>}
+    in the environment or the C{.env} file; the command line wins.
+    """
+
+    synopsis = "[--listen ENDPOINT]... [--database URL] [options]"
+    optParameters = [
+        [s.name, None, None, f"{s.help} [env {s.variable}, default: {s.default}]"]
+        for s in SETTINGS
+    ]
+    longdesc = (
+        "Live WebSocket connections and user accounts for serverless backends. "
+        "Apps are configured by environment variables <APP>_SOCKTOPUS_SECRET=<secret>."
+    )
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self._given = environ
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        A Twisted endpoint to serve on, e.g. tcp:8080 or ssl:8443:privateKey=key.pem:certKey=cert.pem; may be repeated. [env SOCKTOPUS_LISTEN, space-separated; default tcp:$PORT, else tcp:8080]
+        """
+        self["listen"].append(endpoint)
+
+    def postOptions(self) -> None:
+        try:
+            environ = loadEnvironment(self._given)
+        except EnvironmentError_ as e:
+            raise usage.UsageError(str(e)) from None
+        self["environ"] = environ
+
+        for setting in SETTINGS:
+            raw, source = self[setting.name], f"--{setting.name}"
+            if raw is None and setting.variable in environ:
+                raw, source = environ[setting.variable], setting.variable
+            if raw is None:
+                raw = setting.default
+            try:
+                self[setting.name] = setting.parse(raw)
+            except ValueError as e:
+                raise usage.UsageError(f"{source} {raw!r}: {e}") from None
+
+        if not self["listen"]:
+            if environ.get(ENV_PREFIX + "LISTEN", "").strip():
+                self["listen"] = environ[ENV_PREFIX + "LISTEN"].split()
+            elif environ.get("PORT", "").strip():
+                self["listen"] = [f"tcp:{environ['PORT'].strip()}"]
+            else:
+                self["listen"] = [f"tcp:{DEFAULT_PORT}"]
+        from twisted.internet import reactor
+
+        for description in self["listen"]:
+            try:
+                serverFromString(reactor, description)
+            except Exception as e:
+                raise usage.UsageError(
+                    f"--listen {description!r}: {e or 'not a Twisted endpoint string'}; "
+                    "examples: tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/socktopus.sock"
+                ) from None
+
+        try:
+            self["database"] = parseDatabaseUrl(self["database"])
+            checkDatabase(self["database"])
+        except DatabaseError as e:
+            raise usage.UsageError(str(e)) from None
+
+        self["apps"] = Apps.fromEnvironment(environ)
+
+
+class Options(SocktopusOptions):
+    """
+    What twistd parses: a mistake is one line on stderr and exit status 2,
+    not twistd's whole usage text.
+    """
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            sys.stderr.write(f"socktopus: {e}\n")
+            raise SystemExit(2) from None
+
+
+class SocktopusService(MultiService):
+    """
+    The daemon: its children are composed by L{makeService}. A start-up
+    failure the user can fix ends the process with one line, not a traceback.
+    """
+
+    log = Logger()
+
+    def __init__(self, apps: Apps) -> None:
+        super().__init__()
+        self.apps = apps
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except StartupError as e:
+            sys.stderr.write(f"socktopus: {e}\n")
+            raise SystemExit(1) from None
+
+    def startService(self) -> None:
+        self.log.info("Socktopus {version} starting, serving {count} apps: {apps}",
+                      version=socktopus_tw.__version__, count=len(self.apps),
+                      apps=", ".join(self.apps.names()) or "none")
+        super().startService()
+
+    def stopService(self) -> Any:
+        self.log.info("Socktopus stopping")
+        return super().stopService()
+
+
+def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusService:
+    """
+    Compose the daemon from parsed options.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    apps = config["apps"]
+    top = SocktopusService(apps)
+
+    registry = Registry(reactor, idleTimeout=config["idle-timeout"],
+                        tokenLifespan=config["token-lifespan"])
+    registry.setServiceParent(top)
+    DatabaseService(openPool(config["database"], reactor)).setServiceParent(top)
+
+    threadpool = reactor.getThreadPool()
+    factory = RelayFactory(registry, maxClientBuffer=config["max-client-buffer"])
+    receive = ReceiveResource(Gatekeeper(apps, registry), factory)
+    root = Root()
+    root.putChild(b"", HomeResource(apps, registry))
+    root.putChild(b"recieve", receive)
+    root.putChild(b"receive", receive)
+    root.putChild(b"send", SendResource(apps, registry, threadpool, reactor,
+                                        maxMessageSize=config["max-message-size"]))
+    root.putChild(b"kick", KickResource(apps, registry, threadpool, reactor))
+    site = SocktopusSite(root, maxBodySize=config["max-body-size"])
+
+    for description in config["listen"]:
+        Listener(description, serverFromString(reactor, description), site).setServiceParent(top)
+    return top
+

@@ -1,0 +1,197 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+The HTTP edge: the site, its request class, the resource tree's root, and the
+one helper every REST endpoint answers through.
+
+Handlers never format their own responses or errors: they return a JSON-able
+value (or a Deferred of one) or raise an L{ApiError}, and L{respond} does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from socktopus_tw.errors import (
+    ApiError,
+    MethodNotAllowed,
+    NotFound,
+    InternalError,
+    RequestTooLarge,
+)
+
+log = Logger()
+
+JSON_TYPE = b"application/json"
+
+#: What a handler returns when it has answered (or taken over) the request itself.
+HANDLED = object()
+
+
+def encodeJson(value: Any) -> bytes:
+    """
+    Compact UTF-8 JSON, the one encoding every endpoint uses.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def writeJson(request: Request, status: int, body: Any) -> None:
+    """
+    Finish C{request} with a JSON body, unless its client has already gone:
+    a late result for a vanished request does nothing.
+    """
+    if request.finished or request._disconnected:
+        return
+    data = body if isinstance(body, bytes) else encodeJson(body)
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", JSON_TYPE)
+    request.setHeader(b"content-length", b"%d" % len(data))
+    request.write(data)
+    request.finish()
+
+
+def writeError(request: Request, error: ApiError) -> None:
+    if isinstance(error, MethodNotAllowed):
+        request.setHeader(b"allow", b", ".join(error.allowed))
+    writeJson(request, error.status, error.body())
+
+
+def _failed(failure: Failure, request: Request) -> None:
+    error = failure.value
+    if not isinstance(error, ApiError):
+        log.failure("Unhandled error in {method} {path}", failure,
+                    method=request.method, path=request.path)
+        error = InternalError()
+    writeError(request, error)
+
+
+def respond(request: Request, handler: Callable[[Request], Any]) -> object:
+    """
+    Run C{handler(request)} and answer with its result as JSON (status 200),
+    or with the L{ApiError} it raised. A handler may return a Deferred; a
+    synchronous result is written at once, with no Deferred made for it.
+    """
+    try:
+        result = handler(request)
+    except BaseException:
+        _failed(Failure(), request)
+        return NOT_DONE_YET
+    if result is HANDLED:
+        pass
+    elif isinstance(result, Deferred):
+        result.addCallbacks(lambda body: writeJson(request, 200, body), _failed,
+                            errbackArgs=(request,))
+    else:
+        writeJson(request, 200, result)
+    return NOT_DONE_YET
+
+
+class JsonResource(Resource):
+    """
+    A leaf endpoint whose C{json_<METHOD>(request)} methods are run through
+    L{respond}. Unknown methods are a JSON 405, extra path segments a JSON 404.
+    """
+
+    isLeaf = True
+    #: The error shape this endpoint's 404/405 answers use.
+    notFound: type[ApiError] = NotFound
+    methodNotAllowed: type[MethodNotAllowed] = MethodNotAllowed
+
+    def render(self, request: Request) -> object:
+        if request.postpath:
+            return respond(request, self._notFound)
+        handler = getattr(self, "json_" + request.method.decode("ascii", "replace"), None)
+        if handler is None:
+            return respond(request, self._methodNotAllowed)
+        return respond(request, handler)
+
+    def _notFound(self, request: Request) -> None:
+        raise self.notFound()
+
+    def _methodNotAllowed(self, request: Request) -> None:
+        allowed = sorted(name[5:].encode("ascii") for name in dir(self)
+                         if name.startswith("json_"))
+        raise self.methodNotAllowed(allowed)
+
+
+class NotFoundResource(JsonResource):
+    """
+    Every path nobody serves: a JSON 404 whatever the method.
+    """
+
+    def render(self, request: Request) -> object:
+        return respond(request, self._notFound)
+
+
+class Root(Resource):
+    """
+    The top of the tree. Children are registered by L{socktopus_tw.tap};
+    any other path is a JSON 404.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return NotFoundResource()
+
+
+class LimitedRequest(Request):
+    """
+    A request whose body is held in memory up to the site's C{maxBodySize}.
+
+    Past the limit the rest of the body is read and dropped, so memory stays
+    bounded and the client still gets a clean C{413} instead of a reset.
+    Bodies are never spooled to a temporary file: that would be blocking disk
+    I/O on the reactor thread.
+    """
+
+    _tooLarge = False
+    _bodySize = 0
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = BytesIO()
+        if length is not None and length > self.channel.site.maxBodySize:
+            self._tooLarge = True
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._tooLarge:
+            return
+        self._bodySize += len(data)
+        if self._bodySize > self.channel.site.maxBodySize:
+            self._tooLarge = True
+            self.content = BytesIO()
+            return
+        self.content.write(data)
+
+    def process(self) -> None:
+        if self._tooLarge:
+            self.site = self.channel.site
+            writeError(self, RequestTooLarge())
+            return
+        super().process()
+
+
+class SocktopusSite(Site):
+    """
+    The site every listener serves.
+
+    No access log: request lines carry relay tokens in their query strings, and
+    the daemon logs its own events (connect, send batch, ...) instead.
+    """
+
+    noisy = False
+    requestFactory = LimitedRequest
+
+    def __init__(self, root: IResource, maxBodySize: int = 16 * 1024 * 1024) -> None:
+        # POST bodies are JSON: parsing them as forms would only cost time.
+        super().__init__(root, parsePOSTFormSubmission=False)
+        self.maxBodySize = maxBodySize
+
+    def log(self, request: Request) -> None:
+        pass
