@@ -6,12 +6,13 @@ daemon's services. No logic of its own lives here.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -172,6 +173,14 @@ class SocktopusOptions(usage.Options):
         self["apps"] = Apps.fromEnvironment(environ)
 
 
+def complain(message: str) -> None:
+    """
+    One line on the real stderr: by the time services start, twistd has
+    redirected C{sys.stderr} into the log.
+    """
+    (sys.__stderr__ or sys.stderr).write(f"socktopus: {message}\n")
+
+
 class Options(SocktopusOptions):
     """
     What twistd parses: a mistake is one line on stderr and exit status 2,
@@ -182,8 +191,9 @@ class Options(SocktopusOptions):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            sys.stderr.write(f"socktopus: {e}\n")
+            complain(str(e))
             raise SystemExit(2) from None
+        self["exitZeroOnTerm"] = True
 
 
 class SocktopusService(MultiService):
@@ -202,7 +212,7 @@ class SocktopusService(MultiService):
         try:
             super().privilegedStartService()
         except StartupError as e:
-            sys.stderr.write(f"socktopus: {e}\n")
+            complain(str(e))
             raise SystemExit(1) from None
 
     def startService(self) -> None:
@@ -214,6 +224,25 @@ class SocktopusService(MultiService):
     def stopService(self) -> Any:
         self.log.info("Socktopus stopping")
         return super().stopService()
+
+
+class StopOnTerm(Service):
+    """
+    Make C{SIGTERM} a plain stop. twistd otherwise re-raises the signal after
+    shutting down, so the process "dies of SIGTERM"; a stop on request that
+    went well should exit 0. Installed after the reactor's own handler, which
+    it replaces.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._terminate)
+
+    def _terminate(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reactor.stop)
 
 
 def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusService:
@@ -231,7 +260,8 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     DatabaseService(openPool(config["database"], reactor)).setServiceParent(top)
 
     threadpool = reactor.getThreadPool()
-    factory = RelayFactory(registry, maxClientBuffer=config["max-client-buffer"])
+    factory = RelayFactory(registry, maxClientBuffer=config["max-client-buffer"],
+                           maxMessageSize=config["max-message-size"])
     receive = ReceiveResource(Gatekeeper(apps, registry), factory)
     root = Root()
     root.putChild(b"", HomeResource(apps, registry))
@@ -242,6 +272,8 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     root.putChild(b"kick", KickResource(apps, registry, threadpool, reactor))
     site = SocktopusSite(root, maxBodySize=config["max-body-size"])
 
+    if config.get("exitZeroOnTerm"):
+        StopOnTerm(reactor).setServiceParent(top)
     for description in config["listen"]:
         Listener(description, serverFromString(reactor, description), site).setServiceParent(top)
     return top

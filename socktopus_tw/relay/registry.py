@@ -58,7 +58,7 @@ class Registry(Service):
     """
 
     log = Logger()
-    sweepInterval = 1.0
+    name = "registry"
     shutdownTimeout = 5.0
 
     def __init__(
@@ -78,6 +78,9 @@ class Registry(Service):
         # (app, connectionId) -> kick time in milliseconds, oldest first.
         self._kicked: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._drained: list[Deferred[None]] = []
+        # Often enough that a close comes at most a quarter late, and at most
+        # once a second: each sweep only looks at the stale head of _lastSeen.
+        self.sweepInterval = min(1.0, idleTimeout / 4)
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
         self._stopping = False

@@ -142,14 +142,21 @@ class RelayProtocol(WebSocketServerProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.registry.activity(self)
         if isBinary:
-            self.sendClose(1003, "Binary frames are not accepted")
+            self._refuse(b"Binary frames are not accepted")
         elif payload == b"PING":
             self.sendMessage(b"PONG")
         elif payload == b"CLOSE":
             self.sendClose(1000)
         else:
             # As the Go original: any other text ends the connection.
-            self.sendClose(1003, "Expected PING or CLOSE")
+            self._refuse(b"Expected PING or CLOSE")
+
+    def _refuse(self, reason: bytes) -> None:
+        # 1003 "unsupported data" is the honest code; Autobahn's sendClose()
+        # only lets applications use 1000 and 3000-4999, so send the frame
+        # through the lower-level call it uses itself.
+        if self.state == _OPEN:
+            self.sendCloseFrame(code=1003, reasonUtf8=reason)
 
     def onPing(self, payload: bytes) -> None:
         self.factory.registry.activity(self)
@@ -175,15 +182,18 @@ class RelayFactory(WebSocketServerFactory):
         self,
         registry: Registry,
         maxClientBuffer: int = 8 * 1024 * 1024,
+        maxMessageSize: int = 1024 * 1024,
         closeHandshakeTimeout: float = 2.0,
     ) -> None:
         super().__init__(server="Socktopus")
         self.registry = registry
         self.maxClientBuffer = maxClientBuffer
         self.setProtocolOptions(
-            # Clients only ever send PING and CLOSE: anything large is hostile.
-            maxMessagePayloadSize=1024,
+            # Clients only ever send PING and CLOSE, so incoming frames are
+            # capped small. Autobahn applies the message cap to outgoing
+            # messages too, so that one is the largest frame we may send.
             maxFramePayloadSize=1024,
+            maxMessagePayloadSize=maxMessageSize + len(b"DATA:"),
             # permessage-deflate costs CPU per connection and is a zip-bomb
             # surface: refuse every offer.
             perMessageCompressionAccept=lambda offers: None,

@@ -1,0 +1,259 @@
+"""
+The daemon as users run it: C{twistd -n socktopus} and the C{socktopus}
+command as subprocesses of the installed package.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.trial.unittest import TestCase
+
+from socktopus_tw.relay.tokens import parseToken
+from tests.support import APP, SECRET, Daemon
+
+BIN = os.path.dirname(sys.executable)
+TWISTD = os.path.join(BIN, "twistd")
+SOCKTOPUS = os.path.join(BIN, "socktopus")
+
+
+class Process(ProcessProtocol):
+    """
+    A child process whose output is collected; tests wait for a pattern in
+    its output or for its exit status.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.errors = b""
+        self.ended: Deferred[int] = Deferred()
+        self._patterns: list[tuple[re.Pattern[bytes], Deferred[re.Match[bytes]]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        for pattern, d in list(self._patterns):
+            match = pattern.search(self.output)
+            if match:
+                self._patterns.remove((pattern, d))
+                d.callback(match)
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors += data
+
+    def waitFor(self, pattern: bytes) -> Deferred[re.Match[bytes]]:
+        d: Deferred[re.Match[bytes]] = Deferred()
+        match = re.compile(pattern).search(self.output)
+        if match:
+            d.callback(match)
+        else:
+            self._patterns.append((re.compile(pattern), d))
+        return d
+
+    def processEnded(self, reason) -> None:
+        for _, d in self._patterns:
+            d.errback(AssertionError(
+                f"exited before printing that:\n{self.output.decode()}\n{self.errors.decode()}"))
+        self._patterns = []
+        if reason.check(ProcessDone):
+            self.ended.callback(0)
+        elif reason.check(ProcessTerminated):
+            self.ended.callback(reason.value.exitCode if reason.value.exitCode is not None
+                                else -reason.value.signal)
+
+
+def run(testCase: TestCase, executable: str, *arguments: str,
+        env: dict[str, str] | None = None, path: str | None = None) -> Process:
+    """
+    Start a child in a fresh directory, with only the environment given
+    (plus PATH and HOME), so no developer's .env or variables leak in.
+    """
+    process = Process()
+    if path is None:
+        path = testCase.mktemp()
+        os.makedirs(path)
+    environment = {"PATH": os.environ.get("PATH", ""), "HOME": path}
+    environment.update(env or {})
+    transport = reactor.spawnProcess(process, executable, [executable, *arguments],
+                                     env=environment, path=path)
+
+    def cleanUp():
+        if not process.ended.called:
+            transport.signalProcess("KILL")
+            return process.ended
+    testCase.addCleanup(cleanUp)
+    return process
+
+
+class PluginTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_twistdListsAndDescribesThePlugin(self):
+        """
+        After installing, twistd knows the socktopus command and its options.
+        """
+        listing = run(self, TWISTD, "--help")
+        self.assertEqual((yield listing.ended), 0)
+        self.assertIn(b"socktopus", listing.output)
+        usage = run(self, TWISTD, "socktopus", "--help")
+        self.assertEqual((yield usage.ended), 0)
+        for option in [b"--listen", b"--database", b"--token-lifespan", b"--idle-timeout"]:
+            self.assertIn(option, usage.output)
+
+
+class StartupMistakeTests(TestCase):
+    """
+    A user mistake at start is one clear line on stderr and a non-zero exit.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def assertOneLine(self, *arguments: str, expect: bytes, env: dict[str, str] | None = None):
+        process = run(self, TWISTD, "-n", "--pidfile=", "socktopus", *arguments, env=env)
+        status = yield process.ended
+        self.assertNotEqual(status, 0)
+        lines = process.errors.strip().splitlines()
+        self.assertEqual(len(lines), 1, process.errors.decode() + process.output.decode())
+        self.assertIn(expect, lines[0])
+        self.assertNotIn(b"Traceback", process.output + process.errors)
+
+    def test_unknownOption(self):
+        """
+        A typo in an option name says which option.
+        """
+        return self.assertOneLine("--frobnicate", expect=b"frobnicate")
+
+    def test_badNumber(self):
+        """
+        A non-number for a number of seconds says which option and why.
+        """
+        return self.assertOneLine("--idle-timeout", "soon", expect=b"--idle-timeout")
+
+    def test_badNumberFromEnvironment(self):
+        """
+        A bad value in the environment names the variable it came from.
+        """
+        return self.assertOneLine(expect=b"SOCKTOPUS_TOKEN_LIFESPAN",
+                                  env={"SOCKTOPUS_TOKEN_LIFESPAN": "-1"})
+
+    def test_badEndpoint(self):
+        """
+        An endpoint string Twisted cannot parse is named with examples.
+        """
+        return self.assertOneLine("--listen", "tcpp:80", expect=b"tcpp:80")
+
+    def test_unwritableDatabase(self):
+        """
+        A database path that cannot be created is named before anything listens.
+        """
+        return self.assertOneLine("--listen", "tcp:0:interface=127.0.0.1", "--database",
+                                  "sqlite:/nonexistent/dir/db.sqlite3",
+                                  expect=b"/nonexistent/dir/db.sqlite3")
+
+    def test_portInUse(self):
+        """
+        A port another program holds is named, not a traceback.
+        """
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        return self.assertOneLine("--listen", f"tcp:{port}:interface=127.0.0.1",
+                                  expect=f"tcp:{port}".encode())
+
+
+class DaemonProcessTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def startDaemon(self, *arguments: str, env: dict[str, str] | None = None,
+                    path: str | None = None):
+        environment = {f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET}
+        environment.update(env or {})
+        process = run(self, TWISTD, "-n", "--pidfile=", "socktopus", *arguments,
+                      env=environment, path=path)
+        match = yield process.waitFor(rb"Listening on 127\.0\.0\.1:(\d+)")
+        return process, int(match.group(1))
+
+    def clientFor(self, port: int) -> Daemon:
+        """
+        A L{Daemon}-shaped helper aimed at the child's port, for its clients.
+        """
+        client = Daemon.__new__(Daemon)
+        client.port = port
+        client.url = f"http://127.0.0.1:{port}"
+        client.wsUrl = f"ws://127.0.0.1:{port}"
+        client.clients = []
+        from twisted.web.client import Agent, HTTPConnectionPool
+        client.pool = HTTPConnectionPool(reactor, persistent=False)
+        client.agent = Agent(reactor, pool=client.pool)
+        return client
+
+    @inlineCallbacks
+    def test_sigtermClosesEveryClientAndExitsZero(self):
+        """
+        systemd stopping the daemon: every client is told CLOSE and closed,
+        and the process exits 0.
+        """
+        process, port = yield self.startDaemon("--listen", "tcp:0:interface=127.0.0.1")
+        daemon = self.clientFor(port)
+        clients = yield gatherResults([daemon.connect(f"c{i}") for i in range(5)])
+        process.transport.signalProcess("TERM")
+        closes = yield gatherResults([c.closed for c in clients])
+        self.assertEqual([c.received for c in clients], [["CLOSE"]] * 5)
+        self.assertTrue(all(wasClean for wasClean, code, reason in closes))
+        self.assertEqual((yield process.ended), 0)
+        self.assertIn(b"Socktopus stopping", process.output)
+
+    @inlineCallbacks
+    def test_tokenFromCommandIsAccepted(self):
+        """
+        The token printed by `socktopus token` opens a connection that
+        receives what the backend sends.
+        """
+        process, port = yield self.startDaemon("--listen", "tcp:0:interface=127.0.0.1")
+        command = run(self, SOCKTOPUS, "token", APP, SECRET, "from-cli")
+        self.assertEqual((yield command.ended), 0)
+        token = command.output.strip().decode()
+        self.assertEqual(parseToken(token).connectionId, "from-cli")
+        daemon = self.clientFor(port)
+        daemon.token = lambda connectionId, **kw: token
+        client = yield daemon.connect("from-cli")
+        status, body, _ = yield daemon.send([{"recipient": "from-cli", "content": "hi"}])
+        self.assertEqual(status, 200)
+        self.assertEqual((yield client.waitFor(1)), ["DATA:hi"])
+        client.sendClose()
+        yield client.closed
+
+    @inlineCallbacks
+    def test_dotEnvConfiguresAppsAndListen(self):
+        """
+        A .env file in the working directory is read; the real environment
+        wins over it.
+        """
+        path = self.mktemp()
+        os.makedirs(path)
+        with open(os.path.join(path, ".env"), "w") as f:
+            f.write("# local settings\n"
+                    "SOCKTOPUS_LISTEN=tcp:0:interface=127.0.0.1\n"
+                    "FROMFILE_SOCKTOPUS_SECRET='file-secret'\n"
+                    f"{APP.upper()}_SOCKTOPUS_SECRET=overridden-by-environment\n")
+        process, port = yield self.startDaemon(path=path)
+        daemon = self.clientFor(port)
+        status, page, _ = yield daemon.request("GET", "/")
+        self.assertEqual(status, 200)
+        self.assertIn(b"fromfile", page)
+        client = yield daemon.connect("c1")  # signed with the environment's secret
+        client.sendClose()
+        yield client.closed
+        self.assertTrue(os.path.exists(os.path.join(path, "socktopus.sqlite3")))
