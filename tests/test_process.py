@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
+import shutil
 import socket
 import sys
 
@@ -107,6 +107,40 @@ class PluginTests(TestCase):
         self.assertEqual((yield usage.ended), 0)
         for option in [b"--listen", b"--database", b"--token-lifespan", b"--idle-timeout"]:
             self.assertIn(option, usage.output)
+
+
+class InstallTests(TestCase):
+    """
+    A normal (non-editable) install finds the plugin too. The suite itself runs
+    from an editable install, which PluginTests covers.
+    """
+
+    timeout = 300
+
+    @inlineCallbacks
+    def test_normalInstallRegistersPlugin(self):
+        """
+        `pip install .` into a fresh virtualenv gives a twistd that knows socktopus.
+        """
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        base = os.path.abspath(self.mktemp())
+        source = os.path.join(base, "source")
+        shutil.copytree(here, source, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "_trial_temp*", "build", "*.egg-info", "__pycache__"))
+        venv = os.path.join(base, "venv")
+        python = sys._base_executable
+        created = run(self, python, "-m", "venv", venv, path=base)
+        self.assertEqual((yield created.ended), 0, created.errors)
+        pip = run(self, os.path.join(venv, "bin", "pip"), "install", "--quiet",
+                  "--disable-pip-version-check", source, path=base,
+                  env={k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+        self.assertEqual((yield pip.ended), 0, pip.errors)
+        listing = run(self, os.path.join(venv, "bin", "twistd"), "--help", path=base)
+        self.assertEqual((yield listing.ended), 0)
+        self.assertIn(b"socktopus", listing.output)
+        usage = run(self, os.path.join(venv, "bin", "twistd"), "socktopus", "--help", path=base)
+        self.assertEqual((yield usage.ended), 0)
+        self.assertIn(b"--listen", usage.output)
 
 
 class StartupMistakeTests(TestCase):

@@ -22,7 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Request
 
 from socktopus_tw.apps import Apps
-from socktopus_tw.errors import MalformedRequest
+from socktopus_tw.errors import ApiError, MalformedRequest
 from socktopus_tw.relay.registry import Registry
 from socktopus_tw.web import JsonResource, encodeJson
 
@@ -82,6 +82,7 @@ class BackendResource(JsonResource):
     """
 
     fields: set[str]
+    path: str
     inlineLimit = 256 * 1024
 
     def __init__(self, apps: Apps, registry: Registry, threadpool: ThreadPool,
@@ -104,7 +105,12 @@ class BackendResource(JsonResource):
         return d
 
     def authenticate(self, value: dict[str, Any]) -> str:
-        return self.apps.authenticate(value["secretName"], value["secret"])
+        try:
+            return self.apps.authenticate(value["secretName"], value["secret"])
+        except ApiError as e:
+            log.info("Refused {path} for app {app!r}: {why}", path=self.path,
+                     app=value["secretName"][:64], why=e.message)
+            raise
 
     def handle(self, value: dict[str, Any], big: bool) -> object:
         raise NotImplementedError()
@@ -116,6 +122,7 @@ class SendResource(BackendResource):
     """
 
     fields = _SEND_FIELDS
+    path = "/send"
     #: Batches larger than this are delivered cooperatively, a slice per
     #: reactor turn, instead of in one go.
     inlineBatch = 1000
@@ -171,6 +178,7 @@ class KickResource(BackendResource):
     """
 
     fields = _KICK_FIELDS
+    path = "/kick"
 
     def handle(self, value: dict[str, Any], big: bool) -> object:
         connectionIds = value["connections"]

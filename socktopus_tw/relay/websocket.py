@@ -45,10 +45,14 @@ class Gatekeeper:
         Return the canonical app name and the connection id, or raise the
         L{RelayError} the client is answered with.
         """
-        parsed = parseToken(token)
-        lifespan = self.registry.tokenLifespan * 1000
-        parsed.checkAge(self.registry.clock.seconds() * 1000, lifespan)
         try:
+            parsed = parseToken(token)
+        except RelayError:
+            log.info("Refused connection: malformed token")
+            raise
+        lifespan = self.registry.tokenLifespan * 1000
+        try:
+            parsed.checkAge(self.registry.clock.seconds() * 1000, lifespan)
             secret = self.apps.secretFor(parsed.app)
             parsed.checkSignature(secret)
         except RelayError as e:
