@@ -108,7 +108,7 @@ class SocktopusOptions(usage.Options):
     """
 
     synopsis = "[--listen ENDPOINT]... [--database URL] [options]"
-    optParameters = [
+    optParameters: list[list[str | None]] = [
         [s.name, None, None, f"{s.help} [env {s.variable}, default: {s.default}]"]
         for s in SETTINGS
     ]
@@ -123,10 +123,14 @@ class SocktopusOptions(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """
-        A Twisted endpoint to serve on, e.g. tcp:8080 or ssl:8443:privateKey=key.pem:certKey=cert.pem; may be repeated. [env SOCKTOPUS_LISTEN, space-separated; default tcp:$PORT, else tcp:8080]
-        """
         self["listen"].append(endpoint)
+
+    # usage.Options prints a docstring as written; one line wraps cleanly.
+    opt_listen.__doc__ = (
+        "A Twisted endpoint to serve on, e.g. tcp:8080 or "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem; may be repeated. "
+        "[env SOCKTOPUS_LISTEN, space-separated; default tcp:$PORT, else tcp:8080]"
+    )
 
     def postOptions(self) -> None:
         try:

@@ -22,9 +22,9 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from socktopus_tw.errors import (
     ApiError,
+    InternalError,
     MethodNotAllowed,
     NotFound,
-    InternalError,
     RequestTooLarge,
 )
 

@@ -64,7 +64,7 @@ def parseDatabaseUrl(url: str) -> DatabaseConfig:
         database = parts.path.lstrip("/")
         if not database:
             raise DatabaseError(
-                f"--database: name the database, e.g. mysql://user:password@localhost:3306/socktopus"
+                "--database: name the database, e.g. mysql://user:password@localhost:3306/socktopus"
             )
         arguments: dict[str, Any] = {
             "user": unquote(parts.username or ""),

@@ -153,7 +153,7 @@ class SendResource(BackendResource):
         deliver = self.registry.deliver
         # A frame is "DATA:" plus the content: the cap is on the content.
         limit = self.maxMessageSize + 5
-        for message, payload in zip(messages, payloads):
+        for message, payload in zip(messages, payloads, strict=True):
             if len(payload) <= limit and deliver(app, message["recipient"], payload):
                 succeeded.append(message)
             else:
