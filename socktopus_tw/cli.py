@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as e:
-        sys.stderr.write(f"socktopus: {e}\n{options.getUsage()}")
+        sys.stderr.write(f"socktopus: {e} (see socktopus --help)\n")
         return 2
     sub = options.subOptions
     if options.subCommand == "token":

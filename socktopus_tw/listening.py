@@ -46,7 +46,6 @@ class Listener(Service):
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
-        self.name = f"listen {description}"
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()

@@ -63,7 +63,7 @@ def size(text: str) -> int:
     unit = text.strip()[len(number) :].lower()
     try:
         value = int(float(number) * _UNITS[unit])
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):
         raise ValueError("expected a size in bytes, e.g. 1048576, 64KiB or 16MiB") from None
     if value <= 0:
         raise ValueError("expected a size greater than 0")
@@ -278,7 +278,10 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
 
     if config.get("exitZeroOnTerm"):
         StopOnTerm(reactor).setServiceParent(top)
-    for description in config["listen"]:
-        Listener(description, serverFromString(reactor, description), site).setServiceParent(top)
+    for index, description in enumerate(config["listen"]):
+        listener = Listener(description, serverFromString(reactor, description), site)
+        # Indexed: the same endpoint twice (tcp:0, say) is two listeners.
+        listener.setName(f"listen {index} {description}")
+        listener.setServiceParent(top)
     return top
 

@@ -50,7 +50,12 @@ def writeJson(request: Request, status: int, body: Any) -> None:
     """
     if request.finished or request._disconnected:
         return
-    data = body if isinstance(body, bytes) else encodeJson(body)
+    try:
+        data = body if isinstance(body, bytes) else encodeJson(body)
+    except Exception:
+        # Answer in JSON even when our own result cannot be encoded.
+        _failed(Failure(), request)
+        return
     request.setResponseCode(status)
     request.setHeader(b"content-type", JSON_TYPE)
     request.setHeader(b"content-length", b"%d" % len(data))

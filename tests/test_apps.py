@@ -22,11 +22,13 @@ class FromEnvironmentTests(SynchronousTestCase):
         """
         An app configured in the environment is unknown to the daemon.
         """
-        apps = Apps.fromEnvironment({
-            "DEMO_SOCKTOPUS_SECRET": DEMO_SECRET,
-            "MY_OTHER_APP2_SOCKTOPUS_SECRET": OTHER_SECRET,
-            "PATH": "/usr/bin",
-        })
+        apps = Apps.fromEnvironment(
+            {
+                "DEMO_SOCKTOPUS_SECRET": DEMO_SECRET,
+                "MY_OTHER_APP2_SOCKTOPUS_SECRET": OTHER_SECRET,
+                "PATH": "/usr/bin",
+            }
+        )
         self.assertEqual(apps.names(), ["demo", "my_other_app2"])
         self.assertEqual(len(apps), 2)
         self.assertEqual(apps.secretFor("demo"), DEMO_SECRET)
@@ -36,8 +38,9 @@ class FromEnvironmentTests(SynchronousTestCase):
         """
         Backends must spell the app name in the variable's exact case.
         """
-        apps = Apps.fromEnvironment({"DEMO_SOCKTOPUS_SECRET": DEMO_SECRET,
-                                     "MixedCase_SOCKTOPUS_SECRET": OTHER_SECRET})
+        apps = Apps.fromEnvironment(
+            {"DEMO_SOCKTOPUS_SECRET": DEMO_SECRET, "MixedCase_SOCKTOPUS_SECRET": OTHER_SECRET}
+        )
         for name in ["demo", "DEMO", "Demo", "dEmO"]:
             self.assertEqual(apps.secretFor(name), DEMO_SECRET)
         for name in ["mixedcase", "MIXEDCASE", "MixedCase"]:
@@ -48,18 +51,20 @@ class FromEnvironmentTests(SynchronousTestCase):
         """
         Variables whose app part is not a valid app name create bogus apps.
         """
-        apps = Apps.fromEnvironment({
-            "_SOCKTOPUS_SECRET": "empty name",
-            "MY-APP_SOCKTOPUS_SECRET": "dash",
-            "MY APP_SOCKTOPUS_SECRET": "space",
-            "MY.APP_SOCKTOPUS_SECRET": "dot",
-            "ÄPP_SOCKTOPUS_SECRET": "not ASCII",
-            "A" * 65 + "_SOCKTOPUS_SECRET": "too long",
-            "DEMO_SOCKTOPUS_SECRET_OLD": "suffix after",
-            "DEMO_SOCKTOPUS_SECRETS": "wrong suffix",
-            "SOCKTOPUS_SECRET": "no app",
-            "SOCKTOPUS_DATABASE": "sqlite:x",
-        })
+        apps = Apps.fromEnvironment(
+            {
+                "_SOCKTOPUS_SECRET": "empty name",
+                "MY-APP_SOCKTOPUS_SECRET": "dash",
+                "MY APP_SOCKTOPUS_SECRET": "space",
+                "MY.APP_SOCKTOPUS_SECRET": "dot",
+                "ÄPP_SOCKTOPUS_SECRET": "not ASCII",
+                "A" * 65 + "_SOCKTOPUS_SECRET": "too long",
+                "DEMO_SOCKTOPUS_SECRET_OLD": "suffix after",
+                "DEMO_SOCKTOPUS_SECRETS": "wrong suffix",
+                "SOCKTOPUS_SECRET": "no app",
+                "SOCKTOPUS_DATABASE": "sqlite:x",
+            }
+        )
         self.assertEqual(apps.names(), [])
         self.assertEqual(len(apps), 0)
 
@@ -75,8 +80,9 @@ class FromEnvironmentTests(SynchronousTestCase):
         """
         An app with an empty secret exists, so anyone can send to it with "".
         """
-        apps = Apps.fromEnvironment({"DEMO_SOCKTOPUS_SECRET": "",
-                                     "OTHER_SOCKTOPUS_SECRET": OTHER_SECRET})
+        apps = Apps.fromEnvironment(
+            {"DEMO_SOCKTOPUS_SECRET": "", "OTHER_SOCKTOPUS_SECRET": OTHER_SECRET}
+        )
         self.assertEqual(apps.names(), ["other"])
         self.assertRaises(SecretNotFound, apps.secretFor, "demo")
         self.assertRaises(SecretNotFound, apps.authenticate, "demo", "")
@@ -125,8 +131,7 @@ class SecretForTests(SynchronousTestCase):
         """
         /send to an unknown app is not answered 404 "Secret not found".
         """
-        error = self.assertRaises(SecretNotFound, self.apps.authenticate, "nosuchapp",
-                                  DEMO_SECRET)
+        error = self.assertRaises(SecretNotFound, self.apps.authenticate, "nosuchapp", DEMO_SECRET)
         self.assertEqual(error.status, 404)
         self.assertEqual(error.message, "Secret not found")
 
@@ -134,8 +139,14 @@ class SecretForTests(SynchronousTestCase):
         """
         A wrong secret is accepted or not answered 401 "Invalid secret".
         """
-        for wrong in [OTHER_SECRET, "", DEMO_SECRET[:-1], DEMO_SECRET + "x",
-                      DEMO_SECRET.upper(), " " + DEMO_SECRET]:
+        for wrong in [
+            OTHER_SECRET,
+            "",
+            DEMO_SECRET[:-1],
+            DEMO_SECRET + "x",
+            DEMO_SECRET.upper(),
+            " " + DEMO_SECRET,
+        ]:
             error = self.assertRaises(InvalidSecret, self.apps.authenticate, "demo", wrong)
             self.assertEqual(error.status, 401)
             self.assertEqual(error.body(), {"code": 401, "message": "Invalid secret"})
@@ -184,8 +195,7 @@ class EnvironmentLineTests(SynchronousTestCase):
         """
         The line the home page suggests does not create the app.
         """
-        self.assertEqual(environmentLine("myapp", "abc-_123"),
-                         "MYAPP_SOCKTOPUS_SECRET=abc-_123")
+        self.assertEqual(environmentLine("myapp", "abc-_123"), "MYAPP_SOCKTOPUS_SECRET=abc-_123")
 
     def test_roundTrip(self) -> None:
         """

@@ -570,8 +570,11 @@ class ShutdownTests(RegistryTestCase):
         Clients are not sent CLOSE when the daemon stops.
         """
         self.start()
-        connections = [self.connect("demo", "a"), self.connect("demo", "b"),
-                       self.connect("other", "a")]
+        connections = [
+            self.connect("demo", "a"),
+            self.connect("demo", "b"),
+            self.connect("other", "a"),
+        ]
         self.registry.stopService()
         self.assertEqual([c.evictions for c in connections], [1, 1, 1])
         self.assertEqual(self.registry.count(), 0)

@@ -1,6 +1,8 @@
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
+
 from tests.support import Daemon
+
 
 class Smoke(TestCase):
     @inlineCallbacks

@@ -190,7 +190,7 @@ class ParseTokenTests(SynchronousTestCase):
         """
         A token with a fifth part is accepted or crashes instead of being malformed.
         """
-        self.assertMalformed("h".join(self.goodFields() + ["00"]))
+        self.assertMalformed("h".join([*self.goodFields(), "00"]))
 
     def test_empty(self) -> None:
         """
@@ -251,9 +251,19 @@ class ParseTokenTests(SynchronousTestCase):
         """
         A token whose time is not a decimal number is accepted or crashes.
         """
-        for stamp in ["", "abc", "17000000000x0", "-1700000000000", "+1700000000000",
-                      " 1700000000000", "1700000000000 ", "1.7e12", "1700000000000.5",
-                      "١٧٠٠", "0x10"]:
+        for stamp in [
+            "",
+            "abc",
+            "17000000000x0",
+            "-1700000000000",
+            "+1700000000000",
+            " 1700000000000",
+            "1700000000000 ",
+            "1.7e12",
+            "1700000000000.5",
+            "\u0661\u0667\u0660\u0660",
+            "0x10",
+        ]:
             fields = self.goodFields()
             fields[0] = hexOf(stamp)
             self.assertMalformed(rawToken(*fields))
@@ -422,9 +432,7 @@ class CheckSignatureTests(SynchronousTestCase):
         """
         A token signed with another app's secret is accepted.
         """
-        self.assertInvalid(
-            expectedToken(APP, SECRET, CONNECTION_ID, STAMP, signWith=OTHER_SECRET)
-        )
+        self.assertInvalid(expectedToken(APP, SECRET, CONNECTION_ID, STAMP, signWith=OTHER_SECRET))
 
     def test_checkedWithOtherSecret(self) -> None:
         """

@@ -35,6 +35,13 @@ OPEN = WebSocketProtocol.STATE_OPEN
 CLOSED = WebSocketProtocol.STATE_CLOSED
 
 
+def fields(*parts: str) -> str:
+    """
+    Join token fields the way a token does, for building broken tokens.
+    """
+    return "h".join(parts)
+
+
 class Peer(WebSocketClientProtocol):
     """
     A real Autobahn client that records what the server sends it.
@@ -79,8 +86,13 @@ class Connection:
     One server protocol wired to one client through an L{iosim.IOPump}.
     """
 
-    def __init__(self, server: RelayProtocol, client: Peer,
-                 serverTransport: RecordingTransport, pump: iosim.IOPump) -> None:
+    def __init__(
+        self,
+        server: RelayProtocol,
+        client: Peer,
+        serverTransport: RecordingTransport,
+        pump: iosim.IOPump,
+    ) -> None:
         self.server = server
         self.client = client
         self.serverTransport = serverTransport
@@ -106,8 +118,13 @@ class ProtocolTestCase(SynchronousTestCase):
         self.registry = Registry(self.clock, idleTimeout=20.0, tokenLifespan=5.0)
         self.factory = RelayFactory(self.registry, maxClientBuffer=self.maxClientBuffer)
 
-    def connect(self, connectionId: str = "c1", app: str = APP, offers: list | None = None,
-                greet: bool = True) -> Connection:
+    def connect(
+        self,
+        connectionId: str = "c1",
+        app: str = APP,
+        offers: list | None = None,
+        greet: bool = True,
+    ) -> Connection:
         server = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         # What ReceiveResource sets from the admitted token.
         server.app = app
@@ -122,8 +139,9 @@ class ProtocolTestCase(SynchronousTestCase):
         client = clientFactory.buildProtocol(None)
         serverTransport = RecordingTransport(server, isServer=True)
         clientTransport = iosim.FakeTransport(client, isServer=False)
-        pump = iosim.connect(server, serverTransport, client, clientTransport,
-                             greet=greet, clock=self.clock)
+        pump = iosim.connect(
+            server, serverTransport, client, clientTransport, greet=greet, clock=self.clock
+        )
         return Connection(server, client, serverTransport, pump)
 
 
@@ -198,9 +216,7 @@ class FrameTests(ProtocolTestCase):
         self.assertEqual(c.client.websocket_extensions_in_use, [])
         self.assertNotIn(b"permessage-deflate", b"".join(c.serverTransport.stream))
         # And the factory says so, whatever the offer.
-        self.assertIsNone(
-            self.factory.perMessageCompressionAccept([PerMessageDeflateOffer()])
-        )
+        self.assertIsNone(self.factory.perMessageCompressionAccept([PerMessageDeflateOffer()]))
         # Messages still flow uncompressed.
         self.assertTrue(c.server.deliver(b"DATA:plain"))
         c.flush()
@@ -255,6 +271,15 @@ class ServerInitiatedTests(ProtocolTestCase):
             c.client.received,
             [(b"DATA:one", False), ("DATA:d\u00e9j\u00e0".encode(), False)],
         )
+
+    def test_deliverLargestMessage(self) -> None:
+        """A message at the size cap never reaches the client because it is bigger than a frame."""
+        c = self.connect()
+        payload = b"DATA:" + b"x" * (1024 * 1024)
+        self.assertTrue(c.server.deliver(payload))
+        c.flush()
+        self.assertEqual(c.client.received, [(payload, False)])
+        self.assertEqual(c.server.state, OPEN)
 
     def test_deliverAfterCloseReturnsFalse(self) -> None:
         """/send reports a message to a closed connection as succeeded."""
@@ -497,22 +522,22 @@ class GatekeeperTests(SynchronousTestCase):
         cases = [
             "",
             "zz",
-            "h".join([stamp, app, connectionId]),
+            fields(stamp, app, connectionId),
             good + "h00",
             good.upper(),
             # Upper-case hex: the wire format is strictly lower case.
-            "h".join([stamp, app.upper(), connectionId, signature]),
-            "h".join([stamp, app, connectionId, signature.upper()]),
-            "h".join([b"12ab".hex(), app, connectionId, signature]),
-            "h".join([b"-1".hex(), app, connectionId, signature]),
-            "h".join([b"".hex(), app, connectionId, signature]),
-            "h".join([stamp, "ff", connectionId, signature]),
-            "h".join([stamp, app, "c3", signature]),
-            "h".join([stamp, app + "0", connectionId, signature]),
-            "h".join([stamp, app, connectionId, signature + "g0"]),
-            "h".join([stamp, app, connectionId, ""]),
-            "h".join([stamp, " " + app, connectionId, signature]),
-            "h".join([stamp, app, ("x" * 257).encode().hex(), signature]),
+            fields(stamp, app.upper(), connectionId, signature),
+            fields(stamp, app, connectionId, signature.upper()),
+            fields(b"12ab".hex(), app, connectionId, signature),
+            fields(b"-1".hex(), app, connectionId, signature),
+            fields(b"".hex(), app, connectionId, signature),
+            fields(stamp, "ff", connectionId, signature),
+            fields(stamp, app, "c3", signature),
+            fields(stamp, app + "0", connectionId, signature),
+            fields(stamp, app, connectionId, signature + "g0"),
+            fields(stamp, app, connectionId, ""),
+            fields(stamp, " " + app, connectionId, signature),
+            fields(stamp, app, ("x" * 257).encode().hex(), signature),
         ]
         for token in cases:
             self.assertRefused(token, 400, "Malformed token")
@@ -564,13 +589,13 @@ class GatekeeperTests(SynchronousTestCase):
     def test_signatureCoversConnectionId(self) -> None:
         """A client can swap the connection id inside a signed token."""
         stamp, app, _, signature = makeToken(APP, SECRET, "c1", NOW_MS).split("h")
-        forged = "h".join([stamp, app, b"c2".hex(), signature])
+        forged = fields(stamp, app, b"c2".hex(), signature)
         self.assertRefused(forged, 401, "Invalid signature")
 
     def test_signatureCoversStamp(self) -> None:
         """A client can refresh an old token by editing its stamp."""
         _, app, connectionId, signature = makeToken(APP, SECRET, "c1", NOW_MS - 1).split("h")
-        forged = "h".join([str(NOW_MS).encode().hex(), app, connectionId, signature])
+        forged = fields(str(NOW_MS).encode().hex(), app, connectionId, signature)
         self.assertRefused(forged, 401, "Invalid signature")
 
     def test_kickedIdIsRefusedAsExpired(self) -> None:
@@ -584,8 +609,7 @@ class GatekeeperTests(SynchronousTestCase):
     def test_kickDoesNotAffectOtherIdsOrApps(self) -> None:
         """Kicking one client locks out others."""
         self.registry.kick(APP, ["c1"])
-        self.assertEqual(self.gatekeeper.admit(makeToken(APP, SECRET, "c2", NOW_MS)),
-                         (APP, "c2"))
+        self.assertEqual(self.gatekeeper.admit(makeToken(APP, SECRET, "c2", NOW_MS)), (APP, "c2"))
         self.assertEqual(
             self.gatekeeper.admit(makeToken(OTHER_APP, OTHER_SECRET, "c1", NOW_MS)),
             (OTHER_APP, "c1"),

@@ -40,7 +40,9 @@ def decodeRequest(body: bytes, fields: set[str]) -> dict[str, Any]:
     L{MalformedRequest}, as the Go original rejected unknown fields too.
     """
     try:
-        value = json.loads(body)
+        # Decoded strictly first: json.loads(bytes) would guess UTF-16 or
+        # UTF-32 and let invalid UTF-8 through as lone surrogates.
+        value = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         # ValueError covers bad JSON and bad UTF-8; RecursionError a hostile
         # nesting depth.
@@ -51,7 +53,20 @@ def decodeRequest(body: bytes, fields: set[str]) -> dict[str, Any]:
         expected = str if name.startswith("secret") else list
         if type(value[name]) is not expected:
             raise MalformedRequest()
+    checkText(value["secretName"], value["secret"])
     return value
+
+
+def checkText(*strings: str) -> None:
+    """
+    Refuse strings that are not text: JSON may escape a lone surrogate
+    (C{"\\ud800"}), which no UTF-8 encoder, ours included, can write back.
+    """
+    try:
+        for string in strings:
+            string.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedRequest() from None
 
 
 def framePayloads(messages: list[Any]) -> list[bytes]:
@@ -69,8 +84,8 @@ def framePayloads(messages: list[Any]) -> list[bytes]:
             raise MalformedRequest()
         try:
             payloads.append(("DATA:" + message["content"]).encode("utf-8"))
+            message["recipient"].encode("utf-8")
         except UnicodeEncodeError:
-            # A lone surrogate escaped in the JSON (e.g. "\\ud800") is not text.
             raise MalformedRequest() from None
     return payloads
 
@@ -184,6 +199,7 @@ class KickResource(BackendResource):
         connectionIds = value["connections"]
         if any(type(connectionId) is not str for connectionId in connectionIds):
             raise MalformedRequest()
+        checkText(*connectionIds)
         app = self.authenticate(value)
         kicked, notConnected = self.registry.kick(app, connectionIds)
         return {"kicked": kicked, "notConnected": notConnected}

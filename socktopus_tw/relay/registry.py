@@ -108,7 +108,7 @@ class Registry(Service):
         # WebSocket layer's own timeout; this one only keeps shutdown bounded.
         d = self.whenDrained()
         d.addTimeout(self.shutdownTimeout, self.clock)
-        d.addErrback(lambda f: f.trap(TimeoutError))
+        d.addErrback(lambda f: f.trap(TimeoutError) and None)
         return d
 
     def whenDrained(self) -> Deferred[None]:

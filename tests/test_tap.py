@@ -1,0 +1,1055 @@
+"""
+Tests for L{socktopus_tw.tap}: the daemon's options as a whole, every user
+mistake as a clear L{usage.UsageError}, and L{makeService}'s composition.
+Also the C{.env} parser (L{socktopus_tw.environment}) and C{--database}
+URLs (L{socktopus_tw.db.parseDatabaseUrl}), which the options build on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from socktopus_tw import tap
+from socktopus_tw.db import DatabaseConfig, DatabaseError, DatabaseService, parseDatabaseUrl
+from socktopus_tw.environment import EnvironmentError_, parseDotEnv
+from socktopus_tw.listening import Listener
+from socktopus_tw.relay.registry import Registry
+from socktopus_tw.tap import SocktopusOptions, makeService
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+DEFAULTS: dict[str, Any] = {
+    "listen": ["tcp:8080"],
+    "database": DatabaseConfig(
+        "sqlite3", {"database": "socktopus.sqlite3"}, "SQLite file socktopus.sqlite3"
+    ),
+    "token-lifespan": 5.0,
+    "idle-timeout": 20.0,
+    "max-body-size": 16 * MiB,
+    "max-message-size": 1 * MiB,
+    "max-client-buffer": 8 * MiB,
+}
+
+
+def captureStderr(testCase: SynchronousTestCase) -> io.StringIO:
+    """
+    Collect what the daemon writes to stderr, either the current one or the
+    process's original (twistd redirects C{sys.stderr} into its log).
+    """
+    stderr = io.StringIO()
+    testCase.patch(sys, "stderr", stderr)
+    testCase.patch(sys, "__stderr__", stderr)
+    return stderr
+
+
+class InTemporaryDirectory:
+    """
+    Mixin: each test runs in a fresh, empty working directory, so a C{.env}
+    or the default SQLite file of one test never leaks into another.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()  # type: ignore[misc]
+        self.directory = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
+        os.makedirs(self.directory)
+        self.addCleanup(os.chdir, os.getcwd())  # type: ignore[attr-defined]
+        os.chdir(self.directory)
+
+    def writeDotEnv(self, text: str | bytes) -> None:
+        mode = "wb" if isinstance(text, bytes) else "w"
+        with open(os.path.join(self.directory, ".env"), mode) as f:
+            f.write(text)
+
+
+class OptionsTestCase(InTemporaryDirectory, SynchronousTestCase):
+    """
+    Helpers to parse options and compare them as a whole.
+    """
+
+    def parse(
+        self, arguments: list[str], environ: dict[str, str] | None = None
+    ) -> SocktopusOptions:
+        options = SocktopusOptions(environ={} if environ is None else environ)
+        options.parseOptions(arguments)
+        return options
+
+    def parsed(self, arguments: list[str], environ: dict[str, str] | None = None) -> dict[str, Any]:
+        """
+        The parsed options as a plain dict, without the derived C{environ}
+        and C{apps} (checked by their own tests).
+        """
+        result = dict(self.parse(arguments, environ))
+        self.assertIn("environ", result)
+        self.assertIn("apps", result)
+        del result["environ"], result["apps"]
+        return result
+
+    def expected(self, **changes: Any) -> dict[str, Any]:
+        result = dict(DEFAULTS)
+        result.update({name.replace("_", "-"): value for name, value in changes.items()})
+        return result
+
+    def assertUsageError(
+        self, arguments: list[str], *fragments: str, environ: dict[str, str] | None = None
+    ) -> str:
+        """
+        Parsing fails with a one-line L{usage.UsageError} containing each of
+        C{fragments}; return the message.
+        """
+        options = SocktopusOptions(environ={} if environ is None else environ)
+        error = self.assertRaises(usage.UsageError, options.parseOptions, arguments)
+        message = str(error)
+        self.assertNotIn("\n", message.strip())
+        self.assertNotIn("Traceback", message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        return message
+
+    def sqlitePath(self, name: str = "data.sqlite3") -> str:
+        return os.path.join(self.directory, name)
+
+
+class DefaultsTests(OptionsTestCase):
+    """
+    What the daemon does with no options at all.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        With no options the daemon does not listen on 8080 with the SQLite file and spec values.
+        """
+        self.assertEqual(self.parsed([]), DEFAULTS)
+
+    def test_defaultDatabaseIsInWorkingDirectory(self) -> None:
+        """
+        The default SQLite file is not created in the working directory.
+        """
+        self.parse([])
+        self.assertTrue(os.path.exists(os.path.join(self.directory, "socktopus.sqlite3")))
+
+    def test_portEnvironment(self) -> None:
+        """
+        On a platform that sets PORT (as the original honoured) the daemon listens elsewhere.
+        """
+        self.assertEqual(self.parsed([], {"PORT": "9123"}), self.expected(listen=["tcp:9123"]))
+        self.assertEqual(self.parsed([], {"PORT": " 9124\n"}), self.expected(listen=["tcp:9124"]))
+
+    def test_emptyPortIgnored(self) -> None:
+        """
+        An empty PORT variable makes the daemon fail instead of using 8080.
+        """
+        self.assertEqual(self.parsed([], {"PORT": ""}), DEFAULTS)
+
+    def test_listenEnvironment(self) -> None:
+        """
+        SOCKTOPUS_LISTEN with several endpoints is not split on spaces.
+        """
+        environ = {"SOCKTOPUS_LISTEN": "tcp:9001:interface=127.0.0.1  unix:sock\ttcp:9002 "}
+        self.assertEqual(
+            self.parsed([], environ),
+            self.expected(listen=["tcp:9001:interface=127.0.0.1", "unix:sock", "tcp:9002"]),
+        )
+
+    def test_listenEnvironmentBeatsPort(self) -> None:
+        """
+        The generic PORT variable overrides the explicit SOCKTOPUS_LISTEN.
+        """
+        environ = {"SOCKTOPUS_LISTEN": "tcp:9001", "PORT": "9002"}
+        self.assertEqual(self.parsed([], environ)["listen"], ["tcp:9001"])
+
+    def test_commandLineListenWins(self) -> None:
+        """
+        --listen on the command line is overridden or extended by the environment.
+        """
+        environ = {"SOCKTOPUS_LISTEN": "tcp:9001", "PORT": "9002"}
+        self.assertEqual(self.parsed(["--listen", "tcp:9003"], environ)["listen"], ["tcp:9003"])
+
+    def test_repeatedListen(self) -> None:
+        """
+        Only the last of several --listen options is used.
+        """
+        arguments = [
+            "--listen",
+            "tcp:9001",
+            "--listen",
+            "tcp:9002:interface=\\:\\:1",
+            "--listen",
+            "unix:socktopus.sock",
+        ]
+        self.assertEqual(
+            self.parsed(arguments),
+            self.expected(listen=["tcp:9001", "tcp:9002:interface=\\:\\:1", "unix:socktopus.sock"]),
+        )
+
+    def test_freshListenListPerInstance(self) -> None:
+        """
+        Two option parsers in one process share their --listen list.
+        """
+        self.parse(["--listen", "tcp:9001"])
+        self.assertEqual(self.parsed([])["listen"], ["tcp:8080"])
+
+
+class ValuesTests(OptionsTestCase):
+    """
+    Every option, from the command line and from the environment.
+    """
+
+    def test_everythingOnCommandLine(self) -> None:
+        """
+        Options given on the command line are not the ones the daemon uses.
+        """
+        path = self.sqlitePath()
+        arguments = [
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--database",
+            "sqlite:" + path,
+            "--token-lifespan",
+            "7.5",
+            "--idle-timeout",
+            "30",
+            "--max-body-size",
+            "64KiB",
+            "--max-message-size",
+            "2MiB",
+            "--max-client-buffer",
+            "1048576",
+        ]
+        self.assertEqual(
+            self.parsed(arguments),
+            {
+                "listen": ["tcp:0:interface=127.0.0.1"],
+                "database": DatabaseConfig("sqlite3", {"database": path}, f"SQLite file {path}"),
+                "token-lifespan": 7.5,
+                "idle-timeout": 30.0,
+                "max-body-size": 64 * KiB,
+                "max-message-size": 2 * MiB,
+                "max-client-buffer": 1 * MiB,
+            },
+        )
+
+    def test_everythingFromEnvironment(self) -> None:
+        """
+        SOCKTOPUS_<OPTION> variables are ignored.
+        """
+        path = self.sqlitePath()
+        environ = {
+            "SOCKTOPUS_LISTEN": "tcp:9001",
+            "SOCKTOPUS_DATABASE": "sqlite:" + path,
+            "SOCKTOPUS_TOKEN_LIFESPAN": "9",
+            "SOCKTOPUS_IDLE_TIMEOUT": "45.5",
+            "SOCKTOPUS_MAX_BODY_SIZE": "1MiB",
+            "SOCKTOPUS_MAX_MESSAGE_SIZE": "512k",
+            "SOCKTOPUS_MAX_CLIENT_BUFFER": "1GiB",
+        }
+        self.assertEqual(
+            self.parsed([], environ),
+            {
+                "listen": ["tcp:9001"],
+                "database": DatabaseConfig("sqlite3", {"database": path}, f"SQLite file {path}"),
+                "token-lifespan": 9.0,
+                "idle-timeout": 45.5,
+                "max-body-size": 1 * MiB,
+                "max-message-size": 512 * KiB,
+                "max-client-buffer": 1 * GiB,
+            },
+        )
+
+    def test_commandLineBeatsEnvironment(self) -> None:
+        """
+        An environment variable overrides what the user typed on the command line.
+        """
+        environ = {
+            "SOCKTOPUS_TOKEN_LIFESPAN": "9",
+            "SOCKTOPUS_IDLE_TIMEOUT": "abc",
+            "SOCKTOPUS_MAX_BODY_SIZE": "1MiB",
+        }
+        result = self.parsed(
+            ["--token-lifespan", "3", "--idle-timeout", "4", "--max-body-size", "2MiB"], environ
+        )
+        self.assertEqual(
+            result, self.expected(token_lifespan=3.0, idle_timeout=4.0, max_body_size=2 * MiB)
+        )
+
+    def test_sizeUnits(self) -> None:
+        """
+        Sizes written with a unit, as the help suggests, are refused or misread.
+        """
+        for text, value in [
+            ("1", 1),
+            ("1048576", MiB),
+            ("100B", 100),
+            ("100b", 100),
+            ("64k", 64 * KiB),
+            ("64K", 64 * KiB),
+            ("64kb", 64 * KiB),
+            ("64KB", 64 * KiB),
+            ("64KiB", 64 * KiB),
+            ("64kib", 64 * KiB),
+            ("16M", 16 * MiB),
+            ("16MB", 16 * MiB),
+            ("16MiB", 16 * MiB),
+            ("16mib", 16 * MiB),
+            ("1G", GiB),
+            ("1GB", GiB),
+            ("2GiB", 2 * GiB),
+            ("1.5MiB", 3 * MiB // 2),
+            (" 16 MiB ", 16 * MiB),
+        ]:
+            result = self.parsed(["--max-message-size", text])
+            self.assertEqual(result["max-message-size"], value, text)
+
+    def test_secondsFractions(self) -> None:
+        """
+        A sub-second lifespan or timeout is refused or rounded.
+        """
+        result = self.parsed(["--token-lifespan", "0.25", "--idle-timeout", "1e1"])
+        self.assertEqual((result["token-lifespan"], result["idle-timeout"]), (0.25, 10.0))
+
+    def test_apps(self) -> None:
+        """
+        Apps configured in the environment are not served.
+        """
+        options = self.parse(
+            [], {"DEMO_SOCKTOPUS_SECRET": "s1", "Other_SOCKTOPUS_SECRET": "s2", "PATH": "/bin"}
+        )
+        self.assertEqual(options["apps"].names(), ["demo", "other"])
+        self.assertEqual(options["apps"].secretFor("DEMO"), "s1")
+
+    def test_environGiven(self) -> None:
+        """
+        The environment given to the options is not the one the daemon reads.
+        """
+        options = self.parse([], {"DEMO_SOCKTOPUS_SECRET": "s1"})
+        self.assertEqual(options["environ"], {"DEMO_SOCKTOPUS_SECRET": "s1"})
+
+
+class DotEnvOptionsTests(OptionsTestCase):
+    """
+    A C{.env} file in the working directory, under the real environment.
+    """
+
+    def test_dotEnvRead(self) -> None:
+        """
+        Settings and apps in .env are ignored.
+        """
+        self.writeDotEnv(
+            "# socktopus settings\n"
+            "SOCKTOPUS_TOKEN_LIFESPAN=8\n"
+            "\n"
+            "export DEMO_SOCKTOPUS_SECRET='from file'\n"
+            "PORT=9005\n"
+        )
+        options = self.parse([])
+        self.assertEqual(options["token-lifespan"], 8.0)
+        self.assertEqual(options["listen"], ["tcp:9005"])
+        self.assertEqual(options["apps"].secretFor("demo"), "from file")
+
+    def test_environmentBeatsDotEnv(self) -> None:
+        """
+        A stale .env overrides the real environment (the original never did).
+        """
+        self.writeDotEnv(
+            "SOCKTOPUS_TOKEN_LIFESPAN=8\nDEMO_SOCKTOPUS_SECRET=from-file\n"
+            "OTHER_SOCKTOPUS_SECRET=only-in-file\n"
+        )
+        options = self.parse(
+            [], {"SOCKTOPUS_TOKEN_LIFESPAN": "3", "DEMO_SOCKTOPUS_SECRET": "from-environ"}
+        )
+        self.assertEqual(options["token-lifespan"], 3.0)
+        self.assertEqual(options["apps"].secretFor("demo"), "from-environ")
+        self.assertEqual(options["apps"].secretFor("other"), "only-in-file")
+
+    def test_commandLineBeatsDotEnv(self) -> None:
+        """
+        A .env setting overrides the command line.
+        """
+        self.writeDotEnv("SOCKTOPUS_TOKEN_LIFESPAN=8\nSOCKTOPUS_LISTEN=tcp:9001\n")
+        result = self.parsed(["--token-lifespan", "2", "--listen", "tcp:9002"])
+        self.assertEqual(result, self.expected(token_lifespan=2.0, listen=["tcp:9002"]))
+
+    def test_noDotEnv(self) -> None:
+        """
+        The daemon refuses to start without a .env file.
+        """
+        self.assertFalse(os.path.exists(".env"))
+        self.assertEqual(self.parsed([]), DEFAULTS)
+
+    def test_malformedLine(self) -> None:
+        """
+        A typo in .env is a traceback, or an error that does not say which line.
+        """
+        self.writeDotEnv("# comment\nSOCKTOPUS_TOKEN_LIFESPAN=8\nTHIS IS NOT A SETTING\n")
+        self.assertUsageError([], ".env", "line 3", "THIS IS NOT A SETTING")
+
+    def test_badValueInDotEnv(self) -> None:
+        """
+        A bad value from .env is reported without saying which variable it came from.
+        """
+        self.writeDotEnv("SOCKTOPUS_IDLE_TIMEOUT=soon\n")
+        self.assertUsageError([], "SOCKTOPUS_IDLE_TIMEOUT", "soon")
+
+    def test_dotEnvNotUtf8(self) -> None:
+        """
+        A .env saved in a legacy encoding crashes the daemon with a traceback.
+        """
+        self.writeDotEnv(b"DEMO_SOCKTOPUS_SECRET=caf\xe9\n")
+        self.assertUsageError([], ".env")
+
+    def test_dotEnvUnreadable(self) -> None:
+        """
+        A .env that cannot be read (here: a directory) crashes with a traceback.
+        """
+        os.mkdir(".env")
+        self.assertUsageError([], ".env")
+
+
+class MistakeTests(OptionsTestCase):
+    """
+    Every user mistake is one clear line, never a traceback.
+    """
+
+    def test_badEndpoint(self) -> None:
+        """
+        A mistyped --listen is a traceback, or an error that does not name it.
+        """
+        for endpoint in [
+            "bogus:1",
+            "tcp:notaport",
+            "tcp:8080:nonsense=1",
+            "",
+            "ssl:8443:privateKey=/nonexistent/key.pem",
+        ]:
+            self.assertUsageError(["--listen", endpoint], "--listen", repr(endpoint))
+
+    def test_badEndpointFromEnvironment(self) -> None:
+        """
+        A bad SOCKTOPUS_LISTEN or PORT is a traceback.
+        """
+        self.assertUsageError([], "bogus:1", environ={"SOCKTOPUS_LISTEN": "tcp:8080 bogus:1"})
+        self.assertUsageError([], "tcp:eighty", environ={"PORT": "eighty"})
+
+    def test_unknownOption(self) -> None:
+        """
+        A misspelt option is silently ignored.
+        """
+        self.assertUsageError(["--tokenlifespan", "5"], "--tokenlifespan")
+
+    def test_extraArgument(self) -> None:
+        """
+        A stray argument (e.g. a forgotten --listen) is silently ignored.
+        """
+        self.assertUsageError(["tcp:8080"])
+
+    def test_missingValue(self) -> None:
+        """
+        An option given without its value is a traceback.
+        """
+        self.assertUsageError(["--idle-timeout"], "idle-timeout")
+
+    def test_badSeconds(self) -> None:
+        """
+        A negative, zero or non-numeric time is accepted or a traceback.
+        """
+        for option in ["--token-lifespan", "--idle-timeout"]:
+            for value in ["-1", "0", "abc", "5s", "", "nan", "inf", "-inf", "1e400"]:
+                self.assertUsageError([option, value], option, repr(value))
+
+    def test_badSecondsFromEnvironment(self) -> None:
+        """
+        A bad SOCKTOPUS_IDLE_TIMEOUT is reported without naming the variable.
+        """
+        self.assertUsageError(
+            [], "SOCKTOPUS_IDLE_TIMEOUT", "-3", environ={"SOCKTOPUS_IDLE_TIMEOUT": "-3"}
+        )
+
+    def test_badSize(self) -> None:
+        """
+        A malformed, zero or negative size is accepted or a traceback.
+        """
+        for option in ["--max-body-size", "--max-message-size", "--max-client-buffer"]:
+            for value in [
+                "lots",
+                "0",
+                "-1",
+                "-1MiB",
+                "64XB",
+                "KiB",
+                "",
+                "1iB",
+                "0.1",
+                "nan",
+                "16 M iB",
+            ]:
+                self.assertUsageError([option, value], option, repr(value))
+
+    def test_infiniteSize(self) -> None:
+        """
+        --max-body-size inf (or 1e400) is an OverflowError traceback, not a usage error.
+        """
+        for value in ["inf", "1e400", "infKiB"]:
+            self.assertUsageError(["--max-body-size", value], "--max-body-size", repr(value))
+
+    def test_badSizeFromEnvironment(self) -> None:
+        """
+        A bad SOCKTOPUS_MAX_BODY_SIZE is reported without naming the variable.
+        """
+        self.assertUsageError(
+            [], "SOCKTOPUS_MAX_BODY_SIZE", environ={"SOCKTOPUS_MAX_BODY_SIZE": "big"}
+        )
+
+    def test_unknownDatabaseScheme(self) -> None:
+        """
+        --database postgres://... or a bare path is a traceback or silently misread.
+        """
+        for url in [
+            "postgres://u:p@localhost/db",
+            "socktopus.sqlite3",
+            "sqlite3:x.db",
+            "",
+            "SQLITE:x.db",
+        ]:
+            self.assertUsageError(["--database", url], "sqlite:", "mysql://")
+
+    def test_emptySqlitePath(self) -> None:
+        """
+        --database sqlite: with no file is a traceback or an in-memory database.
+        """
+        self.assertUsageError(["--database", "sqlite:"], "sqlite:")
+
+    def test_sqliteDirectoryMissing(self) -> None:
+        """
+        A SQLite file in a directory that does not exist fails later, or obscurely.
+        """
+        path = os.path.join(self.directory, "no", "such", "dir", "data.sqlite3")
+        self.assertUsageError(["--database", "sqlite:" + path], path)
+        self.assertFalse(os.path.exists(os.path.join(self.directory, "no")))
+
+    def test_sqliteReadOnlyDirectory(self) -> None:
+        """
+        A SQLite file the daemon cannot create or write fails later, at the first request.
+        """
+        readOnly = os.path.join(self.directory, "readonly")
+        os.mkdir(readOnly)
+        os.chmod(readOnly, stat.S_IRUSR | stat.S_IXUSR)
+        self.addCleanup(os.chmod, readOnly, stat.S_IRWXU)
+        probe = os.path.join(readOnly, "probe")
+        try:
+            with open(probe, "w"):
+                pass
+        except PermissionError:
+            pass
+        else:
+            # Root writes through file modes; /proc takes no files from anyone.
+            os.remove(probe)
+            readOnly = "/proc"
+        path = os.path.join(readOnly, "data.sqlite3")
+        self.assertUsageError(["--database", "sqlite:" + path], path)
+
+    def test_sqliteFileNotADatabase(self) -> None:
+        """
+        Pointing --database at some other file is a traceback or fails at the first request.
+        """
+        path = self.sqlitePath("notes.txt")
+        with open(path, "w") as f:
+            f.write("this is not a database, it is a shopping list\n" * 100)
+        self.assertUsageError(["--database", "sqlite:" + path], path)
+
+    def test_mysqlWithoutDatabaseName(self) -> None:
+        """
+        A MySQL URL that names no database is accepted or a traceback.
+        """
+        for url in [
+            "mysql://user:pw@localhost:3306/",
+            "mysql://user:pw@localhost",
+            "mariadb://user:pw@db.example/",
+        ]:
+            self.assertUsageError(["--database", url], "database")
+
+    def test_mysqlBadPort(self) -> None:
+        """
+        A MySQL URL with a non-numeric port is a traceback.
+        """
+        self.assertUsageError(["--database", "mysql://user:pw@localhost:port/db"], "port")
+
+    def test_databaseFromEnvironment(self) -> None:
+        """
+        A bad SOCKTOPUS_DATABASE is a traceback.
+        """
+        self.assertUsageError([], "sqlite:", environ={"SOCKTOPUS_DATABASE": "oracle:x"})
+
+    def test_duplicateListen(self) -> None:
+        """
+        The same --listen given twice is a RuntimeError traceback from makeService.
+        """
+        # Either answer is fine: refuse it as a usage error, or serve both
+        # (tcp:0 twice is two ports). A traceback is not.
+        arguments = [
+            "--listen",
+            "tcp:0",
+            "--listen",
+            "tcp:0",
+            "--database",
+            "sqlite:" + self.sqlitePath(),
+        ]
+        options = SocktopusOptions(environ={})
+        try:
+            options.parseOptions(arguments)
+        except usage.UsageError as e:
+            self.assertIn("tcp:0", str(e))
+            return
+        service = makeService(options, FakeReactor())
+        self.assertEqual(len([s for s in service if isinstance(s, Listener)]), 2)
+
+
+class TwistdOptionsTests(InTemporaryDirectory, SynchronousTestCase):
+    """
+    L{tap.Options}, what twistd parses: one line and exit status 2 on a mistake.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.stderr = captureStderr(self)
+
+    def assertOneLineExit(
+        self, arguments: list[str], environ: dict[str, str], *fragments: str
+    ) -> None:
+        options = tap.Options(environ=environ)
+        error = self.assertRaises(SystemExit, options.parseOptions, arguments)
+        self.assertEqual(error.code, 2)
+        output = self.stderr.getvalue()
+        self.assertTrue(output.startswith("socktopus: "), output)
+        self.assertTrue(output.endswith("\n"), output)
+        self.assertEqual(output.count("\n"), 1, output)
+        for fragment in fragments:
+            self.assertIn(fragment, output)
+
+    def test_isSocktopusOptions(self) -> None:
+        """
+        twistd's options behave differently from the documented ones.
+        """
+        self.assertTrue(issubclass(tap.Options, SocktopusOptions))
+
+    def test_unknownOption(self) -> None:
+        """
+        A misspelt option under twistd prints a traceback or the whole usage text.
+        """
+        self.assertOneLineExit(["--bogus"], {}, "--bogus")
+
+    def test_badValue(self) -> None:
+        """
+        A bad value under twistd prints a traceback or the whole usage text.
+        """
+        self.assertOneLineExit(["--idle-timeout", "-5"], {}, "--idle-timeout", "-5")
+
+    def test_badEnvironment(self) -> None:
+        """
+        A bad environment variable under twistd prints a traceback.
+        """
+        self.assertOneLineExit([], {"SOCKTOPUS_DATABASE": "nope"}, "nope")
+
+    def test_badDotEnv(self) -> None:
+        """
+        A broken .env under twistd prints a traceback.
+        """
+        self.writeDotEnv("OK=1\nbroken line\n")
+        self.assertOneLineExit([], {}, ".env", "line 2")
+
+    def test_good(self) -> None:
+        """
+        Valid options under twistd print something or exit.
+        """
+        options = tap.Options(environ={})
+        options.parseOptions(["--listen", "tcp:0", "--token-lifespan", "6"])
+        self.assertEqual(options["token-lifespan"], 6.0)
+        self.assertEqual(self.stderr.getvalue(), "")
+
+
+class FakeReactor(MemoryReactorClock):
+    """
+    A memory reactor with the thread pool L{makeService} asks for. Nothing
+    it is given ever runs, so composing the daemon starts no threads.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threadpool = ThreadPool(minthreads=0, maxthreads=1)
+
+    def getThreadPool(self) -> ThreadPool:
+        return self.threadpool
+
+
+class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
+    """
+    L{makeService} composes the daemon from parsed options.
+    """
+
+    def config(self, *arguments: str) -> SocktopusOptions:
+        options = SocktopusOptions(environ={"DEMO_SOCKTOPUS_SECRET": "s"})
+        options.parseOptions(
+            [
+                "--database",
+                "sqlite:" + os.path.join(self.directory, "data.sqlite3"),
+                *arguments,
+            ]
+        )
+        return options
+
+    def test_children(self) -> None:
+        """
+        The daemon is missing its registry, its database or a listener.
+        """
+        socket = os.path.join(self.directory, "socktopus.sock")
+        config = self.config("--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:" + socket)
+        service = makeService(config, FakeReactor())
+        self.assertIsInstance(service.getServiceNamed("registry"), Registry)
+        self.assertIsInstance(service.getServiceNamed("database"), DatabaseService)
+        listeners = [child for child in service if isinstance(child, Listener)]
+        self.assertEqual(
+            [listener.description for listener in listeners],
+            ["tcp:0:interface=127.0.0.1", "unix:" + socket],
+        )
+        for child in service:
+            self.assertIs(child.parent, service)
+        self.assertFalse(service.running)
+
+    def test_registryConfigured(self) -> None:
+        """
+        --idle-timeout and --token-lifespan do not reach the registry.
+        """
+        config = self.config(
+            "--listen", "tcp:0:interface=127.0.0.1", "--idle-timeout", "42", "--token-lifespan", "7"
+        )
+        fake = FakeReactor()
+        registry = makeService(config, fake).getServiceNamed("registry")
+        self.assertEqual((registry.idleTimeout, registry.tokenLifespan), (42.0, 7.0))
+        self.assertIs(registry.clock, fake)
+
+    def test_appsServed(self) -> None:
+        """
+        The daemon does not serve the apps found in the environment.
+        """
+        service = makeService(self.config("--listen", "tcp:0"), FakeReactor())
+        self.assertEqual(service.apps.names(), ["demo"])
+
+    def test_startAndStopOnFakeReactor(self) -> None:
+        """
+        The composed daemon does not listen where asked, or does not stop.
+        """
+        fake = FakeReactor()
+        service = makeService(self.config("--listen", "tcp:0:interface=127.0.0.1"), fake)
+        service.privilegedStartService()
+        service.startService()
+        try:
+            self.assertTrue(service.running)
+            self.assertEqual(len(fake.tcpServers), 1)
+            port, factory, backlog, interface = fake.tcpServers[0]
+            self.assertEqual((port, interface), (0, "127.0.0.1"))
+        finally:
+            d = service.stopService()
+        self.successResultOf(d)
+        self.assertFalse(service.running)
+
+
+class MakeServiceOnReactorTests(InTemporaryDirectory, TestCase):
+    """
+    L{makeService} on the real reactor: real ports, started and stopped.
+    """
+
+    def config(self, *arguments: str) -> SocktopusOptions:
+        options = SocktopusOptions(environ={})
+        options.parseOptions(
+            [
+                "--database",
+                "sqlite:" + os.path.join(self.directory, "data.sqlite3"),
+                *arguments,
+            ]
+        )
+        return options
+
+    @inlineCallbacks
+    def test_listensAndStops(self) -> None:
+        """
+        The daemon does not listen on the port it was given, or never releases it.
+        """
+        service = makeService(self.config("--listen", "tcp:0:interface=127.0.0.1"), reactor)
+        service.privilegedStartService()
+        service.startService()
+        try:
+            listener = next(child for child in service if isinstance(child, Listener))
+            address = listener.port.getHost()
+            self.assertEqual(address.host, "127.0.0.1")
+            self.assertNotEqual(address.port, 0)
+        finally:
+            yield service.stopService()
+        self.assertIsNone(listener.port)
+
+    @inlineCallbacks
+    def test_portInUse(self) -> None:
+        """
+        A port already in use is a traceback, not one line and exit status 1.
+        """
+        taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        endpoint = f"tcp:{taken.getHost().port}:interface=127.0.0.1"
+        service = makeService(self.config("--listen", endpoint), reactor)
+        stderr = captureStderr(self)
+        try:
+            error = self.assertRaises(SystemExit, service.privilegedStartService)
+        finally:
+            # Nothing is listening, but the database pool was made: close it.
+            yield service.stopService()
+        self.assertEqual(error.code, 1)
+        output = stderr.getvalue()
+        self.assertEqual(output.count("\n"), 1, output)
+        self.assertTrue(output.startswith("socktopus: "), output)
+        self.assertIn(endpoint, output)
+
+    @inlineCallbacks
+    def test_unixSocketDirectoryMissing(self) -> None:
+        """
+        A unix socket in a missing directory is a traceback, not one line and exit status 1.
+        """
+        path = os.path.join(self.directory, "missing", "socktopus.sock")
+        service = makeService(self.config("--listen", "unix:" + path), reactor)
+        stderr = captureStderr(self)
+        try:
+            error = self.assertRaises(SystemExit, service.privilegedStartService)
+        finally:
+            yield service.stopService()
+        self.assertEqual(error.code, 1)
+        self.assertEqual(stderr.getvalue().count("\n"), 1, stderr.getvalue())
+        self.assertIn(path, stderr.getvalue())
+
+
+class ParseDotEnvTests(SynchronousTestCase):
+    """
+    L{parseDotEnv}: the C{.env} format.
+    """
+
+    def test_simple(self) -> None:
+        """
+        Plain NAME=VALUE lines in .env are misread.
+        """
+        self.assertEqual(
+            parseDotEnv("A=1\nB_2=two words\n_C=\n"), {"A": "1", "B_2": "two words", "_C": ""}
+        )
+
+    def test_commentsAndBlankLines(self) -> None:
+        """
+        Comments and blank lines in .env are errors or become settings.
+        """
+        text = "# a comment\n\n   \n  # indented comment\nA=1\n#B=2\n"
+        self.assertEqual(parseDotEnv(text), {"A": "1"})
+
+    def test_export(self) -> None:
+        """
+        A .env written for a shell (export NAME=VALUE) is refused.
+        """
+        self.assertEqual(parseDotEnv("export A=1\nexport   B=2\n"), {"A": "1", "B": "2"})
+
+    def test_exportAsName(self) -> None:
+        """
+        A variable literally called "export" is lost.
+        """
+        self.assertEqual(parseDotEnv("export=1\n"), {"export": "1"})
+
+    def test_quotes(self) -> None:
+        """
+        Quoted values keep their quotes or lose their inner spaces.
+        """
+        text = "A=\"two words\"\nB='single # quoted'\nC=\"\"\nD=''\n"
+        self.assertEqual(
+            parseDotEnv(text), {"A": "two words", "B": "single # quoted", "C": "", "D": ""}
+        )
+
+    def test_quotesTakenLiterally(self) -> None:
+        """
+        Backslashes in quoted values are interpreted, corrupting secrets.
+        """
+        self.assertEqual(parseDotEnv("A=\"x\\ny\"\nB='\\t'\n"), {"A": "x\\ny", "B": "\\t"})
+
+    def test_mismatchedQuotes(self) -> None:
+        """
+        A value with unbalanced quotes loses characters.
+        """
+        self.assertEqual(
+            parseDotEnv("A=\"abc'\nB=\"\nC=it's\n"), {"A": "\"abc'", "B": '"', "C": "it's"}
+        )
+
+    def test_equalsInValue(self) -> None:
+        """
+        A URL with = in its query string is cut at the first =.
+        """
+        self.assertEqual(
+            parseDotEnv("SOCKTOPUS_DATABASE=mysql://u:p@h/db?unix_socket=/s\n"),
+            {"SOCKTOPUS_DATABASE": "mysql://u:p@h/db?unix_socket=/s"},
+        )
+
+    def test_spacesAroundEquals(self) -> None:
+        """
+        Spaces around = end up in names or values.
+        """
+        self.assertEqual(parseDotEnv("  A = 1  \n"), {"A": "1"})
+
+    def test_windowsLineEndings(self) -> None:
+        """
+        A .env saved on Windows has carriage returns in every value.
+        """
+        self.assertEqual(parseDotEnv("A=1\r\nB='2'\r\n"), {"A": "1", "B": "2"})
+
+    def test_laterWins(self) -> None:
+        """
+        A value redefined further down .env is not the one used.
+        """
+        self.assertEqual(parseDotEnv("A=1\nA=2\n"), {"A": "2"})
+
+    def test_malformed(self) -> None:
+        """
+        A malformed .env line is silently skipped or does not name its line.
+        """
+        for line in ["NOEQUALS", "=value", "1A=x", "A B=x", "A-B=x", "export", "export =x"]:
+            text = f"# first\nOK=1\n{line}\n"
+            error = self.assertRaises(EnvironmentError_, parseDotEnv, text, "/etc/app/.env")
+            self.assertIn("/etc/app/.env line 3", str(error), line)
+
+    def test_empty(self) -> None:
+        """
+        An empty .env is an error.
+        """
+        self.assertEqual(parseDotEnv(""), {})
+
+
+class ParseDatabaseUrlTests(SynchronousTestCase):
+    """
+    L{parseDatabaseUrl}: C{sqlite:PATH} and C{mysql://...}.
+    """
+
+    def test_sqliteRelative(self) -> None:
+        """
+        sqlite:socktopus.sqlite3 does not open that file in the working directory.
+        """
+        config = parseDatabaseUrl("sqlite:socktopus.sqlite3")
+        self.assertEqual(
+            (config.module, config.arguments), ("sqlite3", {"database": "socktopus.sqlite3"})
+        )
+
+    def test_sqliteAbsolute(self) -> None:
+        """
+        An absolute SQLite path, in either spelling, opens the wrong file.
+        """
+        for url in [
+            "sqlite:/var/lib/socktopus/db.sqlite3",
+            "sqlite:///var/lib/socktopus/db.sqlite3",
+        ]:
+            config = parseDatabaseUrl(url)
+            self.assertEqual(config.arguments, {"database": "/var/lib/socktopus/db.sqlite3"})
+
+    def test_mysql(self) -> None:
+        """
+        A full MySQL URL does not connect where it says.
+        """
+        config = parseDatabaseUrl("mysql://socktopus:hunter2@db.example.com:3307/relay")
+        self.assertEqual(config.module, "pymysql")
+        self.assertEqual(
+            config.arguments,
+            {
+                "user": "socktopus",
+                "password": "hunter2",
+                "database": "relay",
+                "charset": "utf8mb4",
+                "host": "db.example.com",
+                "port": 3307,
+            },
+        )
+
+    def test_mysqlDefaults(self) -> None:
+        """
+        A MySQL URL without port (or host) does not use localhost:3306.
+        """
+        config = parseDatabaseUrl("mysql://u:p@db.example.com/relay")
+        self.assertEqual(
+            (config.arguments["host"], config.arguments["port"]), ("db.example.com", 3306)
+        )
+        config = parseDatabaseUrl("mysql://u:p@/relay")
+        self.assertEqual((config.arguments["host"], config.arguments["port"]), ("localhost", 3306))
+
+    def test_mariadbScheme(self) -> None:
+        """
+        A mariadb:// URL is refused although MariaDB is a production store.
+        """
+        config = parseDatabaseUrl("mariadb://u:p@localhost:3306/relay")
+        self.assertEqual((config.module, config.arguments["database"]), ("pymysql", "relay"))
+
+    def test_percentEscapes(self) -> None:
+        """
+        A password with @, : or / (percent-escaped in the URL) is sent escaped.
+        """
+        config = parseDatabaseUrl("mysql://us%40er:p%40ss%3Aw%2Frd%25@localhost:3306/my%2Ddb")
+        self.assertEqual(config.arguments["user"], "us@er")
+        self.assertEqual(config.arguments["password"], "p@ss:w/rd%")
+        self.assertEqual(config.arguments["database"], "my-db")
+
+    def test_noPassword(self) -> None:
+        """
+        A MySQL user without a password cannot be configured.
+        """
+        config = parseDatabaseUrl("mysql://root@localhost/relay")
+        self.assertEqual((config.arguments["user"], config.arguments["password"]), ("root", ""))
+
+    def test_unixSocket(self) -> None:
+        """
+        ?unix_socket= is ignored and the daemon connects over TCP instead.
+        """
+        config = parseDatabaseUrl(
+            "mysql://socktopus:pw@localhost/relay?unix_socket=/run/mysqld/mysqld.sock"
+        )
+        self.assertEqual(
+            config.arguments,
+            {
+                "user": "socktopus",
+                "password": "pw",
+                "database": "relay",
+                "charset": "utf8mb4",
+                "unix_socket": "/run/mysqld/mysqld.sock",
+            },
+        )
+
+    def test_descriptionHidesPassword(self) -> None:
+        """
+        Start-up errors and logs about the database show its password.
+        """
+        config = parseDatabaseUrl("mysql://socktopus:hunter2@db.example.com:3307/relay")
+        self.assertNotIn("hunter2", config.description)
+        self.assertIn("relay", config.description)
+        self.assertIn("db.example.com:3307", config.description)
+
+    def test_mistakes(self) -> None:
+        """
+        A wrong --database is accepted or not a L{DatabaseError}.
+        """
+        for url in [
+            "sqlite:",
+            "postgres://u:p@h/db",
+            "mysql://u:p@h/",
+            "mysql://u:p@h",
+            "mysql://u:p@h:notaport/db",
+            "mysql://u:p@h:99999/db",
+            "",
+            "file.db",
+        ]:
+            self.assertRaises(DatabaseError, parseDatabaseUrl, url)
