@@ -356,7 +356,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_loneSurrogateInContentIsRejected(self):
-        """A lone surrogate in content crashes the request or is sent to the client as broken text."""
+        """A lone surrogate in content crashes the request or reaches the client."""
         return self.assertMalformed(
             "/send",
             [
@@ -504,7 +504,7 @@ class AuthenticationTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_loneSurrogateRecipientInBatchDeliversNothing(self):
-        """A batch answered with an error still delivered its good messages, so my retry duplicates them."""
+        """An error answer that still delivered its good messages makes my retry duplicate them."""
         client = yield self.daemon.connect("c1")
         status, answer, _ = yield self.daemon.post(
             "/send",

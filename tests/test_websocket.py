@@ -209,7 +209,7 @@ class FrameTests(ProtocolTestCase):
         self.assertEqual(self.registry.count(), 0)
 
     def test_permessageDeflateIsRefused(self) -> None:
-        """The daemon spends CPU compressing frames, or takes a zip bomb, because it accepted deflate."""
+        """The daemon burns CPU compressing frames, or takes a zip bomb, by accepting deflate."""
         c = self.connect(offers=[PerMessageDeflateOffer()])
         self.assertEqual(c.server.state, OPEN)
         self.assertEqual(c.server.websocket_extensions_in_use, [])
