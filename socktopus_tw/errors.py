@@ -75,3 +75,56 @@ class InternalError(RelayError):
 class ServiceUnavailable(RelayError):
     status = 503
     message = "Service unavailable"
+
+
+class AccountsError(ApiError):
+    """
+    An error in the accounts service's shape, kept from the original auth
+    server: C{{"Error": "..."}}.
+    """
+
+    status = 400
+    message = "Bad request"
+
+    def body(self) -> dict:
+        return {"Error": self.message}
+
+
+class BadRequest(AccountsError):
+    status = 400
+    message = "Malformed request"
+
+
+class NotAuthorized(AccountsError):
+    status = 401
+    message = "Not Authorized Request"
+
+
+class WrongCredentials(AccountsError):
+    status = 401
+    message = "User and password combination incorrect"
+
+
+class UserNameTaken(AccountsError):
+    status = 409
+    message = "User name already taken"
+
+
+class AccountsNotFound(AccountsError):
+    status = 404
+    message = "Not found"
+
+
+class AccountsMethodNotAllowed(AccountsError, MethodNotAllowed):
+    status = 405
+    message = "Method not allowed"
+
+
+class Unavailable(AccountsError):
+    """
+    A service the request needs (the database, the mail server, reCAPTCHA)
+    did not answer; the request may be tried again.
+    """
+
+    status = 503
+    message = "Service unavailable, try again"

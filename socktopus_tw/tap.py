@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
@@ -18,9 +19,16 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 import socktopus_tw
+from socktopus_tw.accounts.api import install as installAccounts
+from socktopus_tw.accounts.mail import Mailer, parseSmtpUrl
+from socktopus_tw.accounts.passwords import Passwords
+from socktopus_tw.accounts.recaptcha import DEFAULT_VERIFY_URL, Recaptcha, loadTrustRoot
+from socktopus_tw.accounts.rules import checkEmail
+from socktopus_tw.accounts.service import Accounts
 from socktopus_tw.apps import Apps
 from socktopus_tw.db import (
     DEFAULT_DATABASE,
+    Database,
     DatabaseError,
     DatabaseService,
     checkDatabase,
@@ -28,6 +36,7 @@ from socktopus_tw.db import (
     parseDatabaseUrl,
 )
 from socktopus_tw.environment import EnvironmentError_, loadEnvironment
+from socktopus_tw.errors import ApiError
 from socktopus_tw.listening import Listener, StartupError
 from socktopus_tw.relay.api import KickResource, SendResource
 from socktopus_tw.relay.home import HomeResource
@@ -77,13 +86,40 @@ class Setting:
     """
 
     name: str
-    default: str
+    default: str | None
     parse: Callable[[str], Any]
     help: str
 
     @property
     def variable(self) -> str:
         return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+
+def bcryptRounds(text: str) -> int:
+    try:
+        rounds = int(text)
+    except ValueError:
+        rounds = 0
+    if not 4 <= rounds <= 31:
+        raise ValueError("expected a bcrypt cost from 4 to 31 (each step doubles the time)")
+    return rounds
+
+
+def httpUrl(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL")
+    return text
+
+
+def localOrHttpUrl(text: str) -> str:
+    if text.startswith("/"):
+        return text
+    return httpUrl(text)
+
+
+def emailAddress(text: str) -> str:
+    return checkEmail(text) and text
 
 
 SETTINGS = [
@@ -98,6 +134,21 @@ SETTINGS = [
             "Largest content of one relayed message; larger messages fail."),
     Setting("max-client-buffer", "8MiB", size,
             "Unsent data one client may have queued before it is cut off."),
+    Setting("public-url", "http://localhost:8080", httpUrl,
+            "The daemon's public base URL, used in mailed links."),
+    Setting("smtp", None, parseSmtpUrl,
+            "smtp://[USER:PASSWORD@]HOST:PORT[?starttls=1]: mail registration codes "
+            "(without it, users are registered at once)."),
+    Setting("mail-from", None, emailAddress, "The From address of registration mail."),
+    Setting("recaptcha-secret", None, str,
+            "Check reCAPTCHA answers on registration with this secret (off without it)."),
+    Setting("recaptcha-verify-url", DEFAULT_VERIFY_URL, httpUrl,
+            "Where reCAPTCHA answers are verified."),
+    Setting("recaptcha-ca", None, str,
+            "A PEM file of CA certificates to trust (alone) for the verify URL."),
+    Setting("registered-redirect", "/", localOrHttpUrl,
+            "Where the mailed registration link sends the user once registered."),
+    Setting("bcrypt-rounds", "12", bcryptRounds, "The bcrypt cost for new password hashes."),
 ]
 
 
@@ -109,7 +160,8 @@ class SocktopusOptions(usage.Options):
 
     synopsis = "[--listen ENDPOINT]... [--database URL] [options]"
     optParameters: list[list[str | None]] = [
-        [s.name, None, None, f"{s.help} [env {s.variable}, default: {s.default}]"]
+        [s.name, None, None,
+         f"{s.help} [env {s.variable}" + (f", default: {s.default}]" if s.default else "]")]
         for s in SETTINGS
     ]
     longdesc = (
@@ -145,10 +197,20 @@ class SocktopusOptions(usage.Options):
                 raw, source = environ[setting.variable], setting.variable
             if raw is None:
                 raw = setting.default
+            if raw is None:
+                self[setting.name] = None
+                continue
             try:
                 self[setting.name] = setting.parse(raw)
-            except ValueError as e:
+            except (ValueError, ApiError) as e:
                 raise usage.UsageError(f"{source} {raw!r}: {e}") from None
+        if self["smtp"] is not None and self["mail-from"] is None:
+            raise usage.UsageError("--smtp needs --mail-from, the address mail is sent from")
+        if self["recaptcha-secret"] is not None:
+            try:
+                loadTrustRoot(self["recaptcha-ca"])
+            except ValueError as e:
+                raise usage.UsageError(f"--recaptcha-ca: {e}") from None
 
         if not self["listen"]:
             if environ.get(ENV_PREFIX + "LISTEN", "").strip():
@@ -261,7 +323,20 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     registry = Registry(reactor, idleTimeout=config["idle-timeout"],
                         tokenLifespan=config["token-lifespan"])
     registry.setServiceParent(top)
-    DatabaseService(openPool(config["database"], reactor)).setServiceParent(top)
+    database = Database(openPool(config["database"], reactor), config["database"])
+    DatabaseService(database).setServiceParent(top)
+
+    passwords = Passwords(reactor, rounds=config["bcrypt-rounds"])
+    passwords.setServiceParent(top)
+    mailer = recaptcha = None
+    if config["smtp"] is not None:
+        mailer = Mailer(config["smtp"], config["mail-from"], reactor)
+    if config["recaptcha-secret"] is not None:
+        recaptcha = Recaptcha(config["recaptcha-secret"], config["recaptcha-verify-url"],
+                              reactor, config["recaptcha-ca"])
+    accounts = Accounts(database, passwords, reactor, publicUrl=config["public-url"],
+                        mailer=mailer, recaptcha=recaptcha,
+                        registeredRedirect=config["registered-redirect"])
 
     threadpool = reactor.getThreadPool()
     factory = RelayFactory(registry, maxClientBuffer=config["max-client-buffer"],
@@ -274,6 +349,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     root.putChild(b"send", SendResource(apps, registry, threadpool, reactor,
                                         maxMessageSize=config["max-message-size"]))
     root.putChild(b"kick", KickResource(apps, registry, threadpool, reactor))
+    installAccounts(root, accounts)
     site = SocktopusSite(root, maxBodySize=config["max-body-size"])
 
     if config.get("exitZeroOnTerm"):

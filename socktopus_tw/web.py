@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from inspect import iscoroutine
 from io import BytesIO
 from typing import Any
 
@@ -81,14 +82,17 @@ def _failed(failure: Failure, request: Request) -> None:
 def respond(request: Request, handler: Callable[[Request], Any]) -> object:
     """
     Run C{handler(request)} and answer with its result as JSON (status 200),
-    or with the L{ApiError} it raised. A handler may return a Deferred; a
-    synchronous result is written at once, with no Deferred made for it.
+    or with the L{ApiError} it raised. A handler may return a Deferred or be
+    a coroutine; a synchronous result is written at once, with no Deferred
+    made for it.
     """
     try:
         result = handler(request)
     except BaseException:
         _failed(Failure(), request)
         return NOT_DONE_YET
+    if iscoroutine(result):
+        result = Deferred.fromCoroutine(result)
     if result is HANDLED:
         pass
     elif isinstance(result, Deferred):

@@ -44,6 +44,19 @@ DEFAULTS: dict[str, Any] = {
     "max-client-buffer": 8 * MiB,
 }
 
+# The accounts options: mail and reCAPTCHA off, as a fresh install has them.
+ACCOUNTS_DEFAULTS: dict[str, Any] = {
+    "public-url": "http://localhost:8080",
+    "smtp": None,
+    "mail-from": None,
+    "recaptcha-secret": None,
+    "recaptcha-verify-url": "https://www.google.com/recaptcha/api/siteverify",
+    "recaptcha-ca": None,
+    "registered-redirect": "/",
+    "bcrypt-rounds": 12,
+}
+DEFAULTS.update(ACCOUNTS_DEFAULTS)
+
 
 def captureStderr(testCase: SynchronousTestCase) -> io.StringIO:
     """
@@ -239,6 +252,7 @@ class ValuesTests(OptionsTestCase):
                 "max-body-size": 64 * KiB,
                 "max-message-size": 2 * MiB,
                 "max-client-buffer": 1 * MiB,
+                **ACCOUNTS_DEFAULTS,
             },
         )
 
@@ -266,6 +280,7 @@ class ValuesTests(OptionsTestCase):
                 "max-body-size": 1 * MiB,
                 "max-message-size": 512 * KiB,
                 "max-client-buffer": 1 * GiB,
+                **ACCOUNTS_DEFAULTS,
             },
         )
 

@@ -10,12 +10,21 @@ reactor thread once the reactor is running.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from importlib import resources
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socktopus_tw.listening import StartupError
+
+T = TypeVar("T")
 
 DEFAULT_DATABASE = "sqlite:socktopus.sqlite3"
 
@@ -122,19 +131,183 @@ def openPool(config: DatabaseConfig, reactor: Any) -> adbapi.ConnectionPool:
             check_same_thread=False, **config.arguments,
         )
     return adbapi.ConnectionPool(
-        "pymysql", cp_reconnect=True, cp_noisy=False, cp_reactor=reactor, **config.arguments
+        "pymysql", cp_min=1, cp_max=8, cp_reconnect=True, cp_noisy=False, cp_reactor=reactor,
+        connect_timeout=5, read_timeout=30, write_timeout=30, **config.arguments,
     )
+
+
+class Conflict(Exception):
+    """
+    A uniqueness constraint refused a write (e.g. a user name already taken).
+    """
+
+
+class Unreachable(Exception):
+    """
+    The database did not answer: down, restarting, or the connection broke.
+    """
+
+
+class _Cursor:
+    """
+    The transaction handed to store functions: SQL is written once with C{?}
+    placeholders and translated for drivers that use C{%s}.
+    """
+
+    __slots__ = ("_format", "_transaction")
+
+    def __init__(self, transaction: Any, format: bool) -> None:
+        self._transaction = transaction
+        self._format = format
+
+    def execute(self, query: str, arguments: tuple | list = ()) -> Any:
+        if self._format:
+            query = query.replace("?", "%s")
+        return self._transaction.execute(query, tuple(arguments))
+
+    def fetchone(self) -> Any:
+        return self._transaction.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._transaction.fetchall()
+
+    @property
+    def lastrowid(self) -> int:
+        return self._transaction.lastrowid
+
+    @property
+    def rowcount(self) -> int:
+        return self._transaction.rowcount
+
+
+class Database:
+    """
+    The one door to the database. C{run(f, *args)} runs the blocking function
+    C{f(cursor, *args)} in one transaction on the pool's threads and maps the
+    drivers' errors to L{Conflict} and L{Unreachable}.
+    """
+
+    log = Logger()
+
+    def __init__(self, pool: adbapi.ConnectionPool, config: DatabaseConfig) -> None:
+        self.pool = pool
+        self.config = config
+        self._format = config.module != "sqlite3"
+        module = sqlite3 if config.module == "sqlite3" else _pymysql()
+        self._conflicts = (module.IntegrityError,)
+        self._unreachable = (module.OperationalError, module.InterfaceError, adbapi.ConnectionLost)
+
+    def run(self, f: Callable[..., T], *arguments: Any) -> Deferred[T]:
+        d = self.pool.runInteraction(lambda t: f(_Cursor(t, self._format), *arguments))
+        d.addErrback(self._translate, f)
+        return d
+
+    def _translate(self, failure: Failure, f: Callable[..., Any]) -> Failure:
+        if failure.check(*self._conflicts):
+            raise Conflict(str(failure.value))
+        if failure.check(*self._unreachable):
+            self.log.warn("Database unavailable in {query}: {error}",
+                          query=f.__name__, error=failure.value)
+            raise Unreachable(str(failure.value))
+        return failure
+
+
+def _pymysql() -> Any:
+    import pymysql
+
+    return pymysql
+
+
+SCHEMA_TABLE = "socktopus_schema"
+
+
+def schemaVersions(config: DatabaseConfig) -> list[tuple[int, str]]:
+    """
+    The shipped schema files for this database, as (version, SQL), in order.
+    """
+    suffix = ".sqlite.sql" if config.module == "sqlite3" else ".mysql.sql"
+    folder = resources.files("socktopus_tw.db") / "schema"
+    versions = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(suffix):
+            versions.append((int(entry.name.split(".")[0]), entry.read_text("utf-8")))
+    return sorted(versions)
+
+
+def statements(script: str) -> list[str]:
+    """
+    Split a schema file into statements: comments dropped, split at C{;}
+    ending a line (the files hold no semicolons inside strings).
+    """
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";")]
+
+
+def migrate(config: DatabaseConfig) -> tuple[int, int]:
+    """
+    Bring the schema up to the newest shipped version in one transaction;
+    return (version before, version after). Run once at start, before the
+    reactor runs and before anything listens, so blocking here is fine.
+
+    MySQL commits DDL implicitly, so there a failed upgrade can leave part of
+    a version applied; each version file is therefore small.
+    """
+    connection = config.connectSynchronously()
+    try:
+        if config.module == "sqlite3":
+            # Python's sqlite3 does not open transactions for DDL by itself.
+            connection.isolation_level = None
+        cursor = connection.cursor()
+        cursor.execute("BEGIN" if config.module == "sqlite3" else "START TRANSACTION")
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)")
+        cursor.execute(f"SELECT version FROM {SCHEMA_TABLE}")
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (0)")
+            before = 0
+        else:
+            before = row[0]
+        after = before
+        for version, script in schemaVersions(config):
+            if version > before:
+                for statement in statements(script):
+                    cursor.execute(statement)
+                after = version
+        cursor.execute(f"UPDATE {SCHEMA_TABLE} SET version = {int(after)}")
+        cursor.execute("COMMIT")
+        return before, after
+    finally:
+        connection.close()
 
 
 class DatabaseService(Service):
     """
-    Owns the pool: started with the daemon, closed when it stops.
+    Owns the pool: the schema is brought up to date before anything listens,
+    and the pool is closed when the daemon stops.
     """
 
     name = "database"
+    log = Logger()
 
-    def __init__(self, pool: adbapi.ConnectionPool) -> None:
-        self.pool = pool
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @property
+    def pool(self) -> adbapi.ConnectionPool:
+        return self.database.pool
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        try:
+            before, after = migrate(self.database.config)
+        except Exception as e:
+            reason = e.args[-1] if e.args else e
+            raise StartupError(
+                f"cannot prepare the {self.database.config.description}: {reason}"
+            ) from None
+        if after != before:
+            self.log.info("Database schema upgraded from version {before} to {after}",
+                          before=before, after=after)
 
     def startService(self) -> None:
         super().startService()

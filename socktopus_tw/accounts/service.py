@@ -1,0 +1,210 @@
+# -*- test-case-name: tests.test_accounts_api -*-
+"""
+The accounts domain: what each endpoint of SPEC §4 does, with no HTTP in it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from socktopus_tw.accounts import store
+from socktopus_tw.accounts.headers import ReplayGuard, SignedRequest
+from socktopus_tw.accounts.mail import Mailer
+from socktopus_tw.accounts.passwords import Passwords
+from socktopus_tw.accounts.recaptcha import Recaptcha
+from socktopus_tw.accounts.rules import checkEmail, checkPassword, checkUserName
+from socktopus_tw.accounts.sessions import Session, Sessions
+from socktopus_tw.db import Conflict, Database, Unreachable
+from socktopus_tw.errors import (
+    AccountsError,
+    BadRequest,
+    NotAuthorized,
+    Unavailable,
+    UserNameTaken,
+    WrongCredentials,
+)
+
+log = Logger()
+T = TypeVar("T")
+
+
+class WrongSecret(AccountsError):
+    status = 401
+    message = "User and secret combination incorrect"
+
+
+class BadRegistrationCode(AccountsError):
+    status = 400
+    message = "Invalid or used registration code"
+
+
+class Accounts:
+    """
+    Users, their passwords, sessions and signed requests.
+
+    @ivar mailer: mails registration links; when None, users are registered
+        as soon as they are created.
+    @ivar recaptcha: checks registrations; when None, there is no check.
+    """
+
+    def __init__(self, database: Database, passwords: Passwords, clock: IReactorTime,
+                 publicUrl: str = "http://localhost:8080", mailer: Mailer | None = None,
+                 recaptcha: Recaptcha | None = None, registeredRedirect: str = "/") -> None:
+        self.database = database
+        self.passwords = passwords
+        self.clock = clock
+        self.sessions = Sessions(database, clock)
+        self.replays = ReplayGuard()
+        self.publicUrl = publicUrl.rstrip("/")
+        self.mailer = mailer
+        self.recaptcha = recaptcha
+        self.registeredRedirect = registeredRedirect
+
+    async def _db(self, f: Callable[..., T], *arguments: Any) -> T:
+        try:
+            return await self.database.run(f, *arguments)
+        except Unreachable:
+            raise Unavailable() from None
+
+    async def _guarded(self, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except Unreachable:
+            raise Unavailable() from None
+
+    # -- registration ----------------------------------------------------
+
+    async def register(self, name: str, password: str, email: str, recaptchaAnswer: str,
+                       remoteIp: str | None = None) -> int:
+        checkUserName(name)
+        checkPassword(password)
+        checkEmail(email)
+        # Cheap refusals first: no bcrypt or reCAPTCHA call for a taken name.
+        if await self._db(store.userNamed, name) is not None:
+            raise UserNameTaken()
+        if self.recaptcha is not None:
+            await self.recaptcha.check(recaptchaAnswer, remoteIp)
+        hashed = await self.passwords.hash(password)
+        code = secrets.token_hex(32) if self.mailer is not None else None
+        try:
+            userId = await self._db(store.addUser, name, email, hashed, code,
+                                    int(self.clock.seconds()))
+        except Conflict:
+            # Lost a race with another registration of the same name.
+            raise UserNameTaken() from None
+        if self.mailer is not None and code is not None:
+            link = f"{self.publicUrl}/users/{userId}/register?code={code}"
+            try:
+                await self.mailer.sendRegistration(email, name, link)
+            except Unavailable:
+                # No half-made user: the name is free again, the user can retry.
+                await self._db(store.removeUser, userId)
+                raise
+        log.info("Registered user {name} as {userId}", name=name, userId=userId)
+        return userId
+
+    async def completeRegistration(self, userId: int, code: str) -> None:
+        if not await self._db(store.completeRegistration, userId, code):
+            log.info("Refused registration code for user {userId}", userId=userId)
+            raise BadRegistrationCode()
+        self.sessions.registered(userId)
+        log.info("User {userId} completed registration", userId=userId)
+
+    # -- passwords and secrets -------------------------------------------
+
+    async def _checkPassword(self, name: str, password: str) -> store.User:
+        user = None
+        if checkNameQuietly(name):
+            user = await self._db(store.userNamed, name)
+        # Unknown users cost a bcrypt check too: same answer, same time.
+        matches = await self.passwords.check(password, user.passwordHash if user else None)
+        if user is None or not matches:
+            log.info("Failed login for {name!r}", name=name[:64])
+            raise WrongCredentials()
+        return user
+
+    async def login(self, name: str, password: str, stayLoggedIn: bool) -> Session:
+        user = await self._checkPassword(name, password)
+        session = await self._guarded(self.sessions.open(user.id, user.registered, stayLoggedIn))
+        log.info("User {userId} logged in", userId=user.id)
+        return session
+
+    async def verifySecret(self, name: str, secret: str) -> Session:
+        user = await self._db(store.userNamed, name) if checkNameQuietly(name) else None
+        session = await self._guarded(self.sessions.find(user.id)) if user else None
+        if session is None or not _same(session.secret, secret):
+            log.info("Failed secret check for {name!r}", name=name[:64])
+            raise WrongSecret()
+        await self._guarded(self.sessions.extend(session))
+        return session
+
+    async def changePassword(self, name: str, password: str, newPassword: str) -> None:
+        checkPassword(newPassword)
+        user = await self._checkPassword(name, password)
+        hashed = await self.passwords.hash(newPassword)
+        self.sessions.forget(user.id)
+        await self._db(store.setPassword, user.id, hashed)
+        log.info("User {userId} changed password; sessions ended", userId=user.id)
+
+    async def logout(self, session: Session) -> None:
+        await self._guarded(self.sessions.close(session.userId))
+        log.info("User {userId} logged out", userId=session.userId)
+
+    # -- signed requests -------------------------------------------------
+
+    async def authenticate(self, signed: SignedRequest, requestedPath: str | None,
+                           allowUnregistered: bool = False) -> Session:
+        """
+        Check Auth Headers. C{requestedPath} is the path the request was
+        sent to, or None where the headers are checked for another service.
+        """
+        now = self.clock.seconds()
+        try:
+            signed.checkTime(now)
+            if requestedPath is not None and signed.path != requestedPath:
+                raise NotAuthorized()
+            session = await self._guarded(self.sessions.find(signed.userId))
+            if session is None or not (session.registered or allowUnregistered):
+                raise NotAuthorized()
+            signed.checkSignature(session.secret)
+            self.replays.accept(signed, now)
+        except NotAuthorized:
+            log.info("Refused Auth Headers of user {userId} for {path!r}",
+                     userId=signed.userId, path=signed.path[:200])
+            raise
+        await self._guarded(self.sessions.extend(session))
+        return session
+
+    async def isRegistered(self, userId: int) -> bool:
+        user = await self._db(store.userWithId, userId)
+        return user is not None and user.registered
+
+    async def ids(self, names: list[str]) -> tuple[dict[str, int], dict[str, str]]:
+        valid = [name for name in names if checkNameQuietly(name)]
+        found = await self._db(store.idsNamed, valid) if valid else {}
+        ids, errors = {}, {}
+        for name in names:
+            if name.lower() in found and checkNameQuietly(name):
+                ids[name] = found[name.lower()]
+            else:
+                errors[name] = "User not found"
+        return ids, errors
+
+
+def checkNameQuietly(name: str) -> bool:
+    try:
+        checkUserName(name)
+    except BadRequest:
+        return False
+    return True
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"),
+                               b.encode("utf-8", "surrogatepass"))

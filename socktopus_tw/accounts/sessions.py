@@ -1,0 +1,146 @@
+# -*- test-case-name: tests.test_accounts_sessions -*-
+"""
+Session secrets: stored in the database, so a restart logs nobody out, and
+cached in memory, so a signed request costs no query.
+
+The cache is never wrong about a logout or a password change: both drop the
+entry before the database is asked, and a load that started before a drop
+is not cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from socktopus_tw.accounts import store
+from socktopus_tw.db import Database
+
+SHORT_LIFE = 30 * 60
+LONG_LIFE = 7 * 24 * 60 * 60
+#: A sliding expiry is written back once it has moved this many seconds.
+WRITE_BACK_AFTER = 60
+
+
+@dataclass(slots=True)
+class Session:
+    userId: int
+    secret: str
+    expiresAt: int
+    stayLoggedIn: bool
+    registered: bool
+    storedExpiresAt: int
+
+    @property
+    def expiration(self) -> str:
+        """
+        RFC 3339, UTC, as the original sent it.
+        """
+        return datetime.fromtimestamp(self.expiresAt, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def answer(self) -> dict[str, Any]:
+        return {"Secret": self.secret, "UserID": self.userId, "Expiration": self.expiration}
+
+
+def newSecret() -> str:
+    """
+    64 random bytes, standard base64.
+    """
+    return base64.b64encode(os.urandom(64)).decode("ascii")
+
+
+class Sessions:
+    """
+    Live sessions by user id.
+    """
+
+    log = Logger()
+
+    def __init__(self, database: Database, clock: IReactorTime) -> None:
+        self.database = database
+        self.clock = clock
+        self._cache: dict[int, Session] = {}
+        # Bumped by every logout and password change: a load that began
+        # before one must not put what it read into the cache.
+        self._epoch = 0
+
+    def _now(self) -> int:
+        return int(self.clock.seconds())
+
+    def _life(self, stayLoggedIn: bool) -> int:
+        return LONG_LIFE if stayLoggedIn else SHORT_LIFE
+
+    async def find(self, userId: int) -> Session | None:
+        """
+        The user's live session, or None.
+        """
+        session = self._cache.get(userId)
+        if session is None:
+            epoch = self._epoch
+            stored = await self.database.run(store.sessionOf, userId)
+            if stored is None:
+                return None
+            session = Session(stored.userId, stored.secret, stored.expiresAt,
+                              stored.stayLoggedIn, stored.registered, stored.expiresAt)
+            if epoch == self._epoch:
+                session = self._cache.setdefault(userId, session)
+        if session.expiresAt <= self._now():
+            self._cache.pop(userId, None)
+            return None
+        return session
+
+    async def open(self, userId: int, registered: bool, stayLoggedIn: bool) -> Session:
+        """
+        Log in: the live session extended, or a new one.
+        """
+        session = await self.find(userId)
+        if session is not None:
+            session.stayLoggedIn = session.stayLoggedIn or stayLoggedIn
+            session.registered = registered
+            await self.extend(session)
+            return session
+        expiresAt = self._now() + self._life(stayLoggedIn)
+        secret = newSecret()
+        await self.database.run(store.saveSession, userId, secret, expiresAt, stayLoggedIn)
+        session = Session(userId, secret, expiresAt, stayLoggedIn, registered, expiresAt)
+        self._cache[userId] = session
+        return session
+
+    async def extend(self, session: Session) -> None:
+        """
+        Slide the expiry. The database is written when the expiry has moved
+        far enough to matter, not on every request.
+        """
+        session.expiresAt = self._now() + self._life(session.stayLoggedIn)
+        if session.expiresAt - session.storedExpiresAt >= WRITE_BACK_AFTER:
+            await self.database.run(store.extendSession, session.userId, session.secret,
+                                    session.expiresAt)
+            session.storedExpiresAt = session.expiresAt
+
+    async def close(self, userId: int) -> None:
+        """
+        Log out: the secret stops working at once.
+        """
+        self.forget(userId)
+        await self.database.run(store.endSession, userId)
+
+    def forget(self, userId: int) -> None:
+        """
+        Drop the cached session; the caller changes the database.
+        """
+        self._epoch += 1
+        self._cache.pop(userId, None)
+
+    def registered(self, userId: int) -> None:
+        """
+        The user completed registration: a cached session says so at once.
+        """
+        session = self._cache.get(userId)
+        if session is not None:
+            session.registered = True

@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_accounts_store -*-
+"""
+All of the accounts service's SQL: small blocking functions, each run in one
+transaction by L{socktopus_tw.db.Database.run}. Placeholders are C{?}.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    email: str
+    passwordHash: bytes
+    registered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    userId: int
+    secret: str
+    expiresAt: int
+    stayLoggedIn: bool
+    registered: bool
+
+
+_USER_COLUMNS = "id, name, email, password_hash, registered"
+
+
+def _user(row: Any) -> User | None:
+    if row is None:
+        return None
+    hashed = row[3] if isinstance(row[3], bytes) else row[3].encode("ascii")
+    return User(int(row[0]), row[1], row[2], hashed, bool(row[4]))
+
+
+def userNamed(cursor: Any, name: str) -> User | None:
+    cursor.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE name_key = ?", (name.lower(),))
+    return _user(cursor.fetchone())
+
+
+def userWithId(cursor: Any, userId: int) -> User | None:
+    cursor.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (userId,))
+    return _user(cursor.fetchone())
+
+
+def addUser(cursor: Any, name: str, email: str, passwordHash: bytes, code: str | None,
+            now: int) -> int:
+    """
+    Insert a user, registered at once unless it has a registration code.
+    A taken name raises the driver's IntegrityError (the database's unique
+    index decides, so two racing registrations cannot both win).
+    """
+    cursor.execute(
+        "INSERT INTO users (name, name_key, email, password_hash, registered,"
+        " registration_code, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (name, name.lower(), email, passwordHash.decode("ascii"), int(code is None), code, now),
+    )
+    return int(cursor.lastrowid)
+
+
+def removeUser(cursor: Any, userId: int) -> None:
+    cursor.execute("DELETE FROM sessions WHERE user_id = ?", (userId,))
+    cursor.execute("DELETE FROM users WHERE id = ?", (userId,))
+
+
+def completeRegistration(cursor: Any, userId: int, code: str) -> bool:
+    """
+    Register the user if C{code} is its one-time code; the code is used up.
+    """
+    cursor.execute(
+        "SELECT registration_code FROM users WHERE id = ? AND registered = 0", (userId,)
+    )
+    row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return False
+    if not hmac.compare_digest(row[0].encode("ascii"), code.encode("utf-8", "surrogatepass")):
+        return False
+    cursor.execute(
+        "UPDATE users SET registered = 1, registration_code = NULL WHERE id = ?", (userId,)
+    )
+    return True
+
+
+def setPassword(cursor: Any, userId: int, passwordHash: bytes) -> None:
+    """
+    Change the password and end every session of the user.
+    """
+    cursor.execute("UPDATE users SET password_hash = ? WHERE id = ?",
+                   (passwordHash.decode("ascii"), userId))
+    cursor.execute("DELETE FROM sessions WHERE user_id = ?", (userId,))
+
+
+def sessionOf(cursor: Any, userId: int) -> StoredSession | None:
+    cursor.execute(
+        "SELECT s.secret, s.expires_at, s.stay_logged_in, u.registered"
+        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.user_id = ?",
+        (userId,),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return StoredSession(userId, row[0], int(row[1]), bool(row[2]), bool(row[3]))
+
+
+def saveSession(cursor: Any, userId: int, secret: str, expiresAt: int,
+                stayLoggedIn: bool) -> None:
+    cursor.execute("DELETE FROM sessions WHERE user_id = ?", (userId,))
+    cursor.execute(
+        "INSERT INTO sessions (user_id, secret, expires_at, stay_logged_in) VALUES (?, ?, ?, ?)",
+        (userId, secret, expiresAt, int(stayLoggedIn)),
+    )
+
+
+def extendSession(cursor: Any, userId: int, secret: str, expiresAt: int) -> None:
+    # Guarded by the secret: a late write must not revive a replaced session.
+    cursor.execute(
+        "UPDATE sessions SET expires_at = ? WHERE user_id = ? AND secret = ?",
+        (expiresAt, userId, secret),
+    )
+
+
+def endSession(cursor: Any, userId: int) -> None:
+    cursor.execute("DELETE FROM sessions WHERE user_id = ?", (userId,))
+
+
+def idsNamed(cursor: Any, names: list[str]) -> dict[str, int]:
+    """
+    The ids of those names that exist, keyed by lower-cased name.
+    """
+    keys = sorted({name.lower() for name in names})
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        cursor.execute(f"SELECT name_key, id FROM users WHERE name_key IN ({marks})", chunk)
+        found.update((key, int(userId)) for key, userId in cursor.fetchall())
+    return found
