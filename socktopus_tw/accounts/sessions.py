@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -69,6 +70,7 @@ class Sessions:
         # Bumped by every logout and password change: a load that began
         # before one must not put what it read into the cache.
         self._epoch = 0
+        self._opening: dict[int, DeferredLock] = {}
 
     def _now(self) -> int:
         return int(self.clock.seconds())
@@ -98,7 +100,20 @@ class Sessions:
     async def open(self, userId: int, registered: bool, stayLoggedIn: bool) -> Session:
         """
         Log in: the live session extended, or a new one.
+
+        Logins of one user are taken one at a time: two at once would
+        otherwise both make a new secret, and the first would die unseen.
         """
+        lock = self._opening.setdefault(userId, DeferredLock())
+        await lock.acquire()
+        try:
+            return await self._open(userId, registered, stayLoggedIn)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                del self._opening[userId]
+
+    async def _open(self, userId: int, registered: bool, stayLoggedIn: bool) -> Session:
         session = await self.find(userId)
         if session is not None:
             session.stayLoggedIn = session.stayLoggedIn or stayLoggedIn
