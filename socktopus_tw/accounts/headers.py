@@ -11,11 +11,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from socktopus_tw.errors import NotAuthorized
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 #: Seconds a Time-Sent may differ from the server's clock, either way.
 WINDOW = 10
@@ -58,9 +61,14 @@ class SignedRequest:
             timeSent = raw[b"time-sent"].decode("ascii")
             encoding = (header(b"encoding") or b"hex").decode("ascii").lower()
             text = raw[b"hmac"].decode("ascii")
+            # Ids are signed 64-bit in the database; 19 digits bound int().
             if not (userId.isdigit() and timeSent.isdigit()) or len(timeSent) > 12:
                 raise ValueError()
+            if len(userId) > 19 or int(userId) >= 2**63:
+                raise ValueError()
             if encoding == "hex":
+                if not _HEX.fullmatch(text):
+                    raise ValueError()
                 mac = bytes.fromhex(text)
             elif encoding == "base64":
                 mac = base64.b64decode(text, validate=True)
@@ -68,7 +76,7 @@ class SignedRequest:
                 raise ValueError()
         except (UnicodeDecodeError, ValueError, binascii.Error):
             raise NotAuthorized() from None
-        if len(mac) != hashlib.sha256().digest_size or not path or int(userId) > 2**63:
+        if len(mac) != hashlib.sha256().digest_size or not path:
             raise NotAuthorized()
         return cls(int(userId), path, timeSent, mac)
 

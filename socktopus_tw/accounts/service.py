@@ -148,8 +148,7 @@ class Accounts:
         checkPassword(newPassword)
         user = await self._checkPassword(name, password)
         hashed = await self.passwords.hash(newPassword)
-        self.sessions.forget(user.id)
-        await self._db(store.setPassword, user.id, hashed)
+        await self.sessions.revoke(user.id, self._db(store.setPassword, user.id, hashed))
         log.info("User {userId} changed password; sessions ended", userId=user.id)
 
     async def logout(self, session: Session) -> None:

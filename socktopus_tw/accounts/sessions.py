@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -116,15 +117,21 @@ class Sessions:
     async def _open(self, userId: int, registered: bool, stayLoggedIn: bool) -> Session:
         session = await self.find(userId)
         if session is not None:
-            session.stayLoggedIn = session.stayLoggedIn or stayLoggedIn
+            if stayLoggedIn and not session.stayLoggedIn:
+                session.stayLoggedIn = True
+                session.storedExpiresAt = 0  # the upgrade must be stored now
             session.registered = registered
             await self.extend(session)
             return session
         expiresAt = self._now() + self._life(stayLoggedIn)
         secret = newSecret()
+        epoch = self._epoch
         await self.database.run(store.saveSession, userId, secret, expiresAt, stayLoggedIn)
         session = Session(userId, secret, expiresAt, stayLoggedIn, registered, expiresAt)
-        self._cache[userId] = session
+        if epoch == self._epoch:
+            # Not if a logout or password change ran meanwhile: it may have
+            # deleted this very row.
+            self._cache[userId] = session
         return session
 
     async def extend(self, session: Session) -> None:
@@ -135,20 +142,29 @@ class Sessions:
         session.expiresAt = self._now() + self._life(session.stayLoggedIn)
         if session.expiresAt - session.storedExpiresAt >= WRITE_BACK_AFTER:
             await self.database.run(store.extendSession, session.userId, session.secret,
-                                    session.expiresAt)
+                                    session.expiresAt, session.stayLoggedIn)
             session.storedExpiresAt = session.expiresAt
 
     async def close(self, userId: int) -> None:
         """
         Log out: the secret stops working at once.
         """
+        await self.revoke(userId, self.database.run(store.endSession, userId))
+
+    async def revoke(self, userId: int, change: Awaitable[Any]) -> None:
+        """
+        Drop the user's cached session around C{change}, the database write
+        that ends it. Dropped before, so it stops working at once; and after,
+        because with several database connections a read that began before
+        the write committed may have cached the old row meanwhile.
+        """
         self.forget(userId)
-        await self.database.run(store.endSession, userId)
+        try:
+            await change
+        finally:
+            self.forget(userId)
 
     def forget(self, userId: int) -> None:
-        """
-        Drop the cached session; the caller changes the database.
-        """
         self._epoch += 1
         self._cache.pop(userId, None)
 

@@ -117,11 +117,12 @@ def saveSession(cursor: Any, userId: int, secret: str, expiresAt: int,
     )
 
 
-def extendSession(cursor: Any, userId: int, secret: str, expiresAt: int) -> None:
+def extendSession(cursor: Any, userId: int, secret: str, expiresAt: int,
+                  stayLoggedIn: bool) -> None:
     # Guarded by the secret: a late write must not revive a replaced session.
     cursor.execute(
-        "UPDATE sessions SET expires_at = ? WHERE user_id = ? AND secret = ?",
-        (expiresAt, userId, secret),
+        "UPDATE sessions SET expires_at = ?, stay_logged_in = ? WHERE user_id = ? AND secret = ?",
+        (expiresAt, int(stayLoggedIn), userId, secret),
     )
 
 
