@@ -37,7 +37,9 @@ from socktopus_tw.db import (
 )
 from socktopus_tw.environment import EnvironmentError_, loadEnvironment
 from socktopus_tw.errors import ApiError
+from socktopus_tw.health import Health, Ready
 from socktopus_tw.listening import Listener, StartupError
+from socktopus_tw.metrics import Metrics, MetricsResource
 from socktopus_tw.relay.api import KickResource, SendResource
 from socktopus_tw.relay.home import HomeResource
 from socktopus_tw.relay.registry import Registry
@@ -149,6 +151,9 @@ SETTINGS = [
     Setting("registered-redirect", "/", localOrHttpUrl,
             "Where the mailed registration link sends the user once registered."),
     Setting("bcrypt-rounds", "12", bcryptRounds, "The bcrypt cost for new password hashes."),
+    Setting("metrics-listen", None, str,
+            "A Twisted endpoint serving Prometheus /metrics, e.g. tcp:9108:interface=127.0.0.1 "
+            "(off without it; keep it private)."),
 ]
 
 
@@ -221,12 +226,15 @@ class SocktopusOptions(usage.Options):
                 self["listen"] = [f"tcp:{DEFAULT_PORT}"]
         from twisted.internet import reactor
 
-        for description in self["listen"]:
+        endpoints = [("--listen", d) for d in self["listen"]]
+        if self["metrics-listen"] is not None:
+            endpoints.append(("--metrics-listen", self["metrics-listen"]))
+        for option, description in endpoints:
             try:
                 serverFromString(reactor, description)
             except Exception as e:
                 raise usage.UsageError(
-                    f"--listen {description!r}: {e or 'not a Twisted endpoint string'}; "
+                    f"{option} {description!r}: {e or 'not a Twisted endpoint string'}; "
                     "examples: tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/socktopus.sock"
                 ) from None
 
@@ -320,10 +328,12 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     apps = config["apps"]
     top = SocktopusService(apps)
 
+    metrics = Metrics()
     registry = Registry(reactor, idleTimeout=config["idle-timeout"],
-                        tokenLifespan=config["token-lifespan"])
+                        tokenLifespan=config["token-lifespan"], metrics=metrics)
     registry.setServiceParent(top)
-    database = Database(openPool(config["database"], reactor), config["database"])
+    metrics.watchConnections(registry.counts)
+    database = Database(openPool(config["database"], reactor), config["database"], metrics)
     DatabaseService(database).setServiceParent(top)
 
     passwords = Passwords(reactor, rounds=config["bcrypt-rounds"])
@@ -336,7 +346,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
                               reactor, config["recaptcha-ca"])
     accounts = Accounts(database, passwords, reactor, publicUrl=config["public-url"],
                         mailer=mailer, recaptcha=recaptcha,
-                        registeredRedirect=config["registered-redirect"])
+                        registeredRedirect=config["registered-redirect"], metrics=metrics)
 
     threadpool = reactor.getThreadPool()
     factory = RelayFactory(registry, maxClientBuffer=config["max-client-buffer"],
@@ -347,10 +357,13 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     root.putChild(b"recieve", receive)
     root.putChild(b"receive", receive)
     root.putChild(b"send", SendResource(apps, registry, threadpool, reactor,
-                                        maxMessageSize=config["max-message-size"]))
+                                        maxMessageSize=config["max-message-size"],
+                                        metrics=metrics))
     root.putChild(b"kick", KickResource(apps, registry, threadpool, reactor))
+    root.putChild(b"health", Health())
+    root.putChild(b"ready", Ready(database))
     installAccounts(root, accounts)
-    site = SocktopusSite(root, maxBodySize=config["max-body-size"])
+    site = SocktopusSite(root, maxBodySize=config["max-body-size"], metrics=metrics)
 
     if config.get("exitZeroOnTerm"):
         StopOnTerm(reactor).setServiceParent(top)
@@ -358,6 +371,14 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         listener = Listener(description, serverFromString(reactor, description), site)
         # Indexed: the same endpoint twice (tcp:0, say) is two listeners.
         listener.setName(f"listen {index} {description}")
+        listener.setServiceParent(top)
+    if config["metrics-listen"] is not None:
+        metricsRoot = Root()
+        metricsRoot.putChild(b"metrics", MetricsResource(metrics))
+        description = config["metrics-listen"]
+        listener = Listener(description, serverFromString(reactor, description),
+                            SocktopusSite(metricsRoot))
+        listener.setName(f"metrics {description}")
         listener.setServiceParent(top)
     return top
 

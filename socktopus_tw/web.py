@@ -13,7 +13,8 @@ import json
 from collections.abc import Callable
 from inspect import iscoroutine
 from io import BytesIO
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -28,6 +29,9 @@ from socktopus_tw.errors import (
     NotFound,
     RequestTooLarge,
 )
+
+if TYPE_CHECKING:
+    from socktopus_tw.metrics import Metrics
 
 log = Logger()
 
@@ -115,6 +119,7 @@ class JsonResource(Resource):
     methodNotAllowed: type[MethodNotAllowed] = MethodNotAllowed
 
     def render(self, request: Request) -> object:
+        request.endpoint = type(self).__name__
         if request.postpath:
             return respond(request, self._notFound)
         handler = getattr(self, "json_" + request.method.decode("ascii", "replace"), None)
@@ -162,6 +167,9 @@ class LimitedRequest(Request):
 
     _tooLarge = False
     _bodySize = 0
+    _started = 0.0
+    #: The label request latency is counted under: the answering resource.
+    endpoint = "other"
 
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()
@@ -179,11 +187,18 @@ class LimitedRequest(Request):
         self.content.write(data)
 
     def process(self) -> None:
+        self._started = perf_counter()
         if self._tooLarge:
             self.site = self.channel.site
             writeError(self, RequestTooLarge())
             return
         super().process()
+
+    def finish(self) -> None:
+        super().finish()
+        metrics = self.site.metrics
+        if metrics is not None:
+            metrics.requestSeconds.labels(self.endpoint).observe(perf_counter() - self._started)
 
 
 class SocktopusSite(Site):
@@ -197,10 +212,12 @@ class SocktopusSite(Site):
     noisy = False
     requestFactory = LimitedRequest
 
-    def __init__(self, root: IResource, maxBodySize: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, root: IResource, maxBodySize: int = 16 * 1024 * 1024,
+                 metrics: Metrics | None = None) -> None:
         # POST bodies are JSON: parsing them as forms would only cost time.
         super().__init__(root, parsePOSTFormSubmission=False)
         self.maxBodySize = maxBodySize
+        self.metrics = metrics
 
     def log(self, request: Request) -> None:
         pass

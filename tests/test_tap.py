@@ -54,6 +54,7 @@ ACCOUNTS_DEFAULTS: dict[str, Any] = {
     "recaptcha-ca": None,
     "registered-redirect": "/",
     "bcrypt-rounds": 12,
+    "metrics-listen": None,
 }
 DEFAULTS.update(ACCOUNTS_DEFAULTS)
 

@@ -29,6 +29,7 @@ from socktopus_tw.errors import (
     UserNameTaken,
     WrongCredentials,
 )
+from socktopus_tw.metrics import Metrics
 
 log = Logger()
 T = TypeVar("T")
@@ -55,7 +56,8 @@ class Accounts:
 
     def __init__(self, database: Database, passwords: Passwords, clock: IReactorTime,
                  publicUrl: str = "http://localhost:8080", mailer: Mailer | None = None,
-                 recaptcha: Recaptcha | None = None, registeredRedirect: str = "/") -> None:
+                 recaptcha: Recaptcha | None = None, registeredRedirect: str = "/",
+                 metrics: Metrics | None = None) -> None:
         self.database = database
         self.passwords = passwords
         self.clock = clock
@@ -65,6 +67,7 @@ class Accounts:
         self.mailer = mailer
         self.recaptcha = recaptcha
         self.registeredRedirect = registeredRedirect
+        self.metrics = metrics
 
     async def _db(self, f: Callable[..., T], *arguments: Any) -> T:
         try:
@@ -126,6 +129,8 @@ class Accounts:
         matches = await self.passwords.check(password, user.passwordHash if user else None)
         if user is None or not matches:
             log.info("Failed login for {name!r}", name=name[:64])
+            if self.metrics is not None:
+                self.metrics.logins.labels("failed").inc()
             raise WrongCredentials()
         return user
 
@@ -133,6 +138,8 @@ class Accounts:
         user = await self._checkPassword(name, password)
         session = await self._guarded(self.sessions.open(user.id, user.registered, stayLoggedIn))
         log.info("User {userId} logged in", userId=user.id)
+        if self.metrics is not None:
+            self.metrics.logins.labels("ok").inc()
         return session
 
     async def verifySecret(self, name: str, secret: str) -> Session:

@@ -189,9 +189,11 @@ class Database:
 
     log = Logger()
 
-    def __init__(self, pool: adbapi.ConnectionPool, config: DatabaseConfig) -> None:
+    def __init__(self, pool: adbapi.ConnectionPool, config: DatabaseConfig,
+                 metrics: Any = None) -> None:
         self.pool = pool
         self.config = config
+        self.metrics = metrics
         self._format = config.module != "sqlite3"
         module = sqlite3 if config.module == "sqlite3" else _pymysql()
         self._conflicts = (module.IntegrityError,)
@@ -202,14 +204,27 @@ class Database:
         d.addErrback(self._translate, f)
         return d
 
+    def ping(self) -> Deferred[None]:
+        """
+        Fires when the database answers a trivial query: the readiness check.
+        """
+        return self.run(_selectOne)
+
     def _translate(self, failure: Failure, f: Callable[..., Any]) -> Failure:
         if failure.check(*self._conflicts):
             raise Conflict(str(failure.value))
         if failure.check(*self._unreachable):
+            if self.metrics is not None:
+                self.metrics.databaseErrors.inc()
             self.log.warn("Database unavailable in {query}: {error}",
                           query=f.__name__, error=failure.value)
             raise Unreachable(str(failure.value))
         return failure
+
+
+def _selectOne(cursor: Any) -> None:
+    cursor.execute("SELECT 1")
+    cursor.fetchall()
 
 
 def _pymysql() -> Any:

@@ -23,6 +23,7 @@ from twisted.web.server import Request
 
 from socktopus_tw.apps import Apps
 from socktopus_tw.errors import ApiError, MalformedRequest
+from socktopus_tw.metrics import Metrics
 from socktopus_tw.relay.registry import Registry
 from socktopus_tw.web import JsonResource, encodeJson
 
@@ -143,9 +144,11 @@ class SendResource(BackendResource):
     inlineBatch = 1000
 
     def __init__(self, apps: Apps, registry: Registry, threadpool: ThreadPool,
-                 reactor: Any, maxMessageSize: int = 1024 * 1024) -> None:
+                 reactor: Any, maxMessageSize: int = 1024 * 1024,
+                 metrics: Metrics | None = None) -> None:
         super().__init__(apps, registry, threadpool, reactor)
         self.maxMessageSize = maxMessageSize
+        self.metrics = metrics
         self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
 
     def handle(self, value: dict[str, Any], big: bool) -> object:
@@ -176,12 +179,13 @@ class SendResource(BackendResource):
             yield None
 
     def _answer(self, app: str, result: dict[str, list[Any]], big: bool) -> object:
-        log.info(
-            "Sent {succeeded} messages for {app}, {failed} failed",
-            app=app,
-            succeeded=len(result["succeeded"]),
-            failed=len(result["failed"]),
-        )
+        succeeded, failed = len(result["succeeded"]), len(result["failed"])
+        log.info("Sent {succeeded} messages for {app}, {failed} failed",
+                 app=app, succeeded=succeeded, failed=failed)
+        if self.metrics is not None:
+            self.metrics.delivered.labels(app).inc(succeeded)
+            self.metrics.failed.labels(app).inc(failed)
+            self.metrics.batchSize.observe(succeeded + failed)
         if big:
             return self.inThread(encodeJson, result)
         return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError, succeed
@@ -20,6 +21,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from socktopus_tw.metrics import Metrics
 
 
 class IRelayConnection(Interface):
@@ -62,9 +66,11 @@ class Registry(Service):
     shutdownTimeout = 5.0
 
     def __init__(
-        self, clock: IReactorTime, idleTimeout: float = 20.0, tokenLifespan: float = 5.0
+        self, clock: IReactorTime, idleTimeout: float = 20.0, tokenLifespan: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.clock = clock
+        self.metrics = metrics
         self.idleTimeout = idleTimeout
         self.tokenLifespan = tokenLifespan
         self._apps: dict[str, dict[str, IRelayConnection]] = {}
@@ -141,6 +147,8 @@ class Registry(Service):
             self._evict(previous)
         self._apps.setdefault(app, {})[connectionId] = connection
         self._lastSeen[connection] = self.clock.seconds()
+        if self.metrics is not None:
+            self.metrics.connects.labels(app).inc()
         self.log.info("Connected {app}/{connectionId}", app=app, connectionId=connectionId)
 
     def unregister(self, connection: IRelayConnection) -> None:
@@ -158,6 +166,8 @@ class Registry(Service):
             app=connection.app,
             connectionId=connection.connectionId,
         )
+        if self.metrics is not None:
+            self.metrics.disconnects.labels(connection.app).inc()
         if self._drained and not self._apps and not self._closing:
             drained, self._drained = self._drained, []
             for d in drained:

@@ -1,0 +1,134 @@
+"""
+Prometheus metrics on --metrics-listen, and the health and readiness checks.
+"""
+
+from __future__ import annotations
+
+import pymysql
+import treq
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.enterprise.adbapi import ConnectionLost
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.mariadb import server
+from tests.support import APP, Daemon
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """
+    Every sample of a scrape, keyed by name and sorted labels.
+    """
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+class MetricsTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def scrape(self, daemon: Daemon):
+        listener = next(s for s in daemon.service if s.name.startswith("metrics"))
+        port = listener.port.getHost().port
+        response = yield treq.get(f"http://127.0.0.1:{port}/metrics", agent=daemon.agent)
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"text/plain", response.headers.getRawHeaders(b"content-type")[0])
+        text = yield response.text()
+        return samples(text)
+
+    @inlineCallbacks
+    def test_scrapeShowsRelayAndAccountsActivity(self):
+        """
+        An operator's Prometheus sees connections per app, messages delivered
+        and failed, batch sizes, request latency per endpoint and logins.
+        """
+        daemon = Daemon(self, "--metrics-listen", "tcp:0:interface=127.0.0.1",
+                        "--bcrypt-rounds", "4")
+        client = yield daemon.connect("c1")
+        yield daemon.send([{"recipient": "c1", "content": "a"},
+                           {"recipient": "nobody", "content": "b"}])
+        yield client.waitFor(1)
+        yield daemon.post("/users", {"User": "alice", "Password": "correct horse",
+                                     "Email": "alice@example.com"})
+        yield daemon.post("/login", {"User": "alice", "Password": "correct horse"})
+        yield daemon.post("/login", {"User": "alice", "Password": "wrong password"})
+
+        found = yield self.scrape(daemon)
+        app = (("app", APP),)
+        self.assertEqual(found[("socktopus_connections", app)], 1)
+        self.assertEqual(found[("socktopus_connects_total", app)], 1)
+        self.assertEqual(found[("socktopus_messages_delivered_total", app)], 1)
+        self.assertEqual(found[("socktopus_messages_failed_total", app)], 1)
+        self.assertEqual(found[("socktopus_send_batch_size_count", ())], 1)
+        self.assertEqual(found[("socktopus_send_batch_size_sum", ())], 2)
+        self.assertEqual(found[("socktopus_logins_total", (("result", "ok"),))], 1)
+        self.assertEqual(found[("socktopus_logins_total", (("result", "failed"),))], 1)
+        self.assertEqual(
+            found[("socktopus_request_seconds_count", (("endpoint", "SendResource"),))], 1)
+        self.assertEqual(found[("socktopus_request_seconds_count", (("endpoint", "Login"),))], 2)
+        self.assertIn(("process_resident_memory_bytes", ()), found)
+
+        client.sendClose()
+        yield client.closed
+        found = yield self.scrape(daemon)
+        self.assertEqual(found[("socktopus_disconnects_total", app)], 1)
+        self.assertNotIn(("socktopus_connections", app), found)
+
+    @inlineCallbacks
+    def test_metricsAreNotOnThePublicPort(self):
+        """
+        Metrics leak nothing to the internet: the public port has no /metrics.
+        """
+        daemon = Daemon(self, "--metrics-listen", "tcp:0:interface=127.0.0.1")
+        status, body, _ = yield daemon.request("GET", "/metrics")
+        self.assertEqual(status, 404)
+
+    def test_metricsOffByDefault(self):
+        """
+        Nothing listens for metrics unless asked to.
+        """
+        daemon = Daemon(self)
+        self.assertEqual([s for s in daemon.service if s.name.startswith("metrics")], [])
+
+
+class HealthTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_healthAndReady(self):
+        """
+        A load balancer's checks pass on a healthy daemon.
+        """
+        daemon = Daemon(self)
+        self.assertEqual((yield daemon.request("GET", "/health"))[:2], (200, {"status": "ok"}))
+        self.assertEqual((yield daemon.request("GET", "/ready"))[:2],
+                         (200, {"status": "ready"}))
+
+    @inlineCallbacks
+    def test_notReadyWhileTheDatabaseIsDown(self):
+        """
+        While MariaDB is down the daemon says it is not ready (but alive),
+        and ready again once it is back.
+        """
+        name = server().createDatabase("ready")
+        self.addCleanup(server().dropDatabase, name)
+        daemon = Daemon(self, "--database", server().url(name))
+        self.assertEqual((yield daemon.request("GET", "/ready"))[0], 200)
+        server().stop()
+        try:
+            status, body, _ = yield daemon.request("GET", "/ready")
+            self.assertEqual((status, body),
+                             (503, {"code": 503, "message": "Database unavailable"}))
+            self.assertEqual((yield daemon.request("GET", "/health"))[0], 200)
+        finally:
+            server().start()
+        for _attempt in range(50):
+            status, body, _ = yield daemon.request("GET", "/ready")
+            if status == 200:
+                break
+        self.assertEqual(status, 200)
+        # adbapi logs the broken connections it drops during the outage.
+        self.flushLoggedErrors(pymysql.err.Error, ConnectionLost)
