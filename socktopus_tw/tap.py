@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -277,6 +278,8 @@ class SocktopusService(MultiService):
     """
 
     log = Logger()
+    #: Seconds shutdown waits for in-flight requests before going on.
+    drainTimeout = 10.0
 
     def __init__(self, apps: Apps) -> None:
         super().__init__()
@@ -295,9 +298,24 @@ class SocktopusService(MultiService):
                       apps=", ".join(self.apps.names()) or "none")
         super().startService()
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop in order: stop accepting, let in-flight requests finish, then
+        the rest (the registry sends every client CLOSE; the pools close).
+        """
         self.log.info("Socktopus stopping")
-        return super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)
+        children = list(reversed(list(self)))
+        listeners = [c for c in children if isinstance(c, Listener)]
+        await gatherResults([maybeDeferred(c.stopService) for c in listeners])
+        for site in {listener.factory for listener in listeners}:
+            if isinstance(site, SocktopusSite):
+                await site.drain(self.drainTimeout)
+        await gatherResults([maybeDeferred(c.stopService) for c in children
+                             if c not in listeners])
 
 
 class StopOnTerm(Service):

@@ -15,10 +15,13 @@ from inspect import iscoroutine
 from io import BytesIO
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
+from weakref import WeakSet
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -188,17 +191,28 @@ class LimitedRequest(Request):
 
     def process(self) -> None:
         self._started = perf_counter()
+        self.site = self.channel.site
+        self.site.inflight.add(self)
+        self.site.channels.add(self.channel)
         if self._tooLarge:
-            self.site = self.channel.site
             writeError(self, RequestTooLarge())
             return
         super().process()
 
     def finish(self) -> None:
         super().finish()
+        self.site.forget(self)
         metrics = self.site.metrics
         if metrics is not None:
             metrics.requestSeconds.labels(self.endpoint).observe(perf_counter() - self._started)
+
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        # Before process() (the body was still arriving) there is no site yet.
+        site = getattr(self, "site", None)
+        if site is not None:
+            site.forget(self)
 
 
 class SocktopusSite(Site):
@@ -218,6 +232,46 @@ class SocktopusSite(Site):
         super().__init__(root, parsePOSTFormSubmission=False)
         self.maxBodySize = maxBodySize
         self.metrics = metrics
+        self.inflight: set[Request] = set()
+        # Channels that served a request, for a graceful close at shutdown.
+        self.channels: WeakSet[HTTPChannel] = WeakSet()
+        self._idle: list[Deferred[None]] = []
+
+    def forget(self, request: Request) -> None:
+        """
+        C{request} is answered, gone, or no longer HTTP (a WebSocket).
+        """
+        self.inflight.discard(request)
+        if not self.inflight and self._idle:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def whenIdle(self, timeout: float) -> Deferred[None]:
+        """
+        Fires when no request is being processed, or after C{timeout} seconds.
+        """
+        if not self.inflight:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        d.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda result, t: None)
+        return d
+
+    async def drain(self, timeout: float) -> None:
+        """
+        For shutdown, once nothing listens: let in-flight requests finish,
+        then close the HTTP connections gracefully, so their last responses
+        are flushed before the reactor stops (which drops what is unsent).
+        """
+        deadline = self.reactor.seconds() + timeout
+        await self.whenIdle(timeout)
+        # WebSocket connections are not HTTP any more: their channel has no transport.
+        open = [c.transport for c in self.channels if c.transport is not None]
+        for transport in open:
+            transport.loseConnection()
+        while any(t.connected for t in open) and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, 0.05, lambda: None)
 
     def log(self, request: Request) -> None:
         pass

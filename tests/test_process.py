@@ -250,6 +250,25 @@ class DaemonProcessTests(TestCase):
         self.assertIn(b"Socktopus stopping", process.output)
 
     @inlineCallbacks
+    def test_sigtermUnderLoadFinishesInFlightSends(self):
+        """
+        A deploy that stops the daemon mid-batch: the /send already accepted
+        is delivered and answered in full before clients get CLOSE, exit 0.
+        """
+        process, port = yield self.startDaemon("--listen", "tcp:0:interface=127.0.0.1")
+        daemon = self.clientFor(port)
+        client = yield daemon.connect("c1")
+        contents = [f"{n:06d}" + "x" * 94 for n in range(50000)]
+        sending = daemon.send([{"recipient": "c1", "content": c} for c in contents])
+        yield client.waitFor(1)
+        process.transport.signalProcess("TERM")
+        status, body, _ = yield sending
+        self.assertEqual((status, len(body["succeeded"])), (200, 50000))
+        yield client.closed
+        self.assertEqual(client.received, ["DATA:" + c for c in contents] + ["CLOSE"])
+        self.assertEqual((yield process.ended), 0)
+
+    @inlineCallbacks
     def test_tokenFromCommandIsAccepted(self):
         """
         The token printed by `socktopus token` opens a connection that

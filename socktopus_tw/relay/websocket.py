@@ -241,6 +241,7 @@ class ReceiveResource(JsonResource):
         protocol.connectionId = connectionId
 
         channel = request.channel
+        channel.site.forget(request)  # no longer an HTTP request to wait for
         transport, channel.transport = channel.transport, None
         # The socket is the WebSocket's now: stop the HTTP channel's idle timer
         # and release it as the transport's producer, so nothing keeps the
