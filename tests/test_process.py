@@ -5,11 +5,15 @@ command as subprocesses of the installed package.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import re
 import shutil
 import socket
 import sys
+import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
@@ -310,3 +314,58 @@ class DaemonProcessTests(TestCase):
         client.sendClose()
         yield client.closed
         self.assertTrue(os.path.exists(os.path.join(path, "socktopus.sqlite3")))
+
+
+class LogTests(DaemonProcessTests):
+    """
+    What the daemon writes to its log, read from the real process.
+    """
+
+    @inlineCallbacks
+    def test_jsonLogsCarryFieldsAndNoSecrets(self):
+        """
+        An operator shipping JSON logs gets app and connection fields, and
+        nothing in the log lets anyone impersonate an app or a user.
+        """
+        process = run(self, TWISTD, "-n", "--pidfile=", "--logger", "socktopus_tw.logs.json",
+                      "socktopus", "--listen", "tcp:0:interface=127.0.0.1",
+                      "--bcrypt-rounds", "4",
+                      env={f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET})
+        match = yield process.waitFor(rb'"address": "127\.0\.0\.1:(\d+)"')
+        daemon = self.clientFor(int(match.group(1)))
+
+        token = daemon.token("c1")
+        client = yield daemon.connect("c1")
+        yield daemon.send([{"recipient": "c1", "content": "private message"}])
+        yield client.waitFor(1)
+        yield daemon.request("GET", "/recieve?token=" + token[:-4] + "beef")
+        yield daemon.send([], secret="not-the-secret")
+        yield daemon.kick(["c1"])
+        yield client.closed
+
+        password, newPassword = "first password", "second password"
+        yield daemon.post("/users", {"User": "alice", "Password": password,
+                                     "Email": "alice@example.com"})
+        status, login, _ = yield daemon.post("/login", {"User": "alice", "Password": password})
+        self.assertEqual(status, 200)
+        secret = login["Secret"]
+        now = str(int(time.time()))
+        mac = hmac.new(secret.encode(), f"{now}:/authHeaders".encode(), hashlib.sha256)
+        headers = {"UserID": str(login["UserID"]), "Path": "/authHeaders",
+                   "Time-Sent": now, "HMAC": mac.hexdigest()}
+        self.assertEqual((yield daemon.request("POST", "/authHeaders", headers=headers))[0], 200)
+        yield daemon.request("POST", "/authHeaders", headers=headers)  # a replay, refused
+        yield daemon.post("/login", {"User": "alice", "Password": "wrong " + password})
+        yield daemon.post("/changePassword", {"User": "alice", "Password": password,
+                                              "NewPassword": newPassword})
+        process.transport.signalProcess("TERM")
+        self.assertEqual((yield process.ended), 0)
+
+        log = process.output + process.errors
+        events = [json.loads(line) for line in process.output.decode().splitlines()
+                  if line.strip()]
+        connects = [e for e in events if e.get("log_format", "").startswith("Connected")]
+        self.assertEqual([(e["app"], e["connectionId"]) for e in connects], [(APP, "c1")])
+        for forbidden in [SECRET, token.rsplit("h", 1)[1], password, newPassword, secret,
+                          mac.hexdigest(), "private message"]:
+            self.assertNotIn(forbidden.encode(), log, forbidden)

@@ -20,7 +20,6 @@ from twisted.application.service import Service
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from socktopus_tw.listening import StartupError
 
@@ -200,9 +199,38 @@ class Database:
         self._unreachable = (module.OperationalError, module.InterfaceError, adbapi.ConnectionLost)
 
     def run(self, f: Callable[..., T], *arguments: Any) -> Deferred[T]:
-        d = self.pool.runInteraction(lambda t: f(_Cursor(t, self._format), *arguments))
-        d.addErrback(self._translate, f)
-        return d
+        return Deferred.fromCoroutine(self._run(f, arguments))
+
+    async def _run(self, f: Callable[..., T], arguments: tuple[Any, ...]) -> T:
+        # A pooled connection the server closed (wait_timeout, a restart, a
+        # proxy) fails on first use, and adbapi only replaces it afterwards.
+        # Every pooled connection may be dead, so try once more than there
+        # are: a lost connection fails before the statement runs, so the
+        # retried work was not done.
+        for _ in range(self.pool.max):
+            try:
+                return await self.pool.runInteraction(self._interaction, f, arguments)
+            except Exception as e:
+                if not self._lostConnection(e):
+                    raise self._translate(e, f) from None
+        try:
+            return await self.pool.runInteraction(self._interaction, f, arguments)
+        except Exception as e:
+            raise self._translate(e, f) from None
+
+    def _interaction(self, transaction: Any, f: Callable[..., T], arguments: tuple) -> T:
+        return f(_Cursor(transaction, self._format), *arguments)
+
+    def _lostConnection(self, error: Exception) -> bool:
+        if isinstance(error, adbapi.ConnectionLost):
+            return True
+        if self._format:
+            pymysql = _pymysql()
+            if isinstance(error, pymysql.err.InterfaceError):
+                return True
+            return isinstance(error, pymysql.err.OperationalError) and bool(
+                error.args) and error.args[0] in _LOST_CONNECTION
+        return False
 
     def ping(self) -> Deferred[None]:
         """
@@ -210,16 +238,20 @@ class Database:
         """
         return self.run(_selectOne)
 
-    def _translate(self, failure: Failure, f: Callable[..., Any]) -> Failure:
-        if failure.check(*self._conflicts):
-            raise Conflict(str(failure.value))
-        if failure.check(*self._unreachable):
+    def _translate(self, error: Exception, f: Callable[..., Any]) -> Exception:
+        if isinstance(error, self._conflicts):
+            return Conflict(str(error))
+        if isinstance(error, self._unreachable):
             if self.metrics is not None:
                 self.metrics.databaseErrors.inc()
-            self.log.warn("Database unavailable in {query}: {error}",
-                          query=f.__name__, error=failure.value)
-            raise Unreachable(str(failure.value))
-        return failure
+            self.log.warn("Database unavailable in {query}: {error}", query=f.__name__, error=error)
+            return Unreachable(str(error))
+        return error
+
+
+#: MySQL client errors meaning the connection died: server gone away, lost
+#: during query, lost while reading the handshake.
+_LOST_CONNECTION = {2006, 2013, 2055}
 
 
 def _selectOne(cursor: Any) -> None:
