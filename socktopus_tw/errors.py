@@ -110,6 +110,11 @@ class UserNameTaken(AccountsError):
     message = "User name already taken"
 
 
+class AccountsTooLarge(AccountsError):
+    status = 413
+    message = "Request body too large"
+
+
 class AccountsNotFound(AccountsError):
     status = 404
     message = "Not found"

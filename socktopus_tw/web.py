@@ -120,9 +120,12 @@ class JsonResource(Resource):
     #: The error shape this endpoint's 404/405 answers use.
     notFound: type[ApiError] = NotFound
     methodNotAllowed: type[MethodNotAllowed] = MethodNotAllowed
+    requestTooLarge: type[ApiError] = RequestTooLarge
 
     def render(self, request: Request) -> object:
         request.endpoint = type(self).__name__
+        if getattr(request, "tooLarge", False):
+            return respond(request, self._tooLarge)
         if request.postpath:
             return respond(request, self._notFound)
         handler = getattr(self, "json_" + request.method.decode("ascii", "replace"), None)
@@ -132,6 +135,9 @@ class JsonResource(Resource):
 
     def _notFound(self, request: Request) -> None:
         raise self.notFound()
+
+    def _tooLarge(self, request: Request) -> None:
+        raise self.requestTooLarge()
 
     def _methodNotAllowed(self, request: Request) -> None:
         allowed = sorted(name[5:].encode("ascii") for name in dir(self)
@@ -145,7 +151,8 @@ class NotFoundResource(JsonResource):
     """
 
     def render(self, request: Request) -> object:
-        return respond(request, self._notFound)
+        tooLarge = getattr(request, "tooLarge", False)
+        return respond(request, self._tooLarge if tooLarge else self._notFound)
 
 
 class Root(Resource):
@@ -168,7 +175,9 @@ class LimitedRequest(Request):
     I/O on the reactor thread.
     """
 
-    _tooLarge = False
+    #: The body was over the limit and dropped: the resource answers 413
+    #: (in its own error shape) instead of handling the request.
+    tooLarge = False
     _bodySize = 0
     _started = 0.0
     #: The label request latency is counted under: the answering resource.
@@ -177,14 +186,14 @@ class LimitedRequest(Request):
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()
         if length is not None and length > self.channel.site.maxBodySize:
-            self._tooLarge = True
+            self.tooLarge = True
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._tooLarge:
+        if self.tooLarge:
             return
         self._bodySize += len(data)
         if self._bodySize > self.channel.site.maxBodySize:
-            self._tooLarge = True
+            self.tooLarge = True
             self.content = BytesIO()
             return
         self.content.write(data)
@@ -194,9 +203,6 @@ class LimitedRequest(Request):
         self.site = self.channel.site
         self.site.inflight.add(self)
         self.site.channels.add(self.channel)
-        if self._tooLarge:
-            writeError(self, RequestTooLarge())
-            return
         super().process()
 
     def finish(self) -> None:

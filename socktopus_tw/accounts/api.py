@@ -20,6 +20,7 @@ from socktopus_tw.accounts.sessions import Session
 from socktopus_tw.errors import (
     AccountsMethodNotAllowed,
     AccountsNotFound,
+    AccountsTooLarge,
     BadRequest,
     NotAuthorized,
     WrongCredentials,
@@ -76,6 +77,7 @@ class AccountsResource(JsonResource):
 
     notFound = AccountsNotFound
     methodNotAllowed = AccountsMethodNotAllowed
+    requestTooLarge = AccountsTooLarge
 
     def __init__(self, accounts: Accounts) -> None:
         super().__init__()

@@ -111,7 +111,9 @@ class Sessions:
             return await self._open(userId, registered, stayLoggedIn)
         finally:
             lock.release()
-            if not lock.locked and not lock.waiting:
+            # release() may have run the next login to completion already,
+            # and that one may have removed (or replaced) the entry itself.
+            if not lock.locked and not lock.waiting and self._opening.get(userId) is lock:
                 del self._opening[userId]
 
     async def _open(self, userId: int, registered: bool, stayLoggedIn: bool) -> Session:
