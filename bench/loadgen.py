@@ -1,0 +1,284 @@
+"""
+Load generator processes for bench/run.py: lean asyncio clients on raw
+sockets, so the generator is not what the benchmark measures.
+
+    python bench/loadgen.py receive PORT APP SECRET FIRST COUNT
+    python bench/loadgen.py send PORT APP SECRET SENDERS RECIPIENTS BATCH SIZE SECONDS
+    python bench/loadgen.py ping PORT APP SECRET SECONDS
+    python bench/loadgen.py login PORT APP SECRET SECONDS
+
+Each prints one JSON object on stdout when done ("ready" lines first for
+receivers). Receivers run until SIGTERM, then report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import resource
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from socktopus_tw.relay.tokens import makeToken  # noqa: E402
+
+SAMPLE = 20000  # latency samples kept per process (reservoir)
+
+
+def cpuSeconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Reservoir:
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self.seen = 0
+
+    def add(self, value: int) -> None:
+        self.seen += 1
+        if len(self.samples) < SAMPLE:
+            self.samples.append(value)
+        else:
+            slot = random.randrange(self.seen)
+            if slot < SAMPLE:
+                self.samples[slot] = value
+
+
+def handshake(port: int, token: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET /recieve?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+def maskedText(payload: bytes) -> bytes:
+    # Client frames must be masked; a zero mask keeps the payload as is.
+    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+class Receiver(asyncio.Protocol):
+    """
+    One WebSocket client: counts DATA frames and samples their latency from
+    the nanosecond stamp at the start of each content.
+    """
+
+    def __init__(self, stats: dict, latencies: Reservoir, opened: asyncio.Future,
+                 request: bytes, pongs: asyncio.Queue | None = None) -> None:
+        self.stats = stats
+        self.latencies = latencies
+        self.opened = opened
+        self.request = request
+        self.buffer = b""
+        self.upgraded = False
+        self.pongs = pongs
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.opened.set_exception(RuntimeError(buffer[:200].decode("latin-1")))
+                self.transport.close()
+                return
+            self.upgraded = True
+            self.opened.set_result(self)
+            buffer = buffer[end + 4:]
+        now = time.time_ns()
+        position, size = 0, len(buffer)
+        while size - position >= 2:
+            opcode = buffer[position] & 0x0F
+            length = buffer[position + 1] & 0x7F
+            start = position + 2
+            if length == 126:
+                if size - position < 4:
+                    break
+                length = int.from_bytes(buffer[start:start + 2], "big")
+                start += 2
+            elif length == 127:
+                if size - position < 10:
+                    break
+                length = int.from_bytes(buffer[start:start + 8], "big")
+                start += 8
+            if size - start < length:
+                break
+            payload = buffer[start:start + length]
+            position = start + length
+            if opcode == 1:
+                if payload.startswith(b"DATA:"):
+                    self.stats["received"] += 1
+                    stamp = payload[5:24]
+                    if stamp.isdigit():
+                        self.latencies.add(now - int(stamp))
+                elif payload == b"PONG" and self.pongs is not None:
+                    self.pongs.put_nowait(now)
+            elif opcode == 9:  # a server ping: answer, as a browser would
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+        self.buffer = buffer[position:]
+
+    def connection_lost(self, exc) -> None:
+        self.stats["closed"] += 1
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed during the handshake"))
+
+
+async def openConnections(port: int, app: str, secret: str, ids: list[str], stats: dict,
+                          latencies: Reservoir, parallel: int = 200) -> list:
+    loop = asyncio.get_running_loop()
+    semaphore = asyncio.Semaphore(parallel)
+    connections = []
+
+    async def one(connectionId: str) -> None:
+        async with semaphore:
+            opened = loop.create_future()
+            request = handshake(port, makeToken(app, secret, connectionId,
+                                                int(time.time() * 1000)))
+            await loop.create_connection(
+                lambda: Receiver(stats, latencies, opened, request), "127.0.0.1", port)
+            connections.append(await opened)
+
+    await asyncio.gather(*(one(i) for i in ids))
+    return connections
+
+
+async def receive(port: int, app: str, secret: str, first: int, count: int) -> dict:
+    stats = {"received": 0, "closed": 0}
+    latencies = Reservoir()
+    ids = [f"r{n}" for n in range(first, first + count)]
+    await openConnections(port, app, secret, ids, stats, latencies)
+    print(json.dumps({"ready": count}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    mark = cpuSeconds()
+    await stop.wait()
+    return {"received": stats["received"], "closed": stats["closed"],
+            "latencies": latencies.samples, "cpu": cpuSeconds() - mark}
+
+
+async def send(port: int, app: str, secret: str, senders: int, recipients: int,
+               batch: int, size: int, seconds: float) -> dict:
+    """
+    SENDERS concurrent closed loops of /send requests, each on its own
+    keep-alive connection and owning every SENDERS-th recipient.
+    """
+    mark = cpuSeconds()
+    results = await asyncio.gather(*(
+        sendLoop(port, app, secret, sender, senders, recipients, batch, size, seconds)
+        for sender in range(senders)))
+    return {"requests": sum(r[0] for r in results), "sent": sum(r[1] for r in results),
+            "cpu": cpuSeconds() - mark}
+
+
+async def sendLoop(port: int, app: str, secret: str, sender: int, senders: int,
+                   recipients: int, batch: int, size: int, seconds: float) -> tuple[int, int]:
+    mine = [f"r{n}" for n in range(sender, recipients, senders)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    padding = "x" * max(0, size - 20)
+    prefix = json.dumps({"secretName": app, "secret": secret})[:-1] + ',"messages":['
+    requests = sent = 0
+    cursor = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        stamp = f"{time.time_ns():019d};"
+        parts = []
+        for _ in range(batch):
+            parts.append(f'{{"recipient":"{mine[cursor]}","content":"{stamp}{padding}"}}')
+            cursor = (cursor + 1) % len(mine)
+        body = (prefix + ",".join(parts) + "]}").encode()
+        writer.write(b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.decode("latin-1"))
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        requests += 1
+        sent += batch
+    writer.close()
+    return requests, sent
+
+
+async def ping(port: int, app: str, secret: str, seconds: float) -> dict:
+    """
+    One client sending PING every 20 ms and timing each PONG.
+    """
+    loop = asyncio.get_running_loop()
+    pongs: asyncio.Queue = asyncio.Queue()
+    opened = loop.create_future()
+    request = handshake(port, makeToken(app, secret, "pinger", int(time.time() * 1000)))
+    await loop.create_connection(
+        lambda: Receiver({"received": 0, "closed": 0}, Reservoir(), opened, request, pongs),
+        "127.0.0.1", port)
+    connection = await opened
+    delays = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sentAt = time.time_ns()
+        connection.transport.write(maskedText(b"PING"))
+        delays.append(await pongs.get() - sentAt)
+        await asyncio.sleep(0.02)
+    return {"delays": delays}
+
+
+async def login(port: int, seconds: float, concurrency: int = 8) -> dict:
+    """
+    CONCURRENCY closed loops of POST /login for the user run.py registered.
+    """
+    body = json.dumps({"User": "bench", "Password": "benchmark password"}).encode()
+    request = (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n"
+               % len(body) + body)
+    deadline = time.monotonic() + seconds
+    mark, started = cpuSeconds(), time.monotonic()
+
+    async def loop() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        count = 0
+        while time.monotonic() < deadline:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(head.decode("latin-1"))
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            count += 1
+        writer.close()
+        return count
+
+    counts = await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return {"logins": sum(counts), "seconds": time.monotonic() - started,
+            "cpu": cpuSeconds() - mark}
+
+
+def main() -> None:
+    role, port, app, secret, *rest = sys.argv[1:]
+    port = int(port)
+    if role == "receive":
+        result = asyncio.run(receive(port, app, secret, int(rest[0]), int(rest[1])))
+    elif role == "send":
+        senders, recipients, batch, size = map(int, rest[:4])
+        result = asyncio.run(send(port, app, secret, senders, recipients, batch, size,
+                                  float(rest[4])))
+    elif role == "login":
+        result = asyncio.run(login(port, float(rest[0])))
+    elif role == "ping":
+        result = asyncio.run(ping(port, app, secret, float(rest[0])))
+    else:
+        raise SystemExit(f"unknown role {role}")
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
