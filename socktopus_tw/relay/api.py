@@ -167,15 +167,22 @@ class SendResource(BackendResource):
 
     def _deliver(self, app: str, messages: list[Any], payloads: list[bytes],
                  result: dict[str, list[Any]]) -> Iterator[None]:
+        """
+        Deliver in slices of C{inlineBatch} messages, yielding between them.
+        """
         succeeded, failed = result["succeeded"], result["failed"]
-        deliver = self.registry.deliver
         # A frame is "DATA:" plus the content: the cap is on the content.
         limit = self.maxMessageSize + 5
-        for message, payload in zip(messages, payloads, strict=True):
-            if len(payload) <= limit and deliver(app, message["recipient"], payload):
-                succeeded.append(message)
-            else:
-                failed.append(message)
+        step = self.inlineBatch
+        for start in range(0, len(messages), step):
+            chunk = messages[start : start + step]
+            outcomes = self.registry.deliverBatch(
+                app,
+                [message["recipient"] for message in chunk],
+                [p if len(p) <= limit else None for p in payloads[start : start + step]],
+            )
+            for message, delivered in zip(chunk, outcomes, strict=True):
+                (succeeded if delivered else failed).append(message)
             yield None
 
     def _answer(self, app: str, result: dict[str, list[Any]], big: bool) -> object:

@@ -190,6 +190,19 @@ class Registry(Service):
         connection = self._apps.get(app, {}).get(connectionId)
         return connection is not None and connection.deliver(payload)
 
+    def deliverBatch(self, app: str, recipients: list[str],
+                     payloads: list[bytes | None]) -> list[bool]:
+        """
+        L{deliver} for many frames of one app, in order; a C{None} payload
+        fails without being looked up (e.g. over the size cap).
+        """
+        find = self._apps.get(app, {}).get
+        outcomes = []
+        for connectionId, payload in zip(recipients, payloads, strict=True):
+            connection = find(connectionId) if payload is not None else None
+            outcomes.append(connection is not None and connection.deliver(payload))
+        return outcomes
+
     def connection(self, app: str, connectionId: str) -> IRelayConnection | None:
         """
         The live connection of C{app} with that id, if any.

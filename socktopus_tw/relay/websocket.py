@@ -18,6 +18,7 @@ from socktopus_tw.apps import Apps
 from socktopus_tw.errors import RelayError
 from socktopus_tw.relay.registry import IRelayConnection, Registry
 from socktopus_tw.relay.tokens import ExpiredToken, MalformedToken, parseToken
+from socktopus_tw.relay.writing import canWriteNow, textFrame, writeNow
 from socktopus_tw.web import HANDLED, JsonResource
 
 log = Logger()
@@ -93,6 +94,7 @@ class RelayProtocol(WebSocketServerProtocol):
     _paused = False
     _queuedWhilePaused = 0
     _registered = False
+    _direct = False
 
     # -- IRelayConnection ------------------------------------------------
 
@@ -110,7 +112,12 @@ class RelayProtocol(WebSocketServerProtocol):
                 # abort: the buffered bytes are dropped at once, not flushed.
                 self.dropConnection(abort=True)
                 return False
-        self.sendMessage(payload)
+        # Framed and written here rather than by Autobahn's sendMessage: the
+        # hot path of /send, one text frame per message, sent at once.
+        if self._direct:
+            writeNow(self.transport, textFrame(payload))
+        else:
+            self.transport.write(textFrame(payload))
         return True
 
     def keepalive(self) -> None:
@@ -139,6 +146,7 @@ class RelayProtocol(WebSocketServerProtocol):
     # -- Autobahn callbacks ----------------------------------------------
 
     def onOpen(self) -> None:
+        self._direct = canWriteNow(self.transport)
         self.transport.registerProducer(self, True)
         self._registered = True
         self.factory.registry.register(self)

@@ -1,0 +1,544 @@
+# -*- test-case-name: tests.test_client -*-
+"""
+A Python client for Socktopus, for backends written with Twisted.
+
+Relay tokens and Auth Headers are computed by the daemon's own code, so the
+client and the daemon cannot disagree about them. Every network call returns
+a L{Deferred}; from C{async def} code, C{await} it::
+
+    from twisted.internet.defer import ensureDeferred
+    from twisted.internet.task import react
+
+    from socktopus_tw.client import RelayClient
+
+    async def main(reactor):
+        relay = RelayClient("http://localhost:8080", "demo", "change-me")
+        token = relay.token("user-42")   # give it to the client; it connects to
+                                         # ws://localhost:8080/recieve?token=...
+        result = await relay.send({"user-42": "hello"})
+        print(result.succeeded, result.failed)
+        await relay.close()
+
+    react(lambda reactor: ensureDeferred(main(reactor)))
+
+Errors: a 4xx or 5xx answer fails the Deferred with a L{SocktopusError}
+(L{BadRequest}, L{Unauthorized}, L{NotFound}, L{Conflict}, L{TooLarge},
+L{Unavailable}, or L{SocktopusError} itself for any other status). A failure
+below HTTP is Twisted's own error, unwrapped: a daemon that is not listening
+is L{twisted.internet.error.ConnectionRefusedError} (a L{ConnectError}), a
+name that does not resolve L{twisted.internet.error.DNSLookupError}, a
+connection cut mid-request L{twisted.web.client.ResponseNeverReceived} or
+L{twisted.web.client.ResponseFailed}.
+
+There is deliberately no blocking wrapper: Twisted's reactor cannot be
+restarted, so a thin "call and wait" function could only work once per
+process. A script runs its calls in one C{async def main(reactor)} under
+L{twisted.internet.task.react}, as above.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
+
+from hyperlink import EncodedURL
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, succeed
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgent
+
+from socktopus_tw.accounts.headers import sign
+from socktopus_tw.relay.tokens import MAX_CONNECTION_ID_BYTES, makeToken
+
+__all__ = [
+    "AccountsClient",
+    "BadRequest",
+    "Conflict",
+    "KickResult",
+    "NotFound",
+    "RelayClient",
+    "SendResult",
+    "Session",
+    "SocktopusError",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "auth_headers",
+    "make_token",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: The Auth Headers (SPEC 4.1), as the daemon spells them.
+AUTH_HEADER_NAMES = ("UserID", "Path", "Time-Sent", "HMAC", "Encoding")
+
+
+# -- tokens and headers (pure) -------------------------------------------------
+
+
+def make_token(app: str, secret: str, connection_id: str, now: float | None = None) -> str:
+    """
+    A relay token for C{connection_id}, stamped C{now} (Unix time in seconds,
+    default the current time). The client connects with it to
+    C{/recieve?token=...} within the daemon's token lifespan (5 s by default).
+
+    @raise ValueError: C{connection_id} is empty or over 256 UTF-8 bytes,
+        which the daemon would refuse.
+    """
+    size = len(connection_id.encode("utf-8"))
+    if not 1 <= size <= MAX_CONNECTION_ID_BYTES:
+        raise ValueError(
+            f"connection id must be 1 to {MAX_CONNECTION_ID_BYTES} UTF-8 bytes, not {size}")
+    seconds = time.time() if now is None else now
+    # round(), not int(): now=ms/1000 must give back exactly ms, so that a
+    # token made here from another SDK's millisecond time is the same token.
+    return makeToken(app, secret, connection_id, round(seconds * 1000))
+
+
+def auth_headers(user_id: int, secret: str, path: str, now: float | None = None,
+                 encoding: str = "hex") -> dict[str, str]:
+    """
+    The Auth Headers signing a request to C{path} (the path the daemon sees,
+    query string included) with a session secret; C{now} is Unix time in
+    seconds, default the current time. C{encoding} is C{"hex"} or C{"base64"}.
+    """
+    if encoding not in ("hex", "base64"):
+        raise ValueError(f"encoding must be 'hex' or 'base64', not {encoding!r}")
+    timeSent = str(int(time.time() if now is None else now))
+    return {
+        "UserID": str(int(user_id)),
+        "Path": path,
+        "Time-Sent": timeSent,
+        "HMAC": sign(secret, timeSent, path, encoding),
+        "Encoding": encoding,
+    }
+
+
+# -- errors --------------------------------------------------------------------
+
+
+class SocktopusError(Exception):
+    """
+    The daemon answered with an error status. C{status} is the HTTP status and
+    C{message} the daemon's message (from C{{"code", "message"}} or
+    C{{"Error"}}), or the start of the body when it is not the daemon's JSON
+    (a proxy's error page). Raised as is for statuses without a subclass.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}"
+
+
+class BadRequest(SocktopusError):
+    """
+    400: the request was malformed, or a value was refused (a short password...).
+    """
+
+
+class Unauthorized(SocktopusError):
+    """
+    401: wrong app secret, wrong user or password, or Auth Headers refused.
+    """
+
+
+class NotFound(SocktopusError):
+    """
+    404: unknown app ("Secret not found"), user or path.
+    """
+
+
+class Conflict(SocktopusError):
+    """
+    409: the user name is taken.
+    """
+
+
+class TooLarge(SocktopusError):
+    """
+    413: the request body is over the daemon's C{--max-body-size}.
+    """
+
+
+class Unavailable(SocktopusError):
+    """
+    503: something the daemon needs (database, mail, reCAPTCHA) is down; try again.
+    """
+
+
+_ERRORS: dict[int, type[SocktopusError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: TooLarge,
+    503: Unavailable,
+}
+
+
+def _error(status: int, phrase: bytes, body: bytes) -> SocktopusError:
+    message = None
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, dict):
+        for name in ("message", "Error"):
+            if isinstance(decoded.get(name), str):
+                message = decoded[name]
+                break
+    if message is None:
+        text = body.decode("utf-8", "replace").strip()
+        message = text[:200] or phrase.decode("latin-1")
+    return _ERRORS.get(status, SocktopusError)(status, message)
+
+
+# -- results -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """
+    The answer to L{RelayClient.send}: each message (a C{{"recipient",
+    "content"}} dict) in C{succeeded} or in C{failed} (not connected, too
+    large, or its client cut off), in the order sent.
+    """
+
+    succeeded: list[dict[str, str]]
+    failed: list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class KickResult:
+    """
+    The answer to L{RelayClient.kick}: the ids that were connected and are
+    now closed, and those that were not connected.
+    """
+
+    kicked: list[str]
+    not_connected: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """
+    A logged-in user: the session C{secret} that signs requests, the user's
+    id, and when the secret expires unless used (an aware UTC datetime).
+    The secret is left out of C{repr()}, so logging a session leaks nothing.
+    """
+
+    secret: str = field(repr=False)
+    user_id: int
+    expiration: datetime
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> Session:
+        """
+        A session from the daemon's C{{"Secret", "UserID", "Expiration"}}.
+        """
+        expiration = datetime.fromisoformat(answer["Expiration"])
+        if expiration.tzinfo is None:
+            expiration = expiration.replace(tzinfo=UTC)
+        return cls(answer["Secret"], int(answer["UserID"]), expiration)
+
+
+# -- HTTP ----------------------------------------------------------------------
+
+
+def _returnsDeferred(
+    f: Callable[_P, Coroutine[Any, Any, _R]],
+) -> Callable[_P, Deferred[_R]]:
+    # Coroutines inside, Deferreds outside: callers need not use async def.
+    @functools.wraps(f)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Deferred[_R]:
+        return Deferred.fromCoroutine(f(*args, **kwargs))
+
+    return wrapper
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _wirePath(path: str) -> str:
+    """
+    C{path} exactly as it will be sent: treq percent-encodes what needs it
+    (spaces, non-ASCII) and drops a fragment, and the daemon compares the
+    signed Path with what it receives, so the signature must cover this form.
+    """
+    if not path.startswith("/") or path.startswith("//"):
+        raise ValueError(f"path must start with a single '/': {path!r}")
+    return EncodedURL.from_text(path).to_uri().replace(fragment="").to_text()
+
+
+class _Client:
+    """
+    What both clients share: the base URL, the agent, JSON in and out.
+    """
+
+    def __init__(self, base_url: str, agent: IAgent | None, reactor: Any) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._pool: HTTPConnectionPool | None = None
+        if agent is None:
+            if reactor is None:
+                # Imported here so that importing this module installs no reactor.
+                from twisted.internet import reactor
+            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            agent = Agent(reactor, pool=self._pool)
+        self._http = HTTPClient(agent)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the idle connections this client keeps open (when it made its
+        own agent; an agent passed in is left to its owner).
+        """
+        if self._pool is None:
+            return succeed(None)
+        return self._pool.closeCachedConnections()
+
+    async def _request(self, method: str, path: str, body: Any = None,
+                       headers: Mapping[str, str] | None = None, **kw: Any) -> Any:
+        """
+        Send a request to C{path} below the base URL; C{body}, if any, as JSON.
+        Fires with the decoded JSON answer, or fails with a L{SocktopusError}.
+        """
+        sent = dict(headers or {})
+        if body is not None:
+            kw["data"] = _encode(body)
+            sent.setdefault("Content-Type", "application/json")
+        # An API does not redirect; following one would resend the body and
+        # headers somewhere else. A 3xx is reported as an error instead.
+        kw.setdefault("allow_redirects", False)
+        response = await self._http.request(
+            method, self.base_url + _wirePath(path), headers=sent, **kw)
+        content = await response.content()
+        if not 200 <= response.code < 300:
+            raise _error(response.code, response.phrase, content)
+        try:
+            return json.loads(content)
+        except ValueError:
+            raise SocktopusError(response.code, "The answer is not JSON") from None
+
+
+class RelayClient(_Client):
+    """
+    The relay's backend API for one app: tokens, C{POST /send}, C{POST /kick}.
+
+    @param base_url: the daemon, e.g. C{"http://localhost:8080"}, or the
+        prefix a proxy serves the relay under.
+    @param agent: an L{IAgent} to send requests with; by default the client
+        makes one with a persistent connection pool (see L{close}).
+    @param reactor: the reactor for that default agent; the global one if absent.
+    """
+
+    def __init__(self, base_url: str, app: str, secret: str, *,
+                 agent: IAgent | None = None, reactor: Any = None) -> None:
+        super().__init__(base_url, agent, reactor)
+        self.app = app
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"RelayClient({self.base_url!r}, {self.app!r})"
+
+    def token(self, connection_id: str, now: float | None = None) -> str:
+        """
+        A token for C{connection_id} of this app; see L{make_token}.
+        """
+        return make_token(self.app, self._secret, connection_id, now)
+
+    @_returnsDeferred
+    async def send(self, messages: Iterable[Mapping[str, str]] | Mapping[str, str]
+                   ) -> SendResult:
+        """
+        Deliver messages, in order: a list of C{{"recipient": id, "content":
+        text}} dicts, or a mapping C{{id: text}} as a shortcut (one message per
+        recipient). Fires with a L{SendResult}; a recipient that is not
+        connected is in C{failed}, not an error.
+        """
+        if isinstance(messages, Mapping):
+            batch = [{"recipient": r, "content": c} for r, c in messages.items()]
+        else:
+            batch = [dict(message) for message in messages]
+        answer = await self._request("POST", "/send", {
+            "secretName": self.app, "secret": self._secret, "messages": batch})
+        return SendResult(answer["succeeded"], answer["failed"])
+
+    @_returnsDeferred
+    async def kick(self, ids: Iterable[str] | str) -> KickResult:
+        """
+        Close these connections (each receives C{CLOSE}) and refuse their
+        tokens stamped until now. A single id may be given as a string.
+        Fires with a L{KickResult}.
+        """
+        connections = [ids] if isinstance(ids, str) else list(ids)
+        answer = await self._request("POST", "/kick", {
+            "secretName": self.app, "secret": self._secret, "connections": connections})
+        return KickResult(answer["kicked"], answer["notConnected"])
+
+
+def _headerValue(value: Any) -> str:
+    # Accept what web frameworks hand over: str, bytes, or a list of either
+    # (Twisted's getAllRawHeaders()).
+    if isinstance(value, list | tuple):
+        value = value[0] if value else ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
+
+
+class AccountsClient(_Client):
+    """
+    The accounts API: register, log in, sign requests with a L{Session}.
+
+    @param base_url: the daemon, or the prefix a proxy serves the accounts
+        API under (C{"https://example.com/auth"}): paths are signed as the
+        daemon sees them, without that prefix.
+    @param agent: an L{IAgent} to send requests with; by default the client
+        makes one with a persistent connection pool (see L{close}).
+    @param reactor: the reactor for that default agent; the global one if absent.
+    """
+
+    def __init__(self, base_url: str, *, agent: IAgent | None = None,
+                 reactor: Any = None) -> None:
+        super().__init__(base_url, agent, reactor)
+        # The last Time-Sent used per (user, path), see _timeSent.
+        self._lastSent: dict[tuple[int, str], int] = {}
+
+    def __repr__(self) -> str:
+        return f"AccountsClient({self.base_url!r})"
+
+    @_returnsDeferred
+    async def register(self, user: str, password: str, email: str,
+                       recaptcha: str | None = None) -> int:
+        """
+        Create a user; fires with its id. L{Conflict} if the name is taken,
+        L{BadRequest} for a refused name, password, e-mail or reCAPTCHA.
+        When the daemon mails registration links, the user must follow it
+        before its signed requests are accepted (see L{registered}).
+        """
+        body = {"User": user, "Password": password, "Email": email}
+        if recaptcha is not None:
+            body["Recaptcha"] = recaptcha
+        answer = await self._request("POST", "/users", body)
+        return int(answer["UserID"])
+
+    @_returnsDeferred
+    async def login(self, user: str, password: str, stay_logged_in: bool = False) -> Session:
+        """
+        Log in; fires with a L{Session} (the live one, extended, if the user
+        is logged in already). L{Unauthorized} for a wrong user or password.
+        """
+        answer = await self._request("POST", "/login", {
+            "User": user, "Password": password, "StayLoggedIn": bool(stay_logged_in)})
+        return Session.from_answer(answer)
+
+    @_returnsDeferred
+    async def verify(self, user: str, secret: str) -> Session:
+        """
+        Check that C{secret} is still C{user}'s session secret, extending it;
+        fires with the L{Session}, or fails with L{Unauthorized}.
+        """
+        answer = await self._request("POST", "/verifySecret", {"User": user, "Secret": secret})
+        return Session.from_answer(answer)
+
+    @_returnsDeferred
+    async def logout(self, session: Session) -> None:
+        """
+        End C{session}: its secret stops working at once.
+        """
+        await self._signed(session, "POST", "/logout")
+
+    @_returnsDeferred
+    async def change_password(self, user: str, password: str, new_password: str) -> None:
+        """
+        Change C{user}'s password; every session of the user ends.
+        """
+        await self._request("POST", "/changePassword", {
+            "User": user, "Password": password, "NewPassword": new_password})
+
+    @_returnsDeferred
+    async def registered(self, session: Session) -> bool:
+        """
+        Whether the session's user has followed its registration link (always
+        true when the daemon does not mail links). Works before registering.
+        """
+        answer = await self._signed(session, "GET", f"/users/{session.user_id}/registered")
+        return bool(answer["Registered"])
+
+    @_returnsDeferred
+    async def get_ids(self, session: Session, names: Iterable[str] | str
+                      ) -> tuple[dict[str, int], dict[str, str]]:
+        """
+        Look up user ids by name. Fires with C{(ids, errors)}: C{{name: id}}
+        for the names found and C{{name: message}} for the others.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        query = ",".join(quote(name, safe="") for name in names)
+        answer = await self._signed(session, "GET", "/users/getID?usernames=" + query)
+        return answer["UserIDs"], answer["Errors"]
+
+    @_returnsDeferred
+    async def check_headers(self, headers: Mapping[Any, Any]) -> int:
+        """
+        Check a user's Auth Headers on behalf of another backend (C{POST
+        /authHeaders}); fires with the user's id, or fails with
+        L{Unauthorized}. C{headers} may be all of the incoming request's
+        headers (str or bytes names and values, or lists of them): only the
+        Auth Headers are forwarded. Each set of headers is accepted once.
+        """
+        wanted = {name.lower(): name for name in AUTH_HEADER_NAMES}
+        forwarded = {}
+        for name, value in headers.items():
+            key = (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
+            if key in wanted:
+                forwarded[wanted[key]] = _headerValue(value)
+        answer = await self._request("POST", "/authHeaders", headers=forwarded)
+        return int(answer["UserID"])
+
+    @_returnsDeferred
+    async def signed_request(self, session: Session, method: str, path: str,
+                             **kw: Any) -> Any:
+        """
+        Send C{method path} (query string included, e.g.
+        C{"/users/getID?username=a"}) with Auth Headers for C{session}.
+        Other keywords go to L{treq.request} (C{json=}, C{data=}, C{headers=},
+        C{timeout=}...), except C{params}: the query must be in C{path}, where
+        it is signed. Fires with the decoded JSON answer.
+        """
+        if "params" in kw:
+            raise TypeError("put the query string in path, where it is signed, not params=")
+        return await self._signed(session, method, path, **kw)
+
+    async def _signed(self, session: Session, method: str, path: str, **kw: Any) -> Any:
+        wire = _wirePath(path)
+        headers = dict(kw.pop("headers", None) or {})
+        headers.update(auth_headers(session.user_id, session.secret, wire,
+                                    self._timeSent(session.user_id, wire)))
+        return await self._request(method, wire, headers=headers, **kw)
+
+    def _timeSent(self, user_id: int, path: str) -> int:
+        """
+        Now, in seconds, unless this client already signed the same request
+        this second: the daemon accepts a set of headers once, so a repeat
+        (asking L{registered} twice) is stamped a second later. The daemon
+        allows 10 s either way, so bursts of up to about ten identical
+        requests a second work.
+        """
+        now = int(time.time())
+        # Stamps before now can no longer collide with a new one.
+        for key in [k for k, stamp in self._lastSent.items() if stamp < now]:
+            del self._lastSent[key]
+        stamp = max(now, self._lastSent.get((user_id, path), now - 1) + 1)
+        self._lastSent[(user_id, path)] = stamp
+        return stamp
