@@ -53,9 +53,16 @@ class Metrics:
                                         "Time to answer a REST request, by endpoint.",
                                         ["endpoint"], registry=r)
         self.logins = Counter("socktopus_logins", "Login attempts.", ["result"], registry=r)
+        self._requestChildren: dict[str, Histogram] = {}
         self.databaseErrors = Counter("socktopus_database_errors",
                                       "Database calls that failed because it was unreachable.",
                                       registry=r)
+
+    def observeRequest(self, endpoint: str, seconds: float) -> None:
+        child = self._requestChildren.get(endpoint)
+        if child is None:
+            child = self._requestChildren[endpoint] = self.requestSeconds.labels(endpoint)
+        child.observe(seconds)
 
     def watchConnections(self, counts: Callable[[], dict[str, int]]) -> None:
         """
