@@ -234,6 +234,12 @@ class SocktopusOptions(usage.Options):
             try:
                 serverFromString(reactor, description)
             except Exception as e:
+                if description.startswith("systemd:"):
+                    raise usage.UsageError(
+                        f"{option} {description!r}: systemd passed no socket (LISTEN_FDS and "
+                        "LISTEN_FDNAMES); start the daemon through socktopus.socket, or use "
+                        "--listen tcp:8080"
+                    ) from None
                 raise usage.UsageError(
                     f"{option} {description!r}: {e or 'not a Twisted endpoint string'}; "
                     "examples: tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/socktopus.sock"
