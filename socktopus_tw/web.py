@@ -111,6 +111,25 @@ def respond(request: Request, handler: Callable[[Request], Any]) -> object:
     return NOT_DONE_YET
 
 
+_LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def clientAddress(request: Request) -> str | None:
+    """
+    The client's IP address. Behind a reverse proxy on the same machine
+    (loopback or a unix socket, as nginx.conf deploys it) that is the proxy's
+    C{X-Real-IP}; from anywhere else the header is ignored, since anyone can
+    send it.
+    """
+    peer = request.getClientAddress()
+    host = getattr(peer, "host", None)
+    if host is None or host in _LOOPBACK:
+        forwarded = request.getHeader(b"x-real-ip")
+        if forwarded:
+            return forwarded.decode("ascii", "replace").strip()[:64]
+    return host
+
+
 class JsonResource(Resource):
     """
     A leaf endpoint whose C{json_<METHOD>(request)} methods are run through

@@ -25,7 +25,7 @@ from socktopus_tw.errors import (
     NotAuthorized,
     WrongCredentials,
 )
-from socktopus_tw.web import HANDLED, JsonResource, respond
+from socktopus_tw.web import HANDLED, JsonResource, clientAddress, respond
 
 #: The most names one getID request may ask for.
 MAX_NAMES = 1000
@@ -120,7 +120,7 @@ class Users(AccountsResource):
         body = jsonBody(request)
         userId = await self.accounts.register(
             text(body, "User"), text(body, "Password"), text(body, "Email"),
-            text(body, "Recaptcha", required=False), request.getClientAddress().host,
+            text(body, "Recaptcha", required=False), clientAddress(request),
         )
         return {"UserID": userId}
 
