@@ -1,0 +1,191 @@
+// Types for the socktopus package: the same API in browsers and Node, plus
+// the synchronous createTokenSync and authHeadersSync in Node only.
+
+/** A moment: a Date, or Unix time in milliseconds (as Date.now() gives). */
+export type Moment = Date | number;
+
+/**
+ * A relay token for `connectionId` (1 to 256 bytes of UTF-8), stamped `now`
+ * (default: the current time). Web Crypto, so it is async everywhere.
+ * Rejects with a TypeError or RangeError for inputs the daemon would refuse.
+ */
+export function createToken(
+  app: string,
+  secret: string,
+  connectionId: string,
+  now?: Moment,
+): Promise<string>;
+
+/** Node only: as createToken, computed with node:crypto and returned at once. */
+export function createTokenSync(
+  app: string,
+  secret: string,
+  connectionId: string,
+  now?: Moment,
+): string;
+
+/** The Auth Headers of one request; pass them to fetch as they are. */
+export interface AuthHeaders {
+  UserID: string;
+  /** The path requested, query string included. */
+  Path: string;
+  /** Unix time in seconds. */
+  "Time-Sent": string;
+  HMAC: string;
+  Encoding: "hex" | "base64";
+  [header: string]: string;
+}
+
+/**
+ * Sign a request to `path` with a session secret (as /login returned it).
+ * `now` is a Date or milliseconds; Time-Sent is written in seconds.
+ */
+export function authHeaders(
+  userId: number | string,
+  secret: string,
+  path: string,
+  now?: Moment,
+  encoding?: "hex" | "base64",
+): Promise<AuthHeaders>;
+
+/** Node only: as authHeaders, computed with node:crypto and returned at once. */
+export function authHeadersSync(
+  userId: number | string,
+  secret: string,
+  path: string,
+  now?: Moment,
+  encoding?: "hex" | "base64",
+): AuthHeaders;
+
+/** A request the daemon refused or failed. */
+export class SocktopusError extends Error {
+  readonly name: "SocktopusError";
+  /** The HTTP status: 400, 401, 404, 413, 503... */
+  readonly status: number;
+  /** The daemon's answer: parsed JSON, or the raw text when it was not JSON. */
+  readonly body: unknown;
+  constructor(status: number, message: string, body?: unknown);
+}
+
+export interface Message {
+  recipient: string;
+  content: string;
+}
+
+export interface SendResult {
+  /** Delivered to a live connection, in the order given. */
+  succeeded: Message[];
+  /** Not connected, over the size cap, or its client cut off. */
+  failed: Message[];
+}
+
+export interface KickResult {
+  kicked: string[];
+  notConnected: string[];
+}
+
+export interface RelayClientOptions {
+  /** The daemon's base URL, e.g. "https://relay.example.com". */
+  baseUrl: string;
+  /** The app's name, as in <APP>_SOCKTOPUS_SECRET. */
+  app: string;
+  secret: string;
+  /** A fetch to use instead of the global one. */
+  fetch?: typeof fetch;
+}
+
+/** Sends to and kicks the connections of one app (POST /send, POST /kick). */
+export class RelayClient {
+  constructor(options: RelayClientOptions);
+  readonly baseUrl: string;
+  readonly app: string;
+  /** A token for one of this app's connections (see createToken). */
+  token(connectionId: string, now?: Moment): Promise<string>;
+  /**
+   * Deliver messages in order: an array of {recipient, content}, a
+   * {recipient: content} object or a Map. Rejects with SocktopusError.
+   */
+  send(messages: Message[] | Record<string, string> | Map<string, string>): Promise<SendResult>;
+  /** Close connections for good (they receive CLOSE). Rejects with SocktopusError. */
+  kick(connectionIds: string | Iterable<string>): Promise<KickResult>;
+}
+
+export interface CloseEvent {
+  /**
+   * "kicked": the daemon said CLOSE (a kick, a newer connection with the same
+   * id, or the daemon shutting down); "closed": close() was called;
+   * "failed": maxAttempts connections in a row failed.
+   */
+  reason: "kicked" | "closed" | "failed";
+  /** The WebSocket close code, when there was a socket. */
+  code?: number;
+}
+
+export interface ConnectHandlers {
+  /** The connection is up (again, after a reconnection). */
+  onOpen?(): void;
+  /** The content of each DATA: frame, in the order /send accepted it. */
+  onMessage?(content: string): void;
+  /** Final: nothing follows, no reconnection. */
+  onClose?(event: CloseEvent): void;
+  /**
+   * The connection dropped or did not open (`code`), or getToken() failed
+   * (`error`); the next try starts in `delay` ms.
+   */
+  onReconnecting?(event: { attempt: number; delay: number; code?: number; error?: unknown }): void;
+  /**
+   * getToken() failed, or a handler threw. Without this handler a handler's
+   * error is thrown uncaught; getToken() failures are retried all the same.
+   */
+  onError?(error: unknown): void;
+  /** The daemon answered a PING. */
+  onPong?(): void;
+}
+
+/** Anything built like the standard WebSocket (the `ws` package fits). */
+export interface WebSocketConstructor {
+  new (url: string): {
+    readonly readyState: number;
+    onopen: ((event: any) => void) | null;
+    onmessage: ((event: { data: unknown }) => void) | null;
+    onclose: ((event: { code: number }) => void) | null;
+    onerror: ((event: any) => void) | null;
+    send(data: string): void;
+    close(code?: number): void;
+  };
+}
+
+export interface ConnectOptions {
+  /** Default: the global WebSocket (browsers; Node 22+, or 20 with --experimental-websocket). */
+  WebSocket?: WebSocketConstructor;
+  /** Milliseconds between PINGs. Default 10000; the daemon closes after 20 s of silence. */
+  pingInterval?: number;
+  /** First reconnection delay in ms (before jitter). Default 500. */
+  minDelay?: number;
+  /** Longest reconnection delay in ms. Default 30000. */
+  maxDelay?: number;
+  /** Give up after this many failed connections in a row. Default: never. */
+  maxAttempts?: number;
+  /** Default "/recieve", the original's spelling; "/receive" works too. */
+  path?: string;
+}
+
+export interface Connection {
+  /** Whether the socket is open now. */
+  readonly connected: boolean;
+  /** Resolves with what onClose receives, once the connection is over for good. */
+  readonly closed: Promise<CloseEvent>;
+  /** Close for good; resolves once closed. */
+  close(): Promise<CloseEvent>;
+}
+
+/**
+ * Connect to the relay at `url` (the daemon's base URL: ws(s):// or
+ * http(s)://), with a token from `getToken()` for every (re)connection.
+ */
+export function connect(
+  url: string,
+  getToken: () => string | Promise<string>,
+  handlers?: ConnectHandlers,
+  options?: ConnectOptions,
+): Connection;

@@ -1,0 +1,9 @@
+/**
+ * Socktopus for browsers and any runtime with Web Crypto, fetch and
+ * WebSocket (Node 20+, Deno, Bun, edge functions). An ES module with no
+ * dependencies: a page can import this file as it is.
+ */
+
+export { connect } from "./connect.js";
+export { RelayClient, SocktopusError } from "./relay.js";
+export { authHeaders, createToken } from "./tokens.js";
