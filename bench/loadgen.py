@@ -23,9 +23,7 @@ import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from socktopus_tw.relay.tokens import makeToken  # noqa: E402
+from socktopus_tw.relay.tokens import makeToken
 
 SAMPLE = 20000  # latency samples kept per process (reservoir)
 
@@ -153,6 +151,17 @@ async def openConnections(port: int, app: str, secret: str, ids: list[str], stat
     return connections
 
 
+async def readOk(reader: asyncio.StreamReader) -> bytes:
+    """
+    Read one HTTP response with a Content-Length; anything but 200 is an error.
+    """
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(head.decode("latin-1"))
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    return await reader.readexactly(length)
+
+
 async def receive(port: int, app: str, secret: str, first: int, count: int) -> dict:
     stats = {"received": 0, "closed": 0}
     latencies = Reservoir()
@@ -200,11 +209,7 @@ async def sendLoop(port: int, app: str, secret: str, sender: int, senders: int,
         body = (prefix + ",".join(parts) + "]}").encode()
         writer.write(b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
                      b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(head.decode("latin-1"))
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
+        await readOk(reader)
         requests += 1
         sent += batch
     writer.close()
@@ -248,11 +253,7 @@ async def login(port: int, seconds: float, concurrency: int = 8) -> dict:
         count = 0
         while time.monotonic() < deadline:
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(head.decode("latin-1"))
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
+            await readOk(reader)
             count += 1
         writer.close()
         return count
