@@ -2,7 +2,7 @@
 The Socktopus benchmark: the daemon as users run it (twistd, a subprocess),
 driven over loopback by separate load-generator processes.
 
-    .venv/bin/python bench/run.py [--json bench/results.json] [--seconds 10]
+    .venv/bin/python bench/run.py [--json bench/last-run.json] [--seconds 10] [--only PHASES]
 
 Prints a table and writes JSON. Daemon CPU comes from /proc/<pid>/stat
 (user + system), so it is the daemon's own cost whatever the generator does.
@@ -185,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per relay phase")
     parser.add_argument("--idle", type=int, default=10000, help="idle connections to hold")
-    parser.add_argument("--json", default=os.path.join(HERE, "results.json"))
+    parser.add_argument("--json", default=os.path.join(HERE, "last-run.json"))
     parser.add_argument("--only", help="comma-separated phases: batch,single,1k,idle,accounts")
     options = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
