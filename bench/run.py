@@ -83,9 +83,12 @@ def start(role: str, port: int, *arguments: object) -> subprocess.Popen:
 def result(process: subprocess.Popen) -> dict:
     for line in process.stdout:
         value = json.loads(line)
-        if "ready" not in value:
+        if "result" in value:
             process.wait()
-            return value
+            with open(value["result"]) as f:
+                report = json.load(f)
+            os.remove(value["result"])
+            return report
     raise RuntimeError("load generator ended without a result")
 
 
