@@ -33,6 +33,7 @@ from socktopus_tw.errors import (
     NotFound,
     RequestTooLarge,
 )
+from socktopus_tw.writing import canWriteNow, writeNow
 
 if TYPE_CHECKING:
     from socktopus_tw.metrics import Metrics
@@ -148,7 +149,9 @@ class JsonResource(Resource):
             return respond(request, self._tooLarge)
         if request.postpath:
             return respond(request, self._notFound)
-        handler = getattr(self, "json_" + request.method.decode("ascii", "replace"), None)
+        method = request.method.decode("ascii", "replace")
+        # HEAD is GET without the body, which twisted.web leaves out itself.
+        handler = getattr(self, "json_" + ("GET" if method == "HEAD" else method), None)
         if handler is None:
             return respond(request, self._methodNotAllowed)
         return respond(request, handler)
@@ -162,6 +165,8 @@ class JsonResource(Resource):
     def _methodNotAllowed(self, request: Request) -> None:
         allowed = sorted(name[5:].encode("ascii") for name in dir(self)
                          if name.startswith("json_"))
+        if b"GET" in allowed:
+            allowed.append(b"HEAD")
         raise self.methodNotAllowed(allowed)
 
 
@@ -254,9 +259,42 @@ class SocktopusChannel(HTTPChannel):
     """
     One HTTP connection. Its addresses are read once: twisted.web asks for
     them for every request, and each getHost() is a getsockname() call.
+
+    A response's head is held until its first body bytes, and both leave in
+    one direct write when nothing is queued (see L{writeNow}): the buffered
+    path costs an epoll registration and a reactor pass per response.
     """
 
     _host = _peer = None
+    _head: bytes | None = None
+    _direct: bool | None = None
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head.extend((name, b": ", value, b"\r\n"))
+        head.append(b"\r\n")
+        self._head = b"".join(head)
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        if self._direct is None:
+            self._direct = canWriteNow(self.transport)
+        if self._direct:
+            writeNow(self.transport, data)
+        else:
+            self.transport.write(data)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        self.write(b"".join(iovec))
+
+    def requestDone(self, request: Request) -> None:
+        # A response with no body bytes at all (HEAD): its head still goes out.
+        if self._head is not None:
+            self.write(b"")
+        super().requestDone(request)
 
     def getHost(self) -> Any:
         if self._host is None:

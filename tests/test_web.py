@@ -5,10 +5,12 @@ Pieces of the HTTP edge that are pure enough for DummyRequest.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from socktopus_tw.web import clientAddress
+from tests.support import Daemon
 
 
 def request(peer, realIp: bytes | None = None) -> DummyRequest:
@@ -44,3 +46,17 @@ class ClientAddressTests(SynchronousTestCase):
         self.assertEqual(
             clientAddress(request(IPv4Address("TCP", "203.0.113.9", 5000), b"10.0.0.1")),
             "203.0.113.9")
+
+
+class HeadTests(TestCase):
+    @inlineCallbacks
+    def test_headAnswersLikeGetWithoutBody(self):
+        """
+        A monitor that checks with HEAD gets the status and headers, and no body.
+        """
+        daemon = Daemon(self)
+        status, body, response = yield daemon.request("HEAD", "/health")
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(response.headers.getRawHeaders(b"content-length"), [b"15"])
+        # The connection is still usable afterwards: the head was not left pending.
+        self.assertEqual((yield daemon.request("GET", "/health"))[:2], (200, {"status": "ok"}))

@@ -18,8 +18,8 @@ from socktopus_tw.apps import Apps
 from socktopus_tw.errors import RelayError
 from socktopus_tw.relay.registry import IRelayConnection, Registry
 from socktopus_tw.relay.tokens import ExpiredToken, MalformedToken, parseToken
-from socktopus_tw.relay.writing import canWriteNow, textFrame, writeNow
 from socktopus_tw.web import HANDLED, JsonResource
+from socktopus_tw.writing import canWriteNow, textFrame, writeNow
 
 log = Logger()
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_writing -*-
 """
-Writing relay frames cheaply.
+Writing to plain TCP connections cheaply: relay frames and HTTP responses.
 
 Twisted's C{transport.write} on an idle connection queues the data, asks
 epoll to watch the socket for writability, sends on the next reactor pass
