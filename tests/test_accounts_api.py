@@ -959,8 +959,8 @@ class RoutingTests(TestCase):
             ("GET", "/login", b"POST"), ("GET", "/users", b"POST"), ("DELETE", "/users", b"POST"),
             ("PUT", "/logout", b"POST"), ("GET", "/verifySecret", b"POST"),
             ("GET", "/changePassword", b"POST"), ("GET", "/authHeaders", b"POST"),
-            ("POST", "/users/getID", b"GET"), ("POST", f"/users/{userId}/registered", b"GET"),
-            ("POST", f"/users/{userId}/register", b"GET"),
+            ("POST", "/users/getID", b"GET, HEAD"), ("POST", f"/users/{userId}/registered", b"GET, HEAD"),
+            ("POST", f"/users/{userId}/register", b"GET, HEAD"),
         ):
             status, body, response = yield daemon.request(method, path)
             self.assertEqual(status, 405, (method, path))
