@@ -71,7 +71,8 @@ class RegistrationTests(TestCase):
         """Without mail configured, a new user can log in and sign requests straight away."""
         daemon = fastDaemon(self)
         status, body, _ = yield daemon.post(
-            "/users", {"User": "alice", "Password": PASSWORD, "Email": "alice@example.com"})
+            "/users", {"User": "alice", "Password": PASSWORD, "Email": "alice@example.com"}
+        )
         self.assertEqual(status, 200)
         self.assertEqual(list(body), ["UserID"])
         self.assertIs(type(body["UserID"]), int)
@@ -81,7 +82,8 @@ class RegistrationTests(TestCase):
         self.assertEqual((status, checked), (200, {"UserID": body["UserID"]}))
         path = f"/users/{body['UserID']}/registered"
         status, registered, _ = yield daemon.request(
-            "GET", path, headers=signedHeaders(body["UserID"], answer["Secret"], path))
+            "GET", path, headers=signedHeaders(body["UserID"], answer["Secret"], path)
+        )
         self.assertEqual((status, registered), (200, {"Registered": True}))
 
     @inlineCallbacks
@@ -91,7 +93,8 @@ class RegistrationTests(TestCase):
         yield register(daemon, "Alice_1")
         for name in ("Alice_1", "alice_1", "ALICE_1"):
             status, body, _ = yield daemon.post(
-                "/users", {"User": name, "Password": PASSWORD, "Email": "x@example.com"})
+                "/users", {"User": name, "Password": PASSWORD, "Email": "x@example.com"}
+            )
             self.assertEqual(status, 409, name)
             self.assertEqual(list(body), ["Error"])
             self.assertIsInstance(body["Error"], str)
@@ -100,28 +103,47 @@ class RegistrationTests(TestCase):
     def test_twoConcurrentRegistrationsOfOneNameOnlyOneWins(self):
         """Two people registering the same name at once never both get the account."""
         daemon = fastDaemon(self)
-        results = yield gatherResults([
-            daemon.post("/users", {"User": "race", "Password": f"{PASSWORD} {n}",
-                                   "Email": f"race{n}@example.com"})
-            for n in range(2)
-        ])
+        results = yield gatherResults(
+            [
+                daemon.post(
+                    "/users",
+                    {
+                        "User": "race",
+                        "Password": f"{PASSWORD} {n}",
+                        "Email": f"race{n}@example.com",
+                    },
+                )
+                for n in range(2)
+            ]
+        )
         self.assertEqual(sorted(status for status, _, _ in results), [200, 409])
         winner = next(n for n, (status, _, _) in enumerate(results) if status == 200)
         loser = 1 - winner
         self.assertEqual(list(results[loser][1]), ["Error"])
         yield login(daemon, "race", f"{PASSWORD} {winner}")
-        status, _, _ = yield daemon.post("/login", {"User": "race",
-                                                    "Password": f"{PASSWORD} {loser}"})
+        status, _, _ = yield daemon.post(
+            "/login", {"User": "race", "Password": f"{PASSWORD} {loser}"}
+        )
         self.assertEqual(status, 401)
 
     @inlineCallbacks
     def test_badNamesAreRefused(self):
         """Names outside [A-Za-z0-9_]{1,64} are refused with a message, not stored."""
         daemon = fastDaemon(self)
-        for name in ("", "a" * 65, "has space", "dash-name", "dot.name", "ünïcode", "a\nb",
-                     "tab\t", "x@y"):
+        for name in (
+            "",
+            "a" * 65,
+            "has space",
+            "dash-name",
+            "dot.name",
+            "ünïcode",
+            "a\nb",
+            "tab\t",
+            "x@y",
+        ):
             status, body, _ = yield daemon.post(
-                "/users", {"User": name, "Password": PASSWORD, "Email": "x@example.com"})
+                "/users", {"User": name, "Password": PASSWORD, "Email": "x@example.com"}
+            )
             self.assertEqual(status, 400, repr(name))
             self.assertEqual(list(body), ["Error"], repr(name))
         yield register(daemon, "a" * 64)
@@ -133,7 +155,8 @@ class RegistrationTests(TestCase):
         daemon = fastDaemon(self)
         for password in ("", "1234567", "\U0001f511" * 7):
             status, body, _ = yield daemon.post(
-                "/users", {"User": "shorty", "Password": password, "Email": "s@example.com"})
+                "/users", {"User": "shorty", "Password": password, "Email": "s@example.com"}
+            )
             self.assertEqual(status, 400, repr(password))
             self.assertEqual(list(body), ["Error"])
         yield register(daemon, "shorty", "12345678")
@@ -144,7 +167,8 @@ class RegistrationTests(TestCase):
         daemon = fastDaemon(self)
         password73 = "p" * 73
         status, body, _ = yield daemon.post(
-            "/users", {"User": "long", "Password": password73, "Email": "l@example.com"})
+            "/users", {"User": "long", "Password": password73, "Email": "l@example.com"}
+        )
         self.assertEqual(status, 400)
         self.assertEqual(list(body), ["Error"])
         for attempt in (password73, password73[:72]):
@@ -160,20 +184,21 @@ class RegistrationTests(TestCase):
             status, body, _ = yield daemon.post("/login", {"User": "exact", "Password": attempt})
             self.assertEqual((status, body), (401, WRONG_CREDENTIALS))
             status, body, _ = yield daemon.post(
-                "/login", None, headers=basicAuthorization("exact", attempt))
+                "/login", None, headers=basicAuthorization("exact", attempt)
+            )
             self.assertEqual((status, body), (401, WRONG_CREDENTIALS))
 
     @inlineCallbacks
     def test_unicodePasswordsWork(self):
         """People with non-ASCII passwords can register and log in both ways."""
         daemon = fastDaemon(self)
-        passwords = {"uni1": "pässwörd-密码-\U0001f511", "uni2": "\U0001f511" * 8,
-                     "uni3": "é" * 36}
+        passwords = {"uni1": "pässwörd-密码-\U0001f511", "uni2": "\U0001f511" * 8, "uni3": "é" * 36}
         for name, password in passwords.items():
             yield register(daemon, name, password)
             answer = yield login(daemon, name, password)
             status, basic, _ = yield daemon.post(
-                "/login", None, headers=basicAuthorization(name, password))
+                "/login", None, headers=basicAuthorization(name, password)
+            )
             self.assertEqual(status, 200, name)
             self.assertEqual(basic["Secret"], answer["Secret"])
         status, _, _ = yield daemon.post("/login", {"User": "uni1", "Password": "passwords"})
@@ -181,17 +206,27 @@ class RegistrationTests(TestCase):
         # Counted in bytes at the top: 19 emoji are 76 bytes, 37 é are 74.
         for name, password in (("uni4", "\U0001f511" * 19), ("uni5", "é" * 37)):
             status, _, _ = yield daemon.post(
-                "/users", {"User": name, "Password": password, "Email": "u@example.com"})
+                "/users", {"User": name, "Password": password, "Email": "u@example.com"}
+            )
             self.assertEqual(status, 400, name)
 
     @inlineCallbacks
     def test_invalidEmailIsRefused(self):
         """Registrations with addresses that cannot be mailed are refused with a message."""
         daemon = fastDaemon(self)
-        for email in ("", "plain", "a@b", "a b@example.com", "@example.com", "a@@example.com",
-                      "a@example.com\n", "x" * 250 + "@example.com"):
+        for email in (
+            "",
+            "plain",
+            "a@b",
+            "a b@example.com",
+            "@example.com",
+            "a@@example.com",
+            "a@example.com\n",
+            "x" * 250 + "@example.com",
+        ):
             status, body, _ = yield daemon.post(
-                "/users", {"User": "mailer", "Password": PASSWORD, "Email": email})
+                "/users", {"User": "mailer", "Password": PASSWORD, "Email": email}
+            )
             self.assertEqual(status, 400, repr(email))
             self.assertEqual(list(body), ["Error"])
         yield register(daemon, "mailer", email="first.last+tag@sub.example.co.uk")
@@ -220,8 +255,7 @@ class RegistrationTests(TestCase):
             True,
         ]
         for body in bodies:
-            status, answer, _ = yield daemon.post(
-                "/users", body if body is not None else b"null")
+            status, answer, _ = yield daemon.post("/users", body if body is not None else b"null")
             self.assertEqual(status, 400, repr(body))
             self.assertEqual(list(answer), ["Error"], repr(body))
         for raw in (b"{", b"", b"\xff\xfe", b'{"User": "shape",}', b"[" * 100000 + b"]" * 100000):
@@ -236,7 +270,8 @@ class RegistrationTests(TestCase):
         daemon = fastDaemon(self, "--max-body-size", "1KiB")
         for path in ("/users", "/login"):
             status, answer, _ = yield daemon.post(
-                path, {"User": "big", "Password": "x" * 2000, "Email": "b@example.com"})
+                path, {"User": "big", "Password": "x" * 2000, "Email": "b@example.com"}
+            )
             self.assertEqual(status, 413, path)
             self.assertIsInstance(answer, dict, path)
         yield register(daemon, "big")
@@ -261,41 +296,46 @@ class SqlMetacharacterTests(TestCase):
         yield login(daemon, "quoted", tricky)
         for name in ("x'", "x' OR '1'='1", 'x"; DROP TABLE users; --', "x;--", SQL):
             status, body, _ = yield daemon.post(
-                "/users", {"User": name, "Password": tricky, "Email": "a@example.com"})
+                "/users", {"User": name, "Password": tricky, "Email": "a@example.com"}
+            )
             self.assertEqual((status, list(body)), (400, ["Error"]), name)
             for password in (tricky, "' OR '1'='1"):
-                status, body, _ = yield daemon.post("/login", {"User": name,
-                                                               "Password": password})
+                status, body, _ = yield daemon.post("/login", {"User": name, "Password": password})
                 self.assertEqual((status, body), (401, WRONG_CREDENTIALS), name)
             status, body, _ = yield daemon.post(
-                "/login", None, headers=basicAuthorization(name, SQL))
+                "/login", None, headers=basicAuthorization(name, SQL)
+            )
             self.assertEqual((status, body), (401, WRONG_CREDENTIALS), name)
             status, body, _ = yield daemon.post("/verifySecret", {"User": name, "Secret": SQL})
             self.assertEqual(status, 401, name)
             status, body, _ = yield daemon.post(
-                "/changePassword", {"User": name, "Password": tricky, "NewPassword": tricky})
+                "/changePassword", {"User": name, "Password": tricky, "NewPassword": tricky}
+            )
             self.assertEqual((status, body), (401, WRONG_CREDENTIALS), name)
         for password in ("' OR '1'='1", "' OR 1=1 --", "quoted'--", SQL + "x" * 8):
-            status, body, _ = yield daemon.post("/login", {"User": "quoted",
-                                                           "Password": password})
+            status, body, _ = yield daemon.post("/login", {"User": "quoted", "Password": password})
             self.assertEqual((status, body), (401, WRONG_CREDENTIALS), password)
         status, body, _ = yield daemon.post(
-            "/login", {"User": "quoted", "Password": tricky, "StayLoggedIn": SQL})
+            "/login", {"User": "quoted", "Password": tricky, "StayLoggedIn": SQL}
+        )
         self.assertEqual((status, list(body)), (400, ["Error"]))
         status, body, _ = yield daemon.post("/verifySecret", {"User": "quoted", "Secret": SQL})
         self.assertEqual((status, list(body)), (401, ["Error"]))
         status, body, _ = yield daemon.post(
-            "/login", None, headers={"Authorization": "Basic " + SQL})
+            "/login", None, headers={"Authorization": "Basic " + SQL}
+        )
         self.assertEqual((status, body), (401, WRONG_CREDENTIALS))
         # The account is unharmed and its password is exactly what was sent.
         answer = yield login(daemon, "quoted", tricky)
         self.assertEqual(answer["UserID"], userId)
         status, _, _ = yield daemon.post(
-            "/users", {"User": "quoted", "Password": tricky, "Email": "q@example.com"})
+            "/users", {"User": "quoted", "Password": tricky, "Email": "q@example.com"}
+        )
         self.assertEqual(status, 409)
         status, _, _ = yield daemon.post(
-            "/changePassword", {"User": "quoted", "Password": tricky,
-                                "NewPassword": tricky + "'; --"})
+            "/changePassword",
+            {"User": "quoted", "Password": tricky, "NewPassword": tricky + "'; --"},
+        )
         self.assertEqual(status, 200)
         yield login(daemon, "quoted", tricky + "'; --")
 
@@ -306,7 +346,7 @@ class SqlMetacharacterTests(TestCase):
         userId, secret = yield registerAndLogin(daemon, "headers")
         now = time.time()
         # A Path is opaque text to /authHeaders: signed properly, it passes as is.
-        path = "/orders/1'; DELETE FROM sessions; --?q=\"x\""
+        path = '/orders/1\'; DELETE FROM sessions; --?q="x"'
         status, body, _ = yield authHeaders(daemon, userId, secret, path)
         self.assertEqual((status, body), (200, {"UserID": userId}))
         good = signedHeaders(userId, secret, "/other/path", now)
@@ -321,7 +361,8 @@ class SqlMetacharacterTests(TestCase):
         query = "?usernames=" + quote("x',headers,y\";--,a;b", safe=",")
         getIdPath = "/users/getID" + query
         status, body, _ = yield daemon.request(
-            "GET", getIdPath, headers=signedHeaders(userId, secret, getIdPath))
+            "GET", getIdPath, headers=signedHeaders(userId, secret, getIdPath)
+        )
         self.assertEqual(status, 200, body)
         self.assertEqual(body["UserIDs"], {"headers": userId})
         self.assertEqual(sorted(body["Errors"]), sorted(["x'", 'y";--', "a;b"]))
@@ -334,8 +375,17 @@ class MailRegistrationTests(TestCase):
         if smtpUrl is None:
             mail = yield MailServer.start(self)
             smtpUrl = mail.url
-        daemon = fastDaemon(self, "--smtp", smtpUrl, "--mail-from", MAIL_FROM,
-                            "--public-url", publicUrl, "--registered-redirect", REDIRECT)
+        daemon = fastDaemon(
+            self,
+            "--smtp",
+            smtpUrl,
+            "--mail-from",
+            MAIL_FROM,
+            "--public-url",
+            publicUrl,
+            "--registered-redirect",
+            REDIRECT,
+        )
         return daemon, mail
 
     @inlineCallbacks
@@ -358,28 +408,32 @@ class MailRegistrationTests(TestCase):
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
         for method, path in (("GET", "/users/getID?username=newbie"), ("POST", "/logout")):
             status, body, _ = yield daemon.request(
-                method, path, headers=signedHeaders(userId, secret, path))
+                method, path, headers=signedHeaders(userId, secret, path)
+            )
             self.assertEqual((status, body), (401, NOT_AUTHORIZED), path)
         registeredPath = f"/users/{userId}/registered"
         status, body, _ = yield daemon.request(
-            "GET", registeredPath, headers=signedHeaders(userId, secret, registeredPath,
-                                                         time.time() - 1))
+            "GET",
+            registeredPath,
+            headers=signedHeaders(userId, secret, registeredPath, time.time() - 1),
+        )
         self.assertEqual((status, body), (200, {"Registered": False}))
 
         linkPath = urlsplit(LINK.search(received.text()).group(0))
-        status, location, _ = yield getWithoutRedirects(
-            daemon, f"{linkPath.path}?{linkPath.query}")
+        status, location, _ = yield getWithoutRedirects(daemon, f"{linkPath.path}?{linkPath.query}")
         self.assertEqual((status, location), (302, REDIRECT.encode()))
 
         status, body, _ = yield daemon.request(
-            "GET", registeredPath, headers=signedHeaders(userId, secret, registeredPath))
+            "GET", registeredPath, headers=signedHeaders(userId, secret, registeredPath)
+        )
         self.assertEqual((status, body), (200, {"Registered": True}))
         status, body, _ = yield authHeaders(daemon, userId, secret, "/after")
         self.assertEqual((status, body), (200, {"UserID": userId}))
 
         # The link is used up.
         status, location, body = yield getWithoutRedirects(
-            daemon, f"{linkPath.path}?{linkPath.query}")
+            daemon, f"{linkPath.path}?{linkPath.query}"
+        )
         self.assertEqual((status, location), (400, None))
         self.assertIn(b'"Error"', body)
         self.assertEqual(len(mail.messages), 1)
@@ -394,14 +448,17 @@ class MailRegistrationTests(TestCase):
         wrong = ("0" if code[0] != "0" else "1") + code[1:]
         for query in (f"?code={wrong}", "?code=", "", f"?code={code[:-1]}", f"?code={code}0"):
             status, location, body = yield getWithoutRedirects(
-                daemon, f"/users/{userId}/register{query}")
+                daemon, f"/users/{userId}/register{query}"
+            )
             self.assertEqual((status, location), (400, None), query)
             self.assertIn(b'"Error"', body)
-        status, _, _ = yield getWithoutRedirects(daemon, f"/users/{userId + 1}/register"
-                                                         f"?code={code}")
+        status, _, _ = yield getWithoutRedirects(
+            daemon, f"/users/{userId + 1}/register?code={code}"
+        )
         self.assertEqual(status, 400)
         status, location, _ = yield getWithoutRedirects(
-            daemon, f"/users/{userId}/register?code={code}")
+            daemon, f"/users/{userId}/register?code={code}"
+        )
         self.assertEqual((status, location), (302, REDIRECT.encode()))
 
     @inlineCallbacks
@@ -414,7 +471,8 @@ class MailRegistrationTests(TestCase):
         answer = yield login(daemon, "first")
         path = f"/users/{second}/registered"
         status, body, _ = yield daemon.request(
-            "GET", path, headers=signedHeaders(first, answer["Secret"], path))
+            "GET", path, headers=signedHeaders(first, answer["Secret"], path)
+        )
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
         status, body, _ = yield daemon.request("GET", f"/users/{first}/registered")
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
@@ -425,7 +483,8 @@ class MailRegistrationTests(TestCase):
         port = closedPort()
         daemon, _ = yield self.mailingDaemon(f"smtp://127.0.0.1:{port}")
         status, body, response = yield daemon.post(
-            "/users", {"User": "patient", "Password": PASSWORD, "Email": "p@example.com"})
+            "/users", {"User": "patient", "Password": PASSWORD, "Email": "p@example.com"}
+        )
         self.assertEqual(status, 503)
         self.assertEqual(list(body), ["Error"])
         self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
@@ -440,8 +499,12 @@ class MailRegistrationTests(TestCase):
 
 class RecaptchaTests(TestCase):
     @inlineCallbacks
-    def recaptchaDaemon(self, secret: str = RECAPTCHA_SECRET, url: str | None = None,
-                        serverAuthority: CertificateAuthority | None = None):
+    def recaptchaDaemon(
+        self,
+        secret: str = RECAPTCHA_SECRET,
+        url: str | None = None,
+        serverAuthority: CertificateAuthority | None = None,
+    ):
         """
         A daemon trusting a fresh CA for a verifier whose certificate is
         issued by C{serverAuthority} (the same CA unless told otherwise).
@@ -449,12 +512,18 @@ class RecaptchaTests(TestCase):
         trusted = CertificateAuthority("Trusted test CA")
         server = None
         if url is None:
-            server = yield RecaptchaServer.start(self, serverAuthority or trusted,
-                                                 RECAPTCHA_SECRET)
+            server = yield RecaptchaServer.start(self, serverAuthority or trusted, RECAPTCHA_SECRET)
             url = server.url
         caPath = writeFile(self, ".ca.pem", trusted.pem())
-        daemon = fastDaemon(self, "--recaptcha-secret", secret, "--recaptcha-verify-url", url,
-                            "--recaptcha-ca", caPath)
+        daemon = fastDaemon(
+            self,
+            "--recaptcha-secret",
+            secret,
+            "--recaptcha-verify-url",
+            url,
+            "--recaptcha-ca",
+            caPath,
+        )
         return daemon, server
 
     def registration(self, name: str, **extra: object) -> dict[str, object]:
@@ -464,8 +533,7 @@ class RecaptchaTests(TestCase):
     def test_goodAnswerRegisters(self):
         """People who pass the reCAPTCHA can register."""
         daemon, server = yield self.recaptchaDaemon()
-        status, body, _ = yield daemon.post("/users", self.registration("human",
-                                                                        Recaptcha="good"))
+        status, body, _ = yield daemon.post("/users", self.registration("human", Recaptcha="good"))
         self.assertEqual(status, 200, body)
         self.assertEqual(len(server.forms), 1)
         self.assertEqual(server.forms[0]["secret"], RECAPTCHA_SECRET)
@@ -476,8 +544,13 @@ class RecaptchaTests(TestCase):
     def test_badOrMissingAnswerIsRefused(self):
         """Bots that fail or skip the reCAPTCHA cannot register, and the name stays free."""
         daemon, server = yield self.recaptchaDaemon()
-        for extra in ({"Recaptcha": "bad"}, {"Recaptcha": "GOOD"}, {"Recaptcha": SQL},
-                      {"Recaptcha": ""}, {}):
+        for extra in (
+            {"Recaptcha": "bad"},
+            {"Recaptcha": "GOOD"},
+            {"Recaptcha": SQL},
+            {"Recaptcha": ""},
+            {},
+        ):
             status, body, _ = yield daemon.post("/users", self.registration("bot", **extra))
             self.assertEqual(status, 400, extra)
             self.assertEqual(list(body), ["Error"])
@@ -490,8 +563,7 @@ class RecaptchaTests(TestCase):
     def test_wrongSecretFails(self):
         """A daemon configured with the wrong reCAPTCHA secret lets nobody through."""
         daemon, server = yield self.recaptchaDaemon(secret="not-the-secret")
-        status, body, _ = yield daemon.post("/users", self.registration("human",
-                                                                        Recaptcha="good"))
+        status, body, _ = yield daemon.post("/users", self.registration("human", Recaptcha="good"))
         self.assertEqual((status, list(body)), (400, ["Error"]))
         self.assertEqual(server.forms[0]["secret"], "not-the-secret")
 
@@ -500,8 +572,7 @@ class RecaptchaTests(TestCase):
         """An impostor verifier with a certificate we do not trust never lets a bot in."""
         impostorCA = CertificateAuthority("Impostor CA")
         daemon, server = yield self.recaptchaDaemon(serverAuthority=impostorCA)
-        status, body, _ = yield daemon.post("/users", self.registration("bot",
-                                                                        Recaptcha="good"))
+        status, body, _ = yield daemon.post("/users", self.registration("bot", Recaptcha="good"))
         self.assertEqual((status, list(body)), (503, ["Error"]))
         self.assertEqual(server.forms, [])
         status, _, _ = yield daemon.post("/login", {"User": "bot", "Password": PASSWORD})
@@ -512,8 +583,7 @@ class RecaptchaTests(TestCase):
         """When reCAPTCHA cannot be reached, registering says try again instead of crashing."""
         url = f"https://127.0.0.1:{closedPort()}/siteverify"
         daemon, _ = yield self.recaptchaDaemon(url=url)
-        status, body, _ = yield daemon.post("/users", self.registration("human",
-                                                                        Recaptcha="good"))
+        status, body, _ = yield daemon.post("/users", self.registration("human", Recaptcha="good"))
         self.assertEqual((status, list(body)), (503, ["Error"]))
 
 
@@ -524,7 +594,8 @@ class LoginTests(TestCase):
         daemon = fastDaemon(self)
         userId = yield register(daemon, "logger")
         status, body, response = yield daemon.post(
-            "/login", {"User": "logger", "Password": PASSWORD})
+            "/login", {"User": "logger", "Password": PASSWORD}
+        )
         self.assertEqual(status, 200)
         self.assertEqual(sorted(body), ["Expiration", "Secret", "UserID"])
         self.assertEqual(body["UserID"], userId)
@@ -539,18 +610,22 @@ class LoginTests(TestCase):
         daemon = fastDaemon(self)
         userId = yield register(daemon, "basic")
         status, body, _ = yield daemon.post(
-            "/login", None, headers=basicAuthorization("basic", PASSWORD))
+            "/login", None, headers=basicAuthorization("basic", PASSWORD)
+        )
         self.assertEqual(status, 200, body)
         self.assertEqual(body["UserID"], userId)
         again = yield login(daemon, "basic")
         self.assertEqual(again["Secret"], body["Secret"])
         status, body, _ = yield daemon.post(
-            "/login", None, headers=basicAuthorization("basic", "wrong password"))
+            "/login", None, headers=basicAuthorization("basic", "wrong password")
+        )
         self.assertEqual((status, body), (401, WRONG_CREDENTIALS))
-        for header in ("Basic !!!notbase64", "Basic " + base64.b64encode(b"nocolon").decode(),
-                       "Bearer abc"):
-            status, body, _ = yield daemon.post("/login", None,
-                                                headers={"Authorization": header})
+        for header in (
+            "Basic !!!notbase64",
+            "Basic " + base64.b64encode(b"nocolon").decode(),
+            "Bearer abc",
+        ):
+            status, body, _ = yield daemon.post("/login", None, headers={"Authorization": header})
             self.assertEqual(status, 401, header)
 
     @inlineCallbacks
@@ -559,13 +634,14 @@ class LoginTests(TestCase):
         daemon = fastDaemon(self)
         yield register(daemon, "exists")
         answers = []
-        for body in ({"User": "exists", "Password": "wrong password"},
-                     {"User": "missing", "Password": "wrong password"},
-                     {"User": "missing", "Password": PASSWORD},
-                     {"User": "not a valid name!", "Password": PASSWORD}):
+        for body in (
+            {"User": "exists", "Password": "wrong password"},
+            {"User": "missing", "Password": "wrong password"},
+            {"User": "missing", "Password": PASSWORD},
+            {"User": "not a valid name!", "Password": PASSWORD},
+        ):
             status, answer, response = yield daemon.post("/login", body)
-            answers.append((status, answer,
-                            response.headers.getRawHeaders(b"content-type")))
+            answers.append((status, answer, response.headers.getRawHeaders(b"content-type")))
         self.assertEqual(answers, [(401, WRONG_CREDENTIALS, [b"application/json"])] * 4)
 
     @inlineCallbacks
@@ -573,9 +649,16 @@ class LoginTests(TestCase):
         """StayLoggedIn keeps people logged in for a week; otherwise for half an hour."""
         daemon = fastDaemon(self)
         week, halfHour = 7 * 24 * 3600, 30 * 60
-        for n, (flag, life) in enumerate([(True, week), ("true", week), ("TRUE", week),
-                                          (False, halfHour), ("false", halfHour),
-                                          (None, halfHour)]):
+        for n, (flag, life) in enumerate(
+            [
+                (True, week),
+                ("true", week),
+                ("TRUE", week),
+                (False, halfHour),
+                ("false", halfHour),
+                (None, halfHour),
+            ]
+        ):
             name = f"stay{n}"
             yield register(daemon, name)
             before = time.time()
@@ -585,7 +668,8 @@ class LoginTests(TestCase):
             self.assertLess(expires, time.time() + life + 60, flag)
         for flag in ("yes", 1, "", ["true"]):
             status, body, _ = yield daemon.post(
-                "/login", {"User": "stay0", "Password": PASSWORD, "StayLoggedIn": flag})
+                "/login", {"User": "stay0", "Password": PASSWORD, "StayLoggedIn": flag}
+            )
             self.assertEqual((status, list(body)), (400, ["Error"]), flag)
 
     @inlineCallbacks
@@ -597,8 +681,9 @@ class LoginTests(TestCase):
         second = yield login(daemon, "twice", stayLoggedIn=True)
         self.assertEqual(second["Secret"], first["Secret"])
         self.assertEqual(second["UserID"], userId)
-        self.assertGreaterEqual(parseExpiration(second["Expiration"]),
-                                parseExpiration(first["Expiration"]))
+        self.assertGreaterEqual(
+            parseExpiration(second["Expiration"]), parseExpiration(first["Expiration"])
+        )
         status, _, _ = yield authHeaders(daemon, userId, first["Secret"])
         self.assertEqual(status, 200)
 
@@ -607,10 +692,13 @@ class LoginTests(TestCase):
         """Two devices logging in at the same moment both get a secret that works."""
         daemon = fastDaemon(self)
         userId = yield register(daemon, "devices")
-        results = yield gatherResults([
-            daemon.post("/login", {"User": "devices", "Password": PASSWORD}) for _ in range(4)])
-        self.assertEqual([(status, sorted(body)) for status, body, _ in results],
-                         [(200, ["Expiration", "Secret", "UserID"])] * 4)
+        results = yield gatherResults(
+            [daemon.post("/login", {"User": "devices", "Password": PASSWORD}) for _ in range(4)]
+        )
+        self.assertEqual(
+            [(status, sorted(body)) for status, body, _ in results],
+            [(200, ["Expiration", "Secret", "UserID"])] * 4,
+        )
         secrets = [body["Secret"] for _, body, _ in results]
         self.assertEqual(len(set(secrets)), 1, secrets)
         for n, secret in enumerate(secrets):
@@ -621,8 +709,14 @@ class LoginTests(TestCase):
     def test_malformedLoginIsBadRequest(self):
         """Broken login bodies get a 400 with a message, never a crash."""
         daemon = fastDaemon(self)
-        for body in (b"{", b"[]", b"", {"User": "x"}, {"Password": PASSWORD},
-                     {"User": 1, "Password": PASSWORD}):
+        for body in (
+            b"{",
+            b"[]",
+            b"",
+            {"User": "x"},
+            {"Password": PASSWORD},
+            {"User": 1, "Password": PASSWORD},
+        ):
             status, answer, _ = yield daemon.post("/login", body)
             self.assertEqual((status, list(answer)), (400, ["Error"]), body)
 
@@ -635,15 +729,18 @@ class SecretTests(TestCase):
         userId = yield register(daemon, "verify")
         logged = yield login(daemon, "verify")
         status, body, _ = yield daemon.post(
-            "/verifySecret", {"User": "verify", "Secret": logged["Secret"]})
+            "/verifySecret", {"User": "verify", "Secret": logged["Secret"]}
+        )
         self.assertEqual(status, 200)
         self.assertEqual(sorted(body), ["Expiration", "Secret", "UserID"])
         self.assertEqual((body["Secret"], body["UserID"]), (logged["Secret"], userId))
-        self.assertGreaterEqual(parseExpiration(body["Expiration"]),
-                                parseExpiration(logged["Expiration"]))
+        self.assertGreaterEqual(
+            parseExpiration(body["Expiration"]), parseExpiration(logged["Expiration"])
+        )
         self.assertGreater(parseExpiration(body["Expiration"]), time.time() + 25 * 60)
-        status, body, _ = yield daemon.post("/verifySecret", {"User": "VERIFY",
-                                                              "Secret": logged["Secret"]})
+        status, body, _ = yield daemon.post(
+            "/verifySecret", {"User": "VERIFY", "Secret": logged["Secret"]}
+        )
         self.assertEqual(status, 200)
 
     @inlineCallbacks
@@ -653,11 +750,14 @@ class SecretTests(TestCase):
         yield register(daemon, "verify")
         other = yield registerAndLogin(daemon, "other")
         logged = yield login(daemon, "verify")
-        for name, secret in (("verify", logged["Secret"][:-4] + "AAA="),
-                             ("verify", other[1]), ("verify", ""), ("nobody", logged["Secret"]),
-                             ("other", logged["Secret"])):
-            status, body, _ = yield daemon.post("/verifySecret", {"User": name,
-                                                                  "Secret": secret})
+        for name, secret in (
+            ("verify", logged["Secret"][:-4] + "AAA="),
+            ("verify", other[1]),
+            ("verify", ""),
+            ("nobody", logged["Secret"]),
+            ("other", logged["Secret"]),
+        ):
+            status, body, _ = yield daemon.post("/verifySecret", {"User": name, "Secret": secret})
             self.assertEqual((status, list(body)), (401, ["Error"]), (name, secret))
         status, body, _ = yield daemon.post("/verifySecret", {"User": "verify"})
         self.assertEqual((status, list(body)), (400, ["Error"]))
@@ -668,12 +768,14 @@ class SecretTests(TestCase):
         daemon = fastDaemon(self)
         userId, secret = yield registerAndLogin(daemon, "leaver")
         status, body, _ = yield daemon.post(
-            "/logout", None, headers=signedHeaders(userId, secret, "/logout"))
+            "/logout", None, headers=signedHeaders(userId, secret, "/logout")
+        )
         self.assertEqual((status, body), (200, {}))
         status, body, _ = yield authHeaders(daemon, userId, secret, "/anything")
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
         status, body, _ = yield daemon.post(
-            "/logout", None, headers=signedHeaders(userId, secret, "/logout", time.time() - 1))
+            "/logout", None, headers=signedHeaders(userId, secret, "/logout", time.time() - 1)
+        )
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
         status, _, _ = yield daemon.post("/verifySecret", {"User": "leaver", "Secret": secret})
         self.assertEqual(status, 401)
@@ -689,7 +791,8 @@ class SecretTests(TestCase):
         userId, secret = yield registerAndLogin(daemon, "stayer")
         for path in ("/authHeaders", "/logout?x=1", "/logout/", "/Logout"):
             status, body, _ = yield daemon.post(
-                "/logout", None, headers=signedHeaders(userId, secret, path))
+                "/logout", None, headers=signedHeaders(userId, secret, path)
+            )
             self.assertEqual((status, body), (401, NOT_AUTHORIZED), path)
         status, body, _ = yield daemon.post("/logout", None)
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
@@ -702,8 +805,9 @@ class SecretTests(TestCase):
         daemon = fastDaemon(self)
         userId, secret = yield registerAndLogin(daemon, "changer")
         status, body, _ = yield daemon.post(
-            "/changePassword", {"User": "changer", "Password": PASSWORD,
-                                "NewPassword": "brand new password"})
+            "/changePassword",
+            {"User": "changer", "Password": PASSWORD, "NewPassword": "brand new password"},
+        )
         self.assertEqual((status, body), (200, {}))
         status, body, _ = yield authHeaders(daemon, userId, secret)
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
@@ -749,17 +853,19 @@ class AuthHeadersTests(TestCase):
     @inlineCallbacks
     def test_validHeadersPass(self):
         """Backends checking a user's valid request get a yes and the user's id."""
-        status, body, _ = yield self.check(
-            signedHeaders(self.userId, self.secret, "/authHeaders"))
+        status, body, _ = yield self.check(signedHeaders(self.userId, self.secret, "/authHeaders"))
         self.assertEqual((status, body), (200, {"UserID": self.userId}))
 
     def test_workedExampleFromTheSpecSigns(self):
         """Clients following the documented example compute the HMAC the daemon expects."""
-        secret = ("3ar+0wLwgiltTXNZ/eprJ2NaWE7y5k+0r9ThN4+im8RHWH8ksB1xw4554hOTNF8H9rguMBfUaN"
-                  "RWztNQb+nz7A==")
+        secret = (
+            "3ar+0wLwgiltTXNZ/eprJ2NaWE7y5k+0r9ThN4+im8RHWH8ksB1xw4554hOTNF8H9rguMBfUaN"
+            "RWztNQb+nz7A=="
+        )
         headers = signedHeaders(1, secret, "/logout", 1472276742)
-        self.assertEqual(headers["HMAC"],
-                         "69aee4c4d9749a6e27c583af898840927975ea861b9d74dc54ef2e3cde14b7c4")
+        self.assertEqual(
+            headers["HMAC"], "69aee4c4d9749a6e27c583af898840927975ea861b9d74dc54ef2e3cde14b7c4"
+        )
 
     @inlineCallbacks
     def test_pathOfAnotherServiceIsAccepted(self):
@@ -796,11 +902,13 @@ class AuthHeadersTests(TestCase):
         now = time.time()
         for offset in (-11, 11, -3600, 3600, -now):
             status, body, _ = yield self.check(
-                signedHeaders(self.userId, self.secret, "/time", now + offset))
+                signedHeaders(self.userId, self.secret, "/time", now + offset)
+            )
             self.assertEqual((status, body), (401, NOT_AUTHORIZED), offset)
         for offset in (-5, 5):
             status, _, _ = yield self.check(
-                signedHeaders(self.userId, self.secret, f"/time/{offset}", now + offset))
+                signedHeaders(self.userId, self.secret, f"/time/{offset}", now + offset)
+            )
             self.assertEqual(status, 200, offset)
 
     @inlineCallbacks
@@ -811,8 +919,9 @@ class AuthHeadersTests(TestCase):
         self.assertEqual(status, 200)
         status, body, _ = yield self.check(headers)
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
-        based = signedHeaders(self.userId, self.secret, "/once", float(headers["Time-Sent"]),
-                              encoding="base64")
+        based = signedHeaders(
+            self.userId, self.secret, "/once", float(headers["Time-Sent"]), encoding="base64"
+        )
         status, body, _ = yield self.check(based)
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
 
@@ -825,12 +934,18 @@ class AuthHeadersTests(TestCase):
         forged = signedHeaders(self.userId, "not" + self.secret, "/wrong")
         rawKey = signedHeaders(self.userId, "x", "/wrong")
         # Keyed with the decoded secret bytes instead of its base64 text.
-        rawKey["HMAC"] = hmac.new(base64.b64decode(self.secret),
-                                  f"{headers['Time-Sent']}:/wrong".encode(),
-                                  hashlib.sha256).hexdigest()
+        rawKey["HMAC"] = hmac.new(
+            base64.b64decode(self.secret), f"{headers['Time-Sent']}:/wrong".encode(), hashlib.sha256
+        ).hexdigest()
         short = {**headers, "HMAC": headers["HMAC"][:32]}
-        for attempt in (wrong, forged, rawKey, short, {**headers, "HMAC": ""},
-                        {**headers, "HMAC": "zz" * 32}):
+        for attempt in (
+            wrong,
+            forged,
+            rawKey,
+            short,
+            {**headers, "HMAC": ""},
+            {**headers, "HMAC": "zz" * 32},
+        ):
             status, body, _ = yield self.check(attempt)
             self.assertEqual((status, body), (401, NOT_AUTHORIZED), attempt["HMAC"])
         status, _, _ = yield self.check(headers)
@@ -841,8 +956,7 @@ class AuthHeadersTests(TestCase):
         """Nobody can sign requests as a user id that is not theirs."""
         otherId, _ = yield registerAndLogin(self.daemon, "victim")
         for userId in (otherId, self.userId + 1000, 0, -1, "abc", "", 2**64):
-            status, body, _ = yield self.check(
-                signedHeaders(userId, self.secret, f"/as/{userId}"))
+            status, body, _ = yield self.check(signedHeaders(userId, self.secret, f"/as/{userId}"))
             self.assertEqual((status, body), (401, NOT_AUTHORIZED), userId)
 
     @inlineCallbacks
@@ -856,8 +970,7 @@ class AuthHeadersTests(TestCase):
             self.assertEqual((status, body), (401, NOT_AUTHORIZED), header)
         status, body, _ = yield self.check(None)
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
-        status, _, _ = yield self.check(signedHeaders(self.userId, self.secret, "/missing/0",
-                                                      now))
+        status, _, _ = yield self.check(signedHeaders(self.userId, self.secret, "/missing/0", now))
         self.assertEqual(status, 200)
 
     @inlineCallbacks
@@ -867,10 +980,16 @@ class AuthHeadersTests(TestCase):
         carol = yield register(self.daemon, "Carol")
         path = "/users/getID?username=signer&usernames=bob,carol,nobody"
         status, body, _ = yield self.daemon.request(
-            "GET", path, headers=signedHeaders(self.userId, self.secret, path))
+            "GET", path, headers=signedHeaders(self.userId, self.secret, path)
+        )
         self.assertEqual(status, 200, body)
-        self.assertEqual(body, {"UserIDs": {"signer": self.userId, "bob": bob, "carol": carol},
-                                "Errors": {"nobody": "User not found"}})
+        self.assertEqual(
+            body,
+            {
+                "UserIDs": {"signer": self.userId, "bob": bob, "carol": carol},
+                "Errors": {"nobody": "User not found"},
+            },
+        )
 
     @inlineCallbacks
     def test_getIdNeedsItsOwnPathWithQuery(self):
@@ -878,7 +997,8 @@ class AuthHeadersTests(TestCase):
         base = "/users/getID?username=signer"
         for signedPath in ("/users/getID", "/authHeaders", base + "&usernames=x"):
             status, body, _ = yield self.daemon.request(
-                "GET", base, headers=signedHeaders(self.userId, self.secret, signedPath))
+                "GET", base, headers=signedHeaders(self.userId, self.secret, signedPath)
+            )
             self.assertEqual((status, body), (401, NOT_AUTHORIZED), signedPath)
         status, body, _ = yield self.daemon.request("GET", base)
         self.assertEqual((status, body), (401, NOT_AUTHORIZED))
@@ -897,8 +1017,10 @@ class WebSocketDuringLoginsTests(TestCase):
             events.append("login")
             return result
 
-        logins = [daemon.post("/login", {"User": "burst", "Password": PASSWORD})
-                  .addCallback(answered) for _ in range(16)]
+        logins = [
+            daemon.post("/login", {"User": "burst", "Password": PASSWORD}).addCallback(answered)
+            for _ in range(16)
+        ]
         # Once one has answered, the rest are surely queued behind bcrypt.
         while not events:
             client.sendText("PING")
@@ -938,17 +1060,24 @@ class RoutingTests(TestCase):
         """Mistyped account URLs get a JSON 404 in the accounts' error shape."""
         daemon = fastDaemon(self)
         userId = yield register(daemon, "router")
-        for method, path in (("GET", "/users/abc"), ("GET", f"/users/{userId}/nope"),
-                             ("GET", f"/users/{userId}"), ("POST", "/users/abc"),
-                             ("GET", "/users/-1/registered"), ("GET", "/users/1x/registered"),
-                             ("GET", f"/users/{userId}/registered/extra"),
-                             ("GET", "/users/99999999999999999999/registered"),
-                             ("POST", "/login/extra"), ("POST", "/authHeaders/x")):
+        for method, path in (
+            ("GET", "/users/abc"),
+            ("GET", f"/users/{userId}/nope"),
+            ("GET", f"/users/{userId}"),
+            ("POST", "/users/abc"),
+            ("GET", "/users/-1/registered"),
+            ("GET", "/users/1x/registered"),
+            ("GET", f"/users/{userId}/registered/extra"),
+            ("GET", "/users/99999999999999999999/registered"),
+            ("POST", "/login/extra"),
+            ("POST", "/authHeaders/x"),
+        ):
             status, body, response = yield daemon.request(method, path)
             self.assertEqual(status, 404, path)
             self.assertEqual(list(body), ["Error"], path)
-            self.assertEqual(response.headers.getRawHeaders(b"content-type"),
-                             [b"application/json"], path)
+            self.assertEqual(
+                response.headers.getRawHeaders(b"content-type"), [b"application/json"], path
+            )
 
     @inlineCallbacks
     def test_wrongMethodsAreJsonMethodNotAllowed(self):
@@ -956,10 +1085,15 @@ class RoutingTests(TestCase):
         daemon = fastDaemon(self)
         userId = yield register(daemon, "router")
         for method, path, allowed in (
-            ("GET", "/login", b"POST"), ("GET", "/users", b"POST"), ("DELETE", "/users", b"POST"),
-            ("PUT", "/logout", b"POST"), ("GET", "/verifySecret", b"POST"),
-            ("GET", "/changePassword", b"POST"), ("GET", "/authHeaders", b"POST"),
-            ("POST", "/users/getID", b"GET, HEAD"), ("POST", f"/users/{userId}/registered", b"GET, HEAD"),
+            ("GET", "/login", b"POST"),
+            ("GET", "/users", b"POST"),
+            ("DELETE", "/users", b"POST"),
+            ("PUT", "/logout", b"POST"),
+            ("GET", "/verifySecret", b"POST"),
+            ("GET", "/changePassword", b"POST"),
+            ("GET", "/authHeaders", b"POST"),
+            ("POST", "/users/getID", b"GET, HEAD"),
+            ("POST", f"/users/{userId}/registered", b"GET, HEAD"),
             ("POST", f"/users/{userId}/register", b"GET, HEAD"),
         ):
             status, body, response = yield daemon.request(method, path)
