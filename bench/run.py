@@ -42,8 +42,9 @@ def percentile(values: list[float], p: float) -> float:
 class Daemon:
     def __init__(self, workdir: str, *arguments: str) -> None:
         env = dict(os.environ, **{f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET})
+        logger = ["--logger", os.environ["BENCH_LOGGER"]] if os.environ.get("BENCH_LOGGER") else []
         self.process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "socktopus",
+            [TWISTD, "-n", "--pidfile=", *logger, "socktopus",
              "--listen", "tcp:0:interface=127.0.0.1:backlog=4096",
              "--database", f"sqlite:{workdir}/bench.sqlite3", "--idle-timeout", "120",
              *arguments],

@@ -1,0 +1,113 @@
+"""
+The log observers offered for twistd's --logger.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from twisted.logger import Logger, LogLevel
+from twisted.trial.unittest import SynchronousTestCase
+
+from socktopus_tw import logs
+from socktopus_tw.logs import BatchingTextObserver
+
+
+class FakeReactor:
+    """
+    Just what the observer asks of a reactor: whether it runs, and a queue
+    of calls scheduled from any thread.
+    """
+
+    def __init__(self, running: bool) -> None:
+        self.running = running
+        self.calls = []
+
+        self.triggers = []
+
+    def callFromThread(self, f, *args):
+        self.calls.append((f, args))
+
+    def addSystemEventTrigger(self, phase, event, f):
+        self.triggers.append((phase, event, f))
+
+    def runCalls(self):
+        calls, self.calls = self.calls, []
+        for f, args in calls:
+            f(*args)
+
+
+def event(text: str, when: float = 1700000000.5, **fields) -> dict:
+    return {"log_format": text, "log_time": when, "log_level": LogLevel.info,
+            "log_namespace": "socktopus_tw.test", **fields}
+
+
+class BatchingTextObserverTests(SynchronousTestCase):
+    def test_linesMatchTwistdsFormat(self):
+        """
+        Switching to the cheaper observer changes nothing in what operators read.
+        """
+        out = io.StringIO()
+        observer = BatchingTextObserver(out, FakeReactor(running=False))
+        observer(event("Connected {app}/{connectionId}", app="demo", connectionId="c1"))
+        self.assertRegex(out.getvalue(),
+                         r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[socktopus_tw\.test#info\] "
+                         r"Connected demo/c1\n$")
+
+    def test_linesWaitForTheEndOfTheReactorTurn(self):
+        """
+        While the reactor runs, many lines leave in one write, in order.
+        """
+        out = io.StringIO()
+        reactor = FakeReactor(running=True)
+        observer = BatchingTextObserver(out, reactor)
+        for n in range(3):
+            observer(event(f"line {n}"))
+        self.assertEqual(out.getvalue(), "")
+        self.assertEqual(len(reactor.calls), 1)  # one flush scheduled, not three
+        reactor.runCalls()
+        self.assertEqual([line.split("] ")[1] for line in out.getvalue().splitlines()],
+                         ["line 0", "line 1", "line 2"])
+        observer(event("line 3"))
+        self.assertEqual(len(reactor.calls), 1)
+        # Whatever is queued when the reactor stops is written then.
+        [(phase, name, flush)] = reactor.triggers
+        self.assertEqual((phase, name), ("after", "shutdown"))
+        flush()
+        self.assertTrue(out.getvalue().endswith("line 3\n"))
+
+    def test_timestampFollowsTheClock(self):
+        """
+        The cached timestamp changes with the second, so log times stay right.
+        """
+        out = io.StringIO()
+        observer = BatchingTextObserver(out, FakeReactor(running=False))
+        observer(event("a", when=1700000000.1))
+        observer(event("b", when=1700000000.9))
+        observer(event("c", when=1700000001.0))
+        stamps = [line.split(" ")[0] for line in out.getvalue().splitlines()]
+        self.assertEqual(stamps[0], stamps[1])
+        self.assertNotEqual(stamps[1], stamps[2])
+
+    def test_loggerEventsReachIt(self):
+        """
+        Events from twisted.logger Loggers are written like any other.
+        """
+        out = io.StringIO()
+        observer = BatchingTextObserver(out, FakeReactor(running=False))
+        Logger(namespace="socktopus_tw.relay", observer=observer).info("Sent {n} messages", n=3)
+        self.assertIn("[socktopus_tw.relay#info] Sent 3 messages", out.getvalue())
+
+
+class JsonObserverTests(SynchronousTestCase):
+    def test_oneObjectPerLine(self):
+        """
+        Log shippers get one JSON object per line with the event's fields.
+        """
+        out = io.StringIO()
+        self.patch(logs.sys, "stdout", out)
+        Logger(namespace="socktopus_tw.relay", observer=logs.json()).info(
+            "Connected {app}/{connectionId}", app="demo", connectionId="c1")
+        record = json.loads(out.getvalue().strip("\x1e\n"))
+        self.assertEqual((record["app"], record["connectionId"]), ("demo", "c1"))
