@@ -22,6 +22,7 @@ from typing import Any
 from twisted.internet import tcp
 
 _checked: dict[type, bool] = {}
+_SHORT_HEADS = [bytes((0x81, length)) for length in range(126)]
 
 
 def canWriteNow(transport: Any) -> bool:
@@ -77,7 +78,7 @@ def textFrame(payload: bytes) -> bytes:
     """
     length = len(payload)
     if length < 126:
-        return bytes((0x81, length)) + payload
+        return _SHORT_HEADS[length] + payload
     if length < 65536:
         return b"\x81\x7e" + length.to_bytes(2, "big") + payload
     return b"\x81\x7f" + length.to_bytes(8, "big") + payload

@@ -31,7 +31,6 @@ log = Logger()
 
 _SEND_FIELDS = {"secretName", "secret", "messages"}
 _KICK_FIELDS = {"secretName", "secret", "connections"}
-_MESSAGE_FIELDS = {"recipient", "content"}
 
 
 def decodeRequest(body: bytes, fields: set[str]) -> dict[str, Any]:
@@ -72,22 +71,25 @@ def checkText(*strings: str) -> None:
 
 def framePayloads(messages: list[Any]) -> list[bytes]:
     """
-    Check every message before any is delivered, and build its frame.
+    Check every message before any is delivered, and build its payload.
     """
     payloads = []
-    for message in messages:
-        if (
-            type(message) is not dict
-            or message.keys() != _MESSAGE_FIELDS
-            or type(message["recipient"]) is not str
-            or type(message["content"]) is not str
-        ):
-            raise MalformedRequest()
-        try:
-            payloads.append(("DATA:" + message["content"]).encode("utf-8"))
-            message["recipient"].encode("utf-8")
-        except UnicodeEncodeError:
-            raise MalformedRequest() from None
+    append = payloads.append
+    try:
+        for message in messages:
+            # Exactly two keys, both present: the same as keys() == the two
+            # field names, without building a set per message.
+            if type(message) is not dict or len(message) != 2:
+                raise MalformedRequest()
+            recipient, content = message.get("recipient"), message.get("content")
+            if type(recipient) is not str or type(content) is not str:
+                raise MalformedRequest()
+            append(("DATA:" + content).encode("utf-8"))
+            if not recipient.isascii():
+                recipient.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate escaped in the JSON ("\\ud800") is not text.
+        raise MalformedRequest() from None
     return payloads
 
 
