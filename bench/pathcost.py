@@ -1,0 +1,91 @@
+"""
+The cost of the Python part of /send, without the kernel or twisted.web:
+decode a 100-message request, deliver it to 1,000 registered connections
+whose transports drop what they are given, encode the answer.
+
+    .venv/bin/python bench/pathcost.py               # microseconds per message
+    .venv/bin/python bench/pathcost.py --callgrind   # instructions per message
+
+Timings on a shared 2-core VM vary by a third from run to run; valgrind's
+instruction count (Debian's valgrind) does not, so use --callgrind to judge
+a change to the hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+REQUESTS = int(os.environ.get("PATHCOST_REQUESTS", "3000"))
+BATCH = 100
+
+
+def build():
+    from autobahn.websocket.protocol import WebSocketProtocol
+    from twisted.internet import task
+    from twisted.internet.testing import StringTransport
+
+    from socktopus_tw.apps import Apps
+    from socktopus_tw.metrics import Metrics
+    from socktopus_tw.relay.api import SendResource, decodeRequest
+    from socktopus_tw.relay.registry import Registry
+    from socktopus_tw.relay.websocket import RelayFactory
+
+    class Sink(StringTransport):
+        def write(self, data: bytes) -> None:
+            pass
+
+    clock = task.Clock()
+    metrics = Metrics()
+    registry = Registry(clock, metrics=metrics)
+    factory = RelayFactory(registry)
+    for n in range(1000):
+        protocol = factory.buildProtocol(None)
+        protocol.app, protocol.connectionId = "bench", f"r{n}"
+        protocol.transport = Sink()
+        protocol.state = WebSocketProtocol.STATE_OPEN
+        registry._apps.setdefault("bench", {})[protocol.connectionId] = protocol
+    send = SendResource(Apps({"bench": "secret"}), registry, None, clock, metrics=metrics)
+    body = json.dumps({"secretName": "bench", "secret": "secret", "messages": [
+        {"recipient": f"r{n % 1000}", "content": f"{n:019d};" + "x" * 44} for n in range(BATCH)
+    ]}).encode()
+
+    def one() -> bytes:
+        return json.dumps(send.handle(decodeRequest(body, send.fields), False)).encode()
+
+    return one
+
+
+def callgrind() -> None:
+    counts = []
+    for requests in (0, 100):
+        output = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             __file__], env=dict(os.environ, PATHCOST_REQUESTS=str(requests)),
+            capture_output=True, text=True, check=True).stderr
+        counts.append(int(re.search(r"Collected : (\d+)", output).group(1)))
+    print(f"{(counts[1] - counts[0]) // (100 * BATCH)} instructions per message")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--callgrind", action="store_true")
+    if parser.parse_args().callgrind:
+        callgrind()
+        return
+    one = build()
+    started = time.process_time()
+    for _ in range(REQUESTS):
+        one()
+    if REQUESTS:
+        elapsed = time.process_time() - started
+        print(f"{elapsed / REQUESTS / BATCH * 1e6:.2f} microseconds per message")
+
+
+if __name__ == "__main__":
+    main()
