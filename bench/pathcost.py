@@ -5,6 +5,8 @@ whose transports drop what they are given, encode the answer.
 
     .venv/bin/python bench/pathcost.py               # microseconds per message
     .venv/bin/python bench/pathcost.py --callgrind   # instructions per message
+    .venv/bin/python bench/pathcost.py --http        # per single-message HTTP request,
+                                                     # twisted.web included (also --callgrind)
 
 Timings on a shared 2-core VM vary by a third from run to run; valgrind's
 instruction count (Debian's valgrind) does not, so use --callgrind to judge
@@ -22,7 +24,8 @@ import sys
 import time
 
 REQUESTS = int(os.environ.get("PATHCOST_REQUESTS", "3000"))
-BATCH = 100
+HTTP = bool(os.environ.get("PATHCOST_HTTP"))
+BATCH = 1 if HTTP else 100
 
 
 def build():
@@ -58,7 +61,32 @@ def build():
     def one() -> bytes:
         return json.dumps(send.handle(decodeRequest(body, send.fields), False)).encode()
 
-    return one
+    if not HTTP:
+        return one
+
+    # The whole request through twisted.web: one message per request, parsed
+    # from bytes by the daemon's own channel, answered into a transport.
+    from twisted.web.resource import Resource
+
+    from socktopus_tw.web import SocktopusSite
+
+    root = Resource()
+    root.putChild(b"send", send)
+    site = SocktopusSite(root)
+    site.reactor = clock
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    single = json.dumps({"secretName": "bench", "secret": "secret",
+                         "messages": [{"recipient": "r1", "content": "x" * 64}]}).encode()
+    request = (b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(single) + single)
+
+    def http() -> None:
+        channel.dataReceived(request)
+        transport.clear()
+
+    return http
 
 
 def callgrind() -> None:
@@ -69,13 +97,19 @@ def callgrind() -> None:
              __file__], env=dict(os.environ, PATHCOST_REQUESTS=str(requests)),
             capture_output=True, text=True, check=True).stderr
         counts.append(int(re.search(r"Collected : (\d+)", output).group(1)))
-    print(f"{(counts[1] - counts[0]) // (100 * BATCH)} instructions per message")
+    unit = "request" if HTTP else "message"
+    print(f"{(counts[1] - counts[0]) // (100 * BATCH)} instructions per {unit}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--callgrind", action="store_true")
-    if parser.parse_args().callgrind:
+    parser.add_argument("--http", action="store_true")
+    options = parser.parse_args()
+    if options.http and not HTTP:
+        os.environ["PATHCOST_HTTP"] = "1"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    if options.callgrind:
         callgrind()
         return
     one = build()
@@ -84,7 +118,8 @@ def main() -> None:
         one()
     if REQUESTS:
         elapsed = time.process_time() - started
-        print(f"{elapsed / REQUESTS / BATCH * 1e6:.2f} microseconds per message")
+        unit = "request" if HTTP else "message"
+        print(f"{elapsed / REQUESTS / BATCH * 1e6:.2f} microseconds per {unit}")
 
 
 if __name__ == "__main__":

@@ -53,10 +53,25 @@ class Metrics:
                                         "Time to answer a REST request, by endpoint.",
                                         ["endpoint"], registry=r)
         self.logins = Counter("socktopus_logins", "Login attempts.", ["result"], registry=r)
+        # prometheus_client's labels() takes a lock and builds a key each
+        # call; the children are looked up once per label value instead.
         self._requestChildren: dict[str, Histogram] = {}
+        self._sendChildren: dict[str, tuple[Counter, Counter]] = {}
         self.databaseErrors = Counter("socktopus_database_errors",
                                       "Database calls that failed because it was unreachable.",
                                       registry=r)
+
+    def sent(self, app: str, delivered: int, failed: int) -> None:
+        """
+        One /send batch: its outcome per message and its size.
+        """
+        children = self._sendChildren.get(app)
+        if children is None:
+            children = self._sendChildren[app] = (self.delivered.labels(app),
+                                                   self.failed.labels(app))
+        children[0].inc(delivered)
+        children[1].inc(failed)
+        self.batchSize.observe(delivered + failed)
 
     def observeRequest(self, endpoint: str, seconds: float) -> None:
         child = self._requestChildren.get(endpoint)

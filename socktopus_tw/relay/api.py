@@ -192,9 +192,7 @@ class SendResource(BackendResource):
         log.info("Sent {succeeded} messages for {app}, {failed} failed",
                  app=app, succeeded=succeeded, failed=failed)
         if self.metrics is not None:
-            self.metrics.delivered.labels(app).inc(succeeded)
-            self.metrics.failed.labels(app).inc(failed)
-            self.metrics.batchSize.observe(succeeded + failed)
+            self.metrics.sent(app, succeeded, failed)
         if big:
             return self.inThread(encodeJson, result)
         return result
