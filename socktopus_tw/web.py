@@ -58,6 +58,7 @@ def writeJson(request: Request, status: int, body: Any) -> None:
     Finish C{request} with a JSON body, unless its client has already gone:
     a late result for a vanished request does nothing.
     """
+    # _disconnected: twisted.web's own flag for a client gone mid-request.
     if request.finished or request._disconnected:
         return
     try:
@@ -88,6 +89,11 @@ def _failed(failure: Failure, request: Request) -> None:
     writeError(request, error)
 
 
+def _succeeded(body: Any, request: Request) -> None:
+    if body is not HANDLED:
+        writeJson(request, 200, body)
+
+
 def respond(request: Request, handler: Callable[[Request], Any]) -> object:
     """
     Run C{handler(request)} and answer with its result as JSON (status 200),
@@ -105,7 +111,7 @@ def respond(request: Request, handler: Callable[[Request], Any]) -> object:
     if result is HANDLED:
         pass
     elif isinstance(result, Deferred):
-        result.addCallbacks(lambda body: writeJson(request, 200, body), _failed,
+        result.addCallbacks(_succeeded, _failed, callbackArgs=(request,),
                             errbackArgs=(request,))
     else:
         writeJson(request, 200, result)
