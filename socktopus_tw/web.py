@@ -74,6 +74,16 @@ def writeJson(request: Request, status: int, body: Any) -> None:
     request.finish()
 
 
+def writeRedirect(request: Request, url: bytes) -> None:
+    """
+    Finish C{request} with a 302 to C{url}, unless its client has gone.
+    """
+    if request.finished or request._disconnected:
+        return
+    request.redirect(url)
+    request.finish()
+
+
 def writeError(request: Request, error: ApiError) -> None:
     if isinstance(error, MethodNotAllowed):
         request.setHeader(b"allow", b", ".join(error.allowed))
@@ -274,6 +284,16 @@ class SocktopusChannel(HTTPChannel):
     _host = _peer = None
     _head: bytes | None = None
     _direct: bool | None = None
+    #: The protocol this connection was handed to (a WebSocket). Bytes that
+    #: came in the same read as the upgrade request, after its head, are its
+    #: first frames: they reach here, not the next request's parser.
+    upgradedTo: Any = None
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self.upgradedTo is not None:
+            self.upgradedTo.dataReceived(data)
+        else:
+            super().rawDataReceived(data)
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         head = [version, b" ", code, b" ", reason, b"\r\n"]

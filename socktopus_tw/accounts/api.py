@@ -25,7 +25,7 @@ from socktopus_tw.errors import (
     NotAuthorized,
     WrongCredentials,
 )
-from socktopus_tw.web import HANDLED, JsonResource, clientAddress, respond
+from socktopus_tw.web import HANDLED, JsonResource, clientAddress, respond, writeRedirect
 
 #: The most names one getID request may ask for.
 MAX_NAMES = 1000
@@ -159,8 +159,7 @@ class Register(AccountsResource):
         codes = request.args.get(b"code") or [b""]
         code = codes[0].decode("ascii", "replace")
         await self.accounts.completeRegistration(self.userId, code)
-        request.redirect(self.accounts.registeredRedirect.encode("utf-8"))
-        request.finish()
+        writeRedirect(request, self.accounts.registeredRedirect.encode("utf-8"))
         return HANDLED
 
 

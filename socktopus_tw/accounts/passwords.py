@@ -14,6 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from socktopus_tw.accounts.rules import MAX_PASSWORD_BYTES
+
 
 class Passwords(Service):
     """
@@ -53,13 +55,16 @@ class Passwords(Service):
         return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(self.rounds))
 
     def _check(self, password: str, hashed: bytes | None) -> bool:
-        if hashed is None:
+        encoded = password.encode("utf-8", "surrogatepass")
+        if hashed is None or len(encoded) > MAX_PASSWORD_BYTES:
+            # An unknown user, or a password no stored one can equal (never
+            # cut: bcrypt would read only its first 72 bytes). Either costs
+            # one full check, so timing tells nothing about the user name.
             if self._dummy is None:
                 self._dummy = self._hash("not anybody's password")
-            bcrypt.checkpw(b"x", self._dummy)
+            bcrypt.checkpw(encoded[:MAX_PASSWORD_BYTES], self._dummy)
             return False
         try:
-            # Never cut: a password longer than bcrypt reads must not match.
-            return bcrypt.checkpw(password.encode("utf-8", "surrogatepass"), hashed)
+            return bcrypt.checkpw(encoded, hashed)
         except ValueError:
             return False

@@ -11,6 +11,7 @@ request does not stall every other connection.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,6 +153,9 @@ class SendResource(BackendResource):
         self.maxMessageSize = maxMessageSize
         self.metrics = metrics
         self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+        # Batches waiting to be delivered, in the order they were accepted;
+        # the first is being delivered a slice per reactor turn.
+        self._queue: deque[tuple[Iterator[None], Deferred[None]]] = deque()
 
     def handle(self, value: dict[str, Any], big: bool) -> object:
         messages = value["messages"]
@@ -159,13 +163,30 @@ class SendResource(BackendResource):
         app = self.authenticate(value)
         result: dict[str, list[Any]] = {"succeeded": [], "failed": []}
         deliveries = self._deliver(app, messages, payloads, result)
-        if len(messages) <= self.inlineBatch:
+        if len(messages) <= self.inlineBatch and not self._queue:
             for _ in deliveries:
                 pass
             return self._answer(app, result, big)
-        d = self.cooperator.cooperate(deliveries).whenDone()
-        d.addCallback(lambda _: self._answer(app, result, big))
-        return d
+        # A big batch, or any batch while one is under way: queued, so frames
+        # still arrive in the order /send accepted their batches.
+        delivered: Deferred[None] = Deferred()
+        self._queue.append((deliveries, delivered))
+        if len(self._queue) == 1:
+            self.cooperator.cooperate(self._drain())
+        delivered.addCallback(lambda _: self._answer(app, result, big))
+        return delivered
+
+    def _drain(self) -> Iterator[None]:
+        while self._queue:
+            deliveries, delivered = self._queue[0]
+            try:
+                yield from deliveries
+            except Exception:
+                self._queue.popleft()
+                delivered.errback()
+                continue
+            self._queue.popleft()
+            delivered.callback(None)
 
     def _deliver(self, app: str, messages: list[Any], payloads: list[bytes],
                  result: dict[str, list[Any]]) -> Iterator[None]:

@@ -266,6 +266,10 @@ class ReceiveResource(JsonResource):
         # The channel paused reading while it served this request.
         transport.resumeProducing()
 
+        # Anything the client sent after the upgrade request, in the same
+        # read, is still in the HTTP parser's hands: it forwards it to us.
+        channel.upgradedTo = protocol
+
         # Autobahn parses the handshake itself: give it the request's bytes.
         head = [request.method + b" " + request.uri + b" HTTP/1.1"]
         for name, values in request.requestHeaders.getAllRawHeaders():
