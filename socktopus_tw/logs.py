@@ -61,17 +61,18 @@ class BatchingTextObserver:
         self._reactor = reactor
         self._lines: list[str] = []
         self._lock = threading.Lock()
-        self._second = -1
-        self._stamp = ""
+        self._cached: tuple[int, str] = (-1, "")
         self._hooked = False
 
     def _time(self, when: float | None) -> str:
         if when is None:
             return "-"
         second = int(when)
-        if second != self._second:
-            self._second, self._stamp = second, formatTime(second)
-        return self._stamp
+        # One tuple, read and replaced whole: events come from several threads.
+        cached = self._cached
+        if cached[0] != second:
+            cached = self._cached = (second, formatTime(second))
+        return cached[1]
 
     def __call__(self, event: LogEvent) -> None:
         text = formatEventAsClassicLogText(event, formatTime=self._time)
