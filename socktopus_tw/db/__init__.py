@@ -205,21 +205,27 @@ class Database:
         # A pooled connection the server closed (wait_timeout, a restart, a
         # proxy) fails on first use, and adbapi only replaces it afterwards.
         # Every pooled connection may be dead, so try once more than there
-        # are: a lost connection fails before the statement runs, so the
-        # retried work was not done.
-        for _ in range(self.pool.max):
+        # are. Only a failure before the work began is retried: on MySQL each
+        # interaction first asks "SELECT 1", so a write that may have reached
+        # the server (lost during its COMMIT, say) is never done twice.
+        for attempt in range(self.pool.max + 1):
+            started: list[bool] = []
             try:
-                return await self.pool.runInteraction(self._interaction, f, arguments)
+                return await self.pool.runInteraction(self._interaction, f, arguments,
+                                                      started)
             except Exception as e:
-                if not self._lostConnection(e):
+                last = attempt == self.pool.max
+                if started or last or not self._lostConnection(e):
                     raise self._translate(e, f) from None
-        try:
-            return await self.pool.runInteraction(self._interaction, f, arguments)
-        except Exception as e:
-            raise self._translate(e, f) from None
+        raise AssertionError("unreachable")
 
-    def _interaction(self, transaction: Any, f: Callable[..., T], arguments: tuple) -> T:
-        return f(_Cursor(transaction, self._format), *arguments)
+    def _interaction(self, transaction: Any, f: Callable[..., T], arguments: tuple,
+                     started: list[bool]) -> T:
+        cursor = _Cursor(transaction, self._format)
+        if self._format:
+            _selectOne(cursor)
+        started.append(True)
+        return f(cursor, *arguments)
 
     def _lostConnection(self, error: Exception) -> bool:
         if isinstance(error, adbapi.ConnectionLost):
