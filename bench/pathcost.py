@@ -94,7 +94,7 @@ def callgrind() -> None:
     for requests in (0, 100):
         output = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-             __file__], env=dict(os.environ, PATHCOST_REQUESTS=str(requests)),
+             __file__], env=dict(os.environ, PATHCOST_REQUESTS=str(requests), PYTHONHASHSEED="0"),
             capture_output=True, text=True, check=True).stderr
         counts.append(int(re.search(r"Collected : (\d+)", output).group(1)))
     unit = "request" if HTTP else "message"
