@@ -24,7 +24,6 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, datetimeToString, unquote
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
-from twisted.web.server import version as SERVER
 
 from socktopus_tw.errors import (
     ApiError,
@@ -244,10 +243,10 @@ class LimitedRequest(Request):
         site = self.site = self.channel.site
         site.inflight.add(self)
         site.channels.add(self.channel)
-        # What twisted.web.server.Request.process does, less two costs paid
-        # on every request there: the Date header is formatted once a second,
-        # and no resource here has an encoder (gzip) to look up.
-        self.setHeader(b"server", SERVER)
+        # What twisted.web.server.Request.process does, less what is paid on
+        # every request there: the Date header is formatted once a second, no
+        # resource here has an encoder (gzip) to look up, and no Server header
+        # announces the Twisted version to the internet.
         self.setHeader(b"date", site.httpDate())
         self.prepath = []
         self.postpath = list(map(unquote, self.path[1:].split(b"/")))
