@@ -37,6 +37,7 @@ import os
 import pwd
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -243,13 +244,11 @@ class MariaDB:
                     f"mariadbd did not stop within {STOP_TIMEOUT:.0f} s and was killed"
                     + self._logTail()
                 ) from None
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while self.port and _portOpen(self.port):
-            if time.monotonic() > deadline:
-                raise MariaDBError(
-                    f"port {self.port} is still open after mariadbd exited" + self._logTail()
-                )
-            time.sleep(0.05)
+        # The kernel closes a process's listening sockets when it exits.
+        if self.port and _portOpen(self.port):
+            raise MariaDBError(
+                f"port {self.port} is still open after mariadbd exited" + self._logTail()
+            )
 
     def destroy(self) -> None:
         """
@@ -386,46 +385,56 @@ class MariaDB:
             *SERVER_OPTIONS,
         ]
         inMainThread = threading.current_thread() is threading.main_thread()
-        with open(self.logPath, "ab") as log:
+        notifyPath = os.path.join(self.directory, "notify.sock")
+        if os.path.exists(notifyPath):
+            os.remove(notifyPath)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notifyPath)
+        with notify, open(self.logPath, "ab") as log:
             log.write(f"\n$ {' '.join(command)}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.directory, start_new_session=True,
+                env=dict(os.environ, NOTIFY_SOCKET=notifyPath),
                 # The parent-death signal follows the thread that forked:
                 # only ask for it from the main thread, which lives as long
                 # as the process.
                 preexec_fn=_dieWithParent if inMainThread else None,
             )
-        try:
-            self._waitUntilReady(rootUser)
-        except BaseException:
-            self._killProcess()
-            raise
+            try:
+                self._waitUntilReady(rootUser, notify)
+            except BaseException:
+                self._killProcess()
+                raise
 
-    def _waitUntilReady(self, rootUser: bool) -> None:
+    def _waitUntilReady(self, rootUser: bool, notify: socket.socket) -> None:
+        """
+        Wait for mariadbd's own word that it is ready: like under systemd's
+        Type=notify, it sends READY=1 to the datagram socket in NOTIFY_SOCKET.
+        The select() wakes at once for it; its timeout only bounds how late a
+        crashed server is noticed.
+        """
         deadline = time.monotonic() + READY_TIMEOUT
-        lastError: Exception | None = None
+        assert self.process is not None
         while True:
-            assert self.process is not None
             code = self.process.poll()
             if code is not None:
                 raise MariaDBError(
                     f"mariadbd exited with code {code} while starting" + self._logTail()
                 )
-            try:
-                connection = self._connectAsRoot() if rootUser else self.connect()
-            except pymysql.MySQLError as e:
-                lastError = e
-            else:
-                connection.close()
-                return
-            if time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise MariaDBError(
-                    f"mariadbd did not accept connections on {self.socketPath} within "
-                    f"{READY_TIMEOUT:.0f} s (last error: {lastError})" + self._logTail()
+                    f"mariadbd did not say it was ready within {READY_TIMEOUT:.0f} s"
+                    + self._logTail()
                 )
-            time.sleep(0.05)
+            readable, _, _ = select.select([notify], [], [], min(remaining, 1.0))
+            if readable and b"READY=1" in notify.recv(4096):
+                break
+        # Ready by its own account; one connection proves the credentials.
+        connection = self._connectAsRoot() if rootUser else self.connect()
+        connection.close()
 
     def _connectAsRoot(self) -> pymysql.connections.Connection:
         return pymysql.connect(
