@@ -32,7 +32,7 @@ from socktopus_tw.errors import (
     NotFound,
     RequestTooLarge,
 )
-from socktopus_tw.writing import canWriteNow, writeNow
+from socktopus_tw.writing import writerFor
 
 if TYPE_CHECKING:
     from socktopus_tw.metrics import Metrics
@@ -276,13 +276,13 @@ class SocktopusChannel(HTTPChannel):
     them for every request, and each getHost() is a getsockname() call.
 
     A response's head is held until its first body bytes, and both leave in
-    one direct write when nothing is queued (see L{writeNow}): the buffered
+    one direct write when nothing is queued (see L{writerFor}): the buffered
     path costs an epoll registration and a reactor pass per response.
     """
 
     _host = _peer = None
     _head: bytes | None = None
-    _direct: bool | None = None
+    _write: Callable[[bytes], None] | None = None
     #: The protocol this connection was handed to (a WebSocket). Bytes that
     #: came in the same read as the upgrade request, after its head, are its
     #: first frames: they reach here, not the next request's parser.
@@ -305,12 +305,9 @@ class SocktopusChannel(HTTPChannel):
     def write(self, data: bytes) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
-        if self._direct is None:
-            self._direct = canWriteNow(self.transport)
-        if self._direct:
-            writeNow(self.transport, data)
-        else:
-            self.transport.write(data)
+        if self._write is None:
+            self._write = writerFor(self.transport)
+        self._write(data)
 
     def writeSequence(self, iovec: list[bytes]) -> None:
         self.write(b"".join(iovec))
@@ -397,10 +394,10 @@ class SocktopusSite(Site):
         deadline = self.reactor.seconds() + timeout
         await self.whenIdle(timeout)
         # WebSocket connections are not HTTP any more: their channel has no transport.
-        open = [c.transport for c in self.channels if c.transport is not None]
-        for transport in open:
+        transports = [c.transport for c in self.channels if c.transport is not None]
+        for transport in transports:
             transport.loseConnection()
-        while any(t.connected for t in open) and self.reactor.seconds() < deadline:
+        while any(t.connected for t in transports) and self.reactor.seconds() < deadline:
             await deferLater(self.reactor, 0.05, lambda: None)
 
     def log(self, request: Request) -> None:

@@ -17,6 +17,8 @@ never written to directly: their bytes must go through OpenSSL.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet import tcp
@@ -69,6 +71,16 @@ def writeNow(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+def writerFor(transport: Any) -> Callable[[bytes], None]:
+    """
+    The cheapest correct way to write to C{transport}, decided once per
+    connection: L{writeNow} where L{canWriteNow} allows, else its own write.
+    """
+    if canWriteNow(transport):
+        return partial(writeNow, transport)
+    return transport.write
 
 
 def textFrame(payload: bytes) -> bytes:

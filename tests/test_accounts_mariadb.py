@@ -9,10 +9,6 @@ Without MariaDB these tests fail, they never skip.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import socket
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -23,32 +19,13 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from tests.accounts_support import closedPort, signedHeaders
 from tests.mariadb import server
 from tests.support import Daemon
 from tests.test_accounts_store import closeConnectionsTo
 from tests.test_process import TWISTD, run
 
 PASSWORD = "correct horse battery"
-
-
-def authHeaders(userId: int, secret: str, path: str) -> dict[str, str]:
-    """
-    SPEC 4.1 Auth Headers, computed here: hex HMAC-SHA256 of
-    C{"<Time-Sent>:<Path>"} keyed with the secret's base64 text.
-    """
-    timeSent = str(int(time.time()))
-    mac = hmac.new(secret.encode("ascii"), f"{timeSent}:{path}".encode(), hashlib.sha256)
-    return {"UserID": str(userId), "Path": path, "Time-Sent": timeSent,
-            "HMAC": mac.hexdigest()}
-
-
-def closedPort() -> int:
-    """
-    A port of 127.0.0.1 that nobody listens on (it was free a moment ago).
-    """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class MariaDBDaemonTests(TestCase):
@@ -94,7 +71,7 @@ class MariaDBDaemonTests(TestCase):
         """
         Another backend asking the daemon whether a user's request is genuine.
         """
-        return daemon.post("/authHeaders", b"", headers=authHeaders(userId, secret, path))
+        return daemon.post("/authHeaders", b"", headers=signedHeaders(userId, secret, path))
 
     @inlineCallbacks
     def retry(self, attempt: Any, done: Any, tries: int = 50):
@@ -125,7 +102,7 @@ class MariaDBDaemonTests(TestCase):
         self.assertEqual((status, body), (200, {"UserID": userId}))
         path = f"/users/{userId}/registered"
         status, body, _ = yield daemon.request(
-            "GET", path, headers=authHeaders(userId, answer["Secret"], path))
+            "GET", path, headers=signedHeaders(userId, answer["Secret"], path))
         self.assertEqual((status, body), (200, {"Registered": True}))
         status, body, _ = yield self.checkHeaders(daemon, userId, "A" * 88, "/backend/x")
         self.assertEqual((status, body), (401, {"Error": "Not Authorized Request"}))
@@ -141,7 +118,7 @@ class MariaDBDaemonTests(TestCase):
         answer = yield self.login(daemon, "alice")
         path = "/users/getID?username=ALICE&usernames=bob,nobody"
         status, body, _ = yield daemon.request(
-            "GET", path, headers=authHeaders(aliceId, answer["Secret"], path))
+            "GET", path, headers=signedHeaders(aliceId, answer["Secret"], path))
         self.assertEqual((status, body), (200, {"UserIDs": {"ALICE": aliceId, "bob": bobId},
                                                 "Errors": {"nobody": "User not found"}}))
 

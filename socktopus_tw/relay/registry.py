@@ -187,8 +187,7 @@ class Registry(Service):
         Hand one frame to a connection; C{False} when it is not connected or
         cannot take it.
         """
-        connection = self._apps.get(app, {}).get(connectionId)
-        return connection is not None and connection.deliver(payload)
+        return self.deliverBatch(app, [connectionId], [payload])[0]
 
     def deliverBatch(self, app: str, recipients: list[str],
                      payloads: list[bytes | None]) -> list[bool]:

@@ -19,7 +19,7 @@ from socktopus_tw.errors import RelayError
 from socktopus_tw.relay.registry import IRelayConnection, Registry
 from socktopus_tw.relay.tokens import ExpiredToken, MalformedToken, parseToken
 from socktopus_tw.web import HANDLED, JsonResource
-from socktopus_tw.writing import canWriteNow, textFrame, writeNow
+from socktopus_tw.writing import textFrame, writerFor
 
 log = Logger()
 
@@ -94,7 +94,6 @@ class RelayProtocol(WebSocketServerProtocol):
     _paused = False
     _queuedWhilePaused = 0
     _registered = False
-    _direct = False
 
     # -- IRelayConnection ------------------------------------------------
 
@@ -114,10 +113,7 @@ class RelayProtocol(WebSocketServerProtocol):
                 return False
         # Framed and written here rather than by Autobahn's sendMessage: the
         # hot path of /send, one text frame per message, sent at once.
-        if self._direct:
-            writeNow(self.transport, textFrame(payload))
-        else:
-            self.transport.write(textFrame(payload))
+        self._write(textFrame(payload))
         return True
 
     def keepalive(self) -> None:
@@ -130,6 +126,10 @@ class RelayProtocol(WebSocketServerProtocol):
             self.sendClose(1000)
         else:
             self.dropConnection(abort=True)
+
+    def _write(self, data: bytes) -> None:
+        # Until onOpen picks the writer for this transport (see writerFor).
+        self.transport.write(data)
 
     # -- IPushProducer, for the transport --------------------------------
 
@@ -146,7 +146,7 @@ class RelayProtocol(WebSocketServerProtocol):
     # -- Autobahn callbacks ----------------------------------------------
 
     def onOpen(self) -> None:
-        self._direct = canWriteNow(self.transport)
+        self._write = writerFor(self.transport)
         self.transport.registerProducer(self, True)
         self._registered = True
         self.factory.registry.register(self)
