@@ -60,10 +60,16 @@ class Daemon:
         self.log = tempfile.TemporaryFile()
         self.drain = subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=self.log)
 
-    def cpu(self) -> float:
+    def times(self) -> tuple[float, float]:
+        """
+        The daemon's user and system CPU seconds so far.
+        """
         with open(f"/proc/{self.process.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+    def cpu(self) -> float:
+        return sum(self.times())
 
     def rss(self) -> int:
         with open(f"/proc/{self.process.pid}/statm") as f:
@@ -109,11 +115,12 @@ def relay(daemon: Daemon, name: str, batch: int, size: int, seconds: float) -> d
     """
     listening = receivers(daemon.port, 1000, 2)
     time.sleep(0.5)  # let connection set-up settle out of the measured window
-    cpu0, wall0 = daemon.cpu(), time.monotonic()
+    (user0, system0), wall0 = daemon.times(), time.monotonic()
     sender = start("send", daemon.port, 4, 1000, batch, size, seconds)
     sent = result(sender)
     time.sleep(0.5)  # in-flight frames reach the clients
-    cpu1, wall1 = daemon.cpu(), time.monotonic()
+    (user1, system1), wall1 = daemon.times(), time.monotonic()
+    cpu0, cpu1 = user0 + system0, user1 + system1
     for process in listening:
         process.terminate()
     received = [result(p) for p in listening]
@@ -128,6 +135,7 @@ def relay(daemon: Daemon, name: str, batch: int, size: int, seconds: float) -> d
         "latency_p50_ms": round(percentile(latencies, 50), 2),
         "latency_p99_ms": round(percentile(latencies, 99), 2),
         "daemon_cpu_s": round(cpu1 - cpu0, 2),
+        "daemon_system_cpu_share": round((system1 - system0) / max(cpu1 - cpu0, 0.01), 2),
         "daemon_cpu_ms_per_1000_messages": round((cpu1 - cpu0) * 1e6 / max(delivered, 1), 2),
         "daemon_cpu_ms_per_1000_requests":
             round((cpu1 - cpu0) * 1e6 / max(sent["requests"], 1), 2),

@@ -74,13 +74,48 @@ class BatchingTextObserver:
             cached = self._cached = (second, formatTime(second))
         return cached[1]
 
+    def format(self, event: LogEvent) -> str | None:
+        """
+        The event as twistd's default observer writes it.
+
+        The common event (a format string of plain fields, from a
+        L{twisted.logger.Logger}) is formatted with C{str.format_map}, which
+        gives the same text as Twisted's formatter for such fields at a
+        fraction of its cost; anything else (a failure, a C{"{f()}"} call,
+        a legacy event with C{log_system}, a formatting error) goes to
+        Twisted's own L{formatEventAsClassicLogText}.
+        """
+        template = event.get("log_format")
+        if (
+            type(template) is not str
+            or "()" in template
+            or "log_failure" in event
+            or "log_flattened" in event
+            or "log_system" in event
+        ):
+            return formatEventAsClassicLogText(event, formatTime=self._time)
+        try:
+            text = template.format_map(event)
+        except Exception:
+            return formatEventAsClassicLogText(event, formatTime=self._time)
+        if not text:
+            return None
+        level = event.get("log_level")
+        system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        line = f"{self._time(event.get('log_time'))} [{system}] {text}"
+        if "\n" in line:
+            line = line.replace("\n", "\n\t")
+        return line + "\n"
+
     def __call__(self, event: LogEvent) -> None:
-        text = formatEventAsClassicLogText(event, formatTime=self._time)
+        text = self.format(event)
         if not text:
             return
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
+
+            self._reactor = reactor
         if not self._hooked:
             # The first event comes from twistd's own start-up, on the main
             # thread: make sure nothing queued is lost when the reactor stops.

@@ -38,6 +38,7 @@ from socktopus_tw.db import (
 )
 from socktopus_tw.environment import EnvironmentError_, loadEnvironment
 from socktopus_tw.errors import ApiError
+from socktopus_tw.fastpath import FastPathSite
 from socktopus_tw.health import Health, Ready
 from socktopus_tw.listening import Listener, StartupError
 from socktopus_tw.metrics import Metrics, MetricsResource
@@ -380,14 +381,17 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     root.putChild(b"", HomeResource(apps, registry))
     root.putChild(b"recieve", receive)
     root.putChild(b"receive", receive)
-    root.putChild(b"send", SendResource(apps, registry, threadpool, reactor,
-                                        maxMessageSize=config["max-message-size"],
-                                        metrics=metrics))
-    root.putChild(b"kick", KickResource(apps, registry, threadpool, reactor))
+    send = SendResource(apps, registry, threadpool, reactor,
+                        maxMessageSize=config["max-message-size"], metrics=metrics)
+    kick = KickResource(apps, registry, threadpool, reactor)
+    root.putChild(b"send", send)
+    root.putChild(b"kick", kick)
     root.putChild(b"health", Health())
     root.putChild(b"ready", Ready(database))
     installAccounts(root, accounts)
-    site = SocktopusSite(root, maxBodySize=config["max-body-size"], metrics=metrics)
+    site = FastPathSite(root, maxBodySize=config["max-body-size"], metrics=metrics)
+    site.serveDirectly(b"/send", send)
+    site.serveDirectly(b"/kick", kick)
 
     if config.get("exitZeroOnTerm"):
         StopOnTerm(reactor).setServiceParent(top)

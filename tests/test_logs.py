@@ -7,7 +7,8 @@ from __future__ import annotations
 import io
 import json
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, formatEventAsClassicLogText
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from socktopus_tw import logs
@@ -98,6 +99,53 @@ class BatchingTextObserverTests(SynchronousTestCase):
         observer = BatchingTextObserver(out, FakeReactor(running=False))
         Logger(namespace="socktopus_tw.relay", observer=observer).info("Sent {n} messages", n=3)
         self.assertIn("[socktopus_tw.relay#info] Sent 3 messages", out.getvalue())
+
+    def test_sameTextAsTwisted(self):
+        """
+        Its own formatting of common events gives, byte for byte, what
+        Twisted's formatter gives for every kind of event.
+        """
+
+        class Unformattable:
+            def __format__(self, spec):
+                raise ValueError("no")
+
+        class Thing:
+            name = "thing"
+
+            def __repr__(self):
+                return "<Thing>"
+
+            def call(self):
+                return "called"
+
+        failure = Failure(ZeroDivisionError("boom"))
+        events = [
+            event("Sent {succeeded} messages for {app}, {failed} failed",
+                  succeeded=3, failed=0, app="demo"),
+            event("Refused {path} for app {app!r}: {why}", path="/send", app="ü'x",
+                  why="Invalid secret"),
+            event("attribute {thing.name}, index {items[1]}, spec {n:>5}, repr {thing!r}",
+                  thing=Thing(), items=["a", "b"], n=7),
+            event("a call {thing.call()}", thing=Thing()),
+            event("missing {nothere}"),
+            event("unformattable {x}", x=Unformattable()),
+            event("escaped {{braces}} and {n}", n=1),
+            event("two\nlines {n}", n="and\nmore"),
+            event(""),
+            event("with a system", log_system="legacy"),
+            event("a failure", log_failure=failure),
+            event(b"bytes format {n}", n=1),
+            event("no level {n}", n=1, log_level=None),
+            {"log_format": "no namespace", "log_time": 1700000000.5},
+            {"log_format": "no time", "log_namespace": "x", "log_level": LogLevel.warn},
+            {"log_time": 1700000000.5, "message": ("legacy",)},
+        ]
+        observer = BatchingTextObserver(io.StringIO(), FakeReactor(running=False))
+        for e in events:
+            self.assertEqual(observer.format(e),
+                             formatEventAsClassicLogText(e, formatTime=observer._time),
+                             e.get("log_format"))
 
 
 class JsonObserverTests(SynchronousTestCase):

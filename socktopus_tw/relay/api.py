@@ -116,7 +116,14 @@ class BackendResource(JsonResource):
         return deferToThreadPool(self.reactor, self.threadpool, f, *args)
 
     def json_POST(self, request: Request) -> object:
-        body = request.content.getvalue()
+        return self.post(request.content.getvalue())
+
+    def post(self, body: bytes) -> object:
+        """
+        Answer a request body: the result, or a Deferred of it. Called by
+        L{json_POST} and, for plain requests, directly by
+        L{socktopus_tw.fastpath.FastPathChannel}.
+        """
         if len(body) <= self.inlineLimit:
             return self.handle(decodeRequest(body, self.fields), big=False)
         d = self.inThread(decodeRequest, body, self.fields)

@@ -1,0 +1,315 @@
+# -*- test-case-name: tests.test_fastpath -*-
+"""
+A lean HTTP/1.1 path for the relay's backend calls, C{POST /send} and
+C{POST /kick}, in front of twisted.web.
+
+A backend that sends one message per request pays twisted.web's whole
+request machinery each time (line parsing, L{Headers}, a L{Request} with
+its cookies, producers and notifications): most of the daemon's CPU per
+request. L{FastPathChannel} reads each request's head itself and serves
+the plain cases of those two endpoints directly: the request line is
+exactly C{POST /send HTTP/1.1} (or C{/kick}), the body has a
+C{Content-Length} within the site's limit, and no header asks for
+anything else (C{Transfer-Encoding}, C{Expect}, C{Upgrade}, ...).
+
+Anything else, from the first request that is not such a call on, is handed
+to twisted.web for the rest of the connection: a L{SocktopusChannel} is
+built and given every byte from the start of that request. So WebSocket
+upgrades, the accounts service, the home page, every error twisted.web
+answers itself (bad request lines, oversized heads, 413, 405) and every
+HTTP feature the path below does not implement behave exactly as they do
+without it. Both paths answer with the same bytes; the tests compare them.
+"""
+
+from __future__ import annotations
+
+import re
+from time import perf_counter
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, ITCPTransport
+from twisted.internet.protocol import Protocol as BaseProtocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+
+from socktopus_tw.errors import ApiError, InternalError
+from socktopus_tw.web import JSON_TYPE, SocktopusSite, encodeJson
+from socktopus_tw.writing import writerFor
+
+log = Logger()
+
+#: A head longer than this without its blank line is left to twisted.web,
+#: which refuses it as it would have.
+MAX_HEAD = 16384
+
+#: Headers that ask for HTTP this path does not implement.
+_UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"content-encoding",
+                      b"http2-settings"))
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class DirectEndpoint(Protocol):
+    """
+    An endpoint L{FastPathChannel} serves without twisted.web: the relay's
+    L{socktopus_tw.relay.api.BackendResource}.
+    """
+
+    def post(self, body: bytes) -> object:
+        """
+        Handle a request body: a JSON-able result, a Deferred of one (or of
+        encoded JSON bytes), or an L{ApiError} raised.
+        """
+
+
+class FastPathChannel(BaseProtocol, TimeoutMixin):
+    """
+    One HTTP connection, served directly while its requests are plain
+    backend calls; see the module's docstring.
+    """
+
+    #: The twisted.web channel this connection was handed to, if it was.
+    web: Any = None
+    #: Bytes of a request whose head or body has not all arrived.
+    _partial: bytes = b""
+    _chunks: list[bytes] | None = None
+    _have = _need = 0
+    #: A request being handled asynchronously (a big batch): reading is
+    #: paused and what else arrived waits here.
+    _pending: Deferred[Any] | None = None
+    _held: bytes = b""
+    _write: Any = None
+    _closing = False
+    _gone = False
+    _registered = False
+
+    def __init__(self, site: FastPathSite, addr: IAddress | None) -> None:
+        self.site = site
+        self.addr = addr
+        self.routes = site.directRoutes
+
+    def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+        self.setTimeout(self.timeOut)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.web is not None:
+            self.web.dataReceived(data)
+            return
+        if self._closing:
+            return
+        self.resetTimeout()
+        if self._pending is not None:
+            self._held += data
+            return
+        if self._chunks is not None:
+            # The rest of a body: gathered until it is whole.
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            data, self._chunks = b"".join(self._chunks), None
+        elif self._partial:
+            data, self._partial = self._partial + data, b""
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """
+        Serve every whole request at the start of C{data}; keep the rest.
+        """
+        routes = self.routes
+        while data:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HEAD:
+                    self._handOver(data)
+                else:
+                    self._partial = data
+                return
+            head = parseHead(data[:end], routes, self.site.maxBodySize)
+            if head is None:
+                self._handOver(data)
+                return
+            endpoint, length, close = head
+            need = end + 4 + length
+            if len(data) < need:
+                self._chunks, self._have, self._need = [data], len(data), need
+                return
+            body, data = data[end + 4 : need], data[need:]
+            self._serve(endpoint, body, close)
+            if self._pending is not None:
+                self._held = data
+                return
+            if self._closing:
+                return
+
+    def _serve(self, endpoint: DirectEndpoint, body: bytes, close: bool) -> None:
+        started = perf_counter()
+        if not self._registered:
+            # For a graceful close at shutdown, as twisted.web's channels are.
+            self._registered = True
+            self.site.channels.add(self)
+        try:
+            result = endpoint.post(body)
+        except BaseException:
+            self._failed(Failure(), endpoint, started, close)
+            return
+        if isinstance(result, Deferred):
+            self._pending = result
+            self.site.inflight.add(self)
+            self.transport.pauseProducing()
+            result.addCallbacks(self._succeeded, self._failed,
+                                callbackArgs=(endpoint, started, close),
+                                errbackArgs=(endpoint, started, close))
+            result.addBoth(self._resume)
+        else:
+            self._answer(200, result, endpoint, started, close)
+
+    def _succeeded(self, result: object, endpoint: DirectEndpoint, started: float,
+                   close: bool) -> None:
+        self._answer(200, result, endpoint, started, close)
+
+    def _failed(self, failure: Failure, endpoint: DirectEndpoint, started: float,
+                close: bool) -> None:
+        error = failure.value
+        if not isinstance(error, ApiError):
+            log.failure("Unhandled error in POST {path}", failure,
+                        path=type(endpoint).__name__)
+            error = InternalError()
+        self._answer(error.status, error.body(), endpoint, started, close)
+
+    def _answer(self, status: int, result: object, endpoint: DirectEndpoint,
+                started: float, close: bool) -> None:
+        if self._gone:
+            return
+        try:
+            body = result if isinstance(result, bytes) else encodeJson(result)
+        except Exception:
+            log.failure("Unencodable result from {path}", path=type(endpoint).__name__)
+            status, body = 500, encodeJson(InternalError().body())
+        response = responseHead(status, self.site.httpDate(), len(body), close) + body
+        if self._write is None:
+            self._write = writerFor(self.transport)
+        self._write(response)
+        if close:
+            self._closing = True
+            self.transport.loseConnection()
+        metrics = self.site.metrics
+        if metrics is not None:
+            metrics.observeRequest(type(endpoint).__name__, perf_counter() - started)
+
+    def _resume(self, ignored: object) -> None:
+        self._pending = None
+        self.site.forget(self)
+        if self._gone or self._closing:
+            return
+        self.transport.resumeProducing()
+        held, self._held = self._held, b""
+        if held:
+            self._parse(held)
+
+    def _handOver(self, data: bytes) -> None:
+        """
+        Give the connection to twisted.web, starting with C{data}: the bytes
+        of the current request on.
+        """
+        self.setTimeout(None)
+        web = self.web = self.site.buildWebChannel(self.addr)
+        web.makeConnection(self.transport)
+        web.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._gone = True
+        self.setTimeout(None)
+        if self.web is not None:
+            self.web.connectionLost(reason)
+        elif self._pending is None:
+            self.site.channels.discard(self)
+
+    def timeoutConnection(self) -> None:
+        self.transport.loseConnection()
+
+
+def parseHead(head: bytes, routes: dict[bytes, DirectEndpoint],
+              maxBodySize: int) -> tuple[DirectEndpoint, int, bool] | None:
+    """
+    Read a request head (up to, not including, its blank line).
+
+    @return: the endpoint, the body's length and whether the client asked
+        to close the connection after the response; or L{None} when the
+        request is not a plain call of one of C{routes}, for twisted.web to
+        answer.
+    """
+    lines = head.split(b"\r\n")
+    if head.count(b"\n") != len(lines) - 1:
+        return None  # a bare LF inside a line
+    method, _, rest = lines[0].partition(b" ")
+    target, _, version = rest.partition(b" ")
+    endpoint = routes.get(target)
+    if method != b"POST" or endpoint is None or version != b"HTTP/1.1":
+        return None
+    length = None
+    close = False
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or _TOKEN.fullmatch(name) is None:
+            # Folded, malformed or space before the colon: twisted.web says.
+            return None
+        name = name.lower()
+        if name == b"content-length":
+            value = value.strip()
+            if length is not None or not value.isdigit() or len(value) > 18:
+                return None
+            length = int(value)
+        elif name == b"connection":
+            close = close or b"close" in [t.strip() for t in value.lower().split(b",")]
+        elif name in _UNUSUAL:
+            return None
+    if length is None or length > maxBodySize:
+        return None
+    return endpoint, length, close
+
+
+def responseHead(status: int, date: bytes, length: int, close: bool) -> bytes:
+    """
+    The head twisted.web writes for a JSON response, byte for byte.
+    """
+    return b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+        status, RESPONSES.get(status, b"Unknown Status"), date, JSON_TYPE, length,
+        b"Connection: close\r\n" if close else b"")
+
+
+class FastPathSite(SocktopusSite):
+    """
+    The daemon's site, with the endpoints L{serveDirectly} names served by
+    L{FastPathChannel} and everything else by twisted.web.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.directRoutes: dict[bytes, DirectEndpoint] = {}
+
+    def serveDirectly(self, path: bytes, endpoint: DirectEndpoint) -> None:
+        """
+        Serve plain C{POST} requests for C{path} with C{endpoint.post(body)}.
+        The resource tree must serve C{path} with the same endpoint too: it
+        answers every request this path hands over.
+        """
+        self.directRoutes[path] = endpoint
+
+    def buildProtocol(self, addr: IAddress) -> FastPathChannel | None:
+        channel = FastPathChannel(self, addr)
+        channel.factory = self
+        # As twisted.web's channels: the site's reactor and idle timeout.
+        channel.callLater = self.reactor.callLater
+        channel.timeOut = self.timeOut
+        return channel
+
+    def buildWebChannel(self, addr: IAddress | None) -> Any:
+        """
+        A twisted.web channel, for a connection L{FastPathChannel} hands over.
+        """
+        return super().buildProtocol(addr)
