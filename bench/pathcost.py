@@ -6,7 +6,8 @@ whose transports drop what they are given, encode the answer.
     .venv/bin/python bench/pathcost.py               # microseconds per message
     .venv/bin/python bench/pathcost.py --callgrind   # instructions per message
     .venv/bin/python bench/pathcost.py --http        # per single-message HTTP request,
-                                                     # twisted.web included (also --callgrind)
+                                                     # as the daemon's site serves it
+    .venv/bin/python bench/pathcost.py --http --web  # the same through twisted.web
 
 Timings on a shared 2-core VM vary by a third from run to run; valgrind's
 instruction count (Debian's valgrind) does not, so use --callgrind to judge
@@ -64,15 +65,29 @@ def build():
     if not HTTP:
         return one
 
-    # The whole request through twisted.web: one message per request, parsed
-    # from bytes by the daemon's own channel, answered into a transport.
+    # The whole request: one message per request, parsed from bytes by the
+    # daemon's own site (its fast path; twisted.web with --web), answered into
+    # a transport, its log line formatted by the systemd unit's observer.
+    from twisted.logger import globalLogBeginner
     from twisted.web.resource import Resource
 
-    from socktopus_tw.web import SocktopusSite
+    from socktopus_tw.fastpath import FastPathSite
+    from socktopus_tw.logs import BatchingTextObserver
 
+    class Running(task.Clock):
+        running = True
+
+        def addSystemEventTrigger(self, *args: object) -> None:
+            pass
+
+    loop = Running()
+    observer = BatchingTextObserver(open(os.devnull, "w"), loop)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     root = Resource()
     root.putChild(b"send", send)
-    site = SocktopusSite(root)
+    site = FastPathSite(root, metrics=metrics)
+    if not os.environ.get("PATHCOST_WEB"):
+        site.serveDirectly(b"/send", send)
     site.reactor = clock
     channel = site.buildProtocol(None)
     transport = StringTransport()
@@ -85,29 +100,35 @@ def build():
     def http() -> None:
         channel.dataReceived(request)
         transport.clear()
+        loop.advance(0)  # the observer's flush, once per "reactor turn"
 
     return http
 
 
 def callgrind() -> None:
     counts = []
-    for requests in (0, 100):
+    # The difference between two runs, so start-up and first-call costs
+    # (imports, caches filled once) cancel out.
+    for requests in (100, 300):
         output = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
              __file__], env=dict(os.environ, PATHCOST_REQUESTS=str(requests), PYTHONHASHSEED="0"),
             capture_output=True, text=True, check=True).stderr
         counts.append(int(re.search(r"Collected : (\d+)", output).group(1)))
     unit = "request" if HTTP else "message"
-    print(f"{(counts[1] - counts[0]) // (100 * BATCH)} instructions per {unit}")
+    print(f"{(counts[1] - counts[0]) // (200 * BATCH)} instructions per {unit}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--http", action="store_true")
+    parser.add_argument("--web", action="store_true", help="with --http: no fast path")
     options = parser.parse_args()
     if options.http and not HTTP:
         os.environ["PATHCOST_HTTP"] = "1"
+        if options.web:
+            os.environ["PATHCOST_WEB"] = "1"
         os.execv(sys.executable, [sys.executable, *sys.argv])
     if options.callgrind:
         callgrind()

@@ -28,6 +28,7 @@ from twisted.logger import (
     formatTime,
     jsonFileLogObserver,
 )
+from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 
@@ -52,8 +53,9 @@ class BatchingTextObserver:
 
     Events from other threads (adbapi's, the bcrypt pool's) are queued the
     same way: the list is guarded by a lock and the flush is scheduled with
-    C{callFromThread}, which is safe from any thread. Before the reactor runs
-    and after it stops, lines are written at once.
+    C{callFromThread}, which is safe from any thread; from the reactor's own
+    thread with C{callLater(0)}, which needs no wake-up system call. Before
+    the reactor runs and after it stops, lines are written at once.
     """
 
     def __init__(self, out: IO[str], reactor: Any = None) -> None:
@@ -130,7 +132,12 @@ class BatchingTextObserver:
             self._lines.append(text)
             first = len(self._lines) == 1
         if first:
-            reactor.callFromThread(self.flush)
+            if isInIOThread():
+                # No wake-up needed (callFromThread would write to the
+                # reactor's waker pipe): the flush runs next reactor turn.
+                reactor.callLater(0, self.flush)
+            else:
+                reactor.callFromThread(self.flush)
 
     def flush(self) -> None:
         with self._lock:

@@ -24,11 +24,15 @@ class FakeReactor:
     def __init__(self, running: bool) -> None:
         self.running = running
         self.calls = []
+        self.later = []
 
         self.triggers = []
 
     def callFromThread(self, f, *args):
         self.calls.append((f, args))
+
+    def callLater(self, delay, f, *args):
+        self.later.append((delay, f, args))
 
     def addSystemEventTrigger(self, phase, event, f):
         self.triggers.append((phase, event, f))
@@ -77,6 +81,24 @@ class BatchingTextObserverTests(SynchronousTestCase):
         self.assertEqual((phase, name), ("after", "shutdown"))
         flush()
         self.assertTrue(out.getvalue().endswith("line 3\n"))
+
+    def test_reactorThreadNeedsNoWakeUp(self):
+        """
+        Lines logged on the reactor's own thread are flushed by a plain
+        callLater(0): callFromThread would write to the reactor's waker pipe,
+        a system call per reactor turn.
+        """
+        out = io.StringIO()
+        reactor = FakeReactor(running=True)
+        observer = BatchingTextObserver(out, reactor)
+        self.patch(logs, "isInIOThread", lambda: True)
+        observer(event("one"))
+        observer(event("two"))
+        self.assertEqual(reactor.calls, [])
+        [(delay, flush, args)] = reactor.later
+        self.assertEqual(delay, 0)
+        flush(*args)
+        self.assertEqual(len(out.getvalue().splitlines()), 2)
 
     def test_timestampFollowsTheClock(self):
         """
