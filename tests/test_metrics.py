@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import pymysql
 import treq
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from socktopus_tw.metrics import Metrics
 from tests.mariadb import server
 from tests.support import APP, Daemon
 
@@ -132,3 +134,45 @@ class HealthTests(TestCase):
         self.assertEqual(status, 200)
         # adbapi logs the broken connections it drops during the outage.
         self.flushLoggedErrors(pymysql.err.Error, ConnectionLost)
+
+
+class HotCountsTests(SynchronousTestCase):
+    def test_sameExpositionAsPrometheusClient(self):
+        """
+        The hot path's plain counts scrape exactly as prometheus_client's own
+        Counter and Histogram would show the same observations, bucket
+        boundaries included.
+        """
+        metrics = Metrics()
+        reference = CollectorRegistry()
+        delivered = Counter("socktopus_messages_delivered", "Messages handed to a client.",
+                            ["app"], registry=reference)
+        failed = Counter("socktopus_messages_failed",
+                         "Messages whose recipient was not connected or could not take them.",
+                         ["app"], registry=reference)
+        batches = Histogram("socktopus_send_batch_size", "Messages per /send request.",
+                            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+                            registry=reference)
+        seconds = Histogram("socktopus_request_seconds",
+                            "Time to answer a REST request, by endpoint.", ["endpoint"],
+                            registry=reference)
+        for app, ok, notOk in [("a", 1, 0), ("b", 99, 1), ("a", 0, 2), ("a", 20000, 0)]:
+            metrics.sent(app, ok, notOk)
+            delivered.labels(app).inc(ok)
+            failed.labels(app).inc(notOk)
+            batches.observe(ok + notOk)
+        for endpoint, value in [("SendResource", 0.005), ("SendResource", 0.0001),
+                                ("Login", 0.3), ("SendResource", 100.0)]:
+            metrics.observeRequest(endpoint, value)
+            seconds.labels(endpoint).observe(value)
+
+        def families(text: str) -> dict:
+            return {f.name: sorted((s.name, sorted(s.labels.items()), s.value)
+                                   for s in f.samples if not s.name.endswith("_created"))
+                    for f in text_string_to_metric_families(text)
+                    if not f.name.endswith("_created")}
+
+        ours = families(metrics.exposition().decode())
+        theirs = families(generate_latest(reference).decode())
+        for name in theirs:
+            self.assertEqual(ours[name], theirs[name], name)
