@@ -41,14 +41,20 @@ from socktopus_tw.writing import writerFor
 
 log = Logger()
 
-#: A head longer than this without its blank line is left to twisted.web,
-#: which refuses it as it would have.
+#: A head longer than this, or with more header lines, is left to
+#: twisted.web, which refuses it (or not) as it always would.
 MAX_HEAD = 16384
+MAX_HEADERS = 100
 
-#: Headers that ask for HTTP this path does not implement.
-_UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"content-encoding",
-                      b"http2-settings"))
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A plain request line and its header lines: token names, a colon, and
+#: values with no CR, LF or NUL in them (a folded or malformed line fails).
+_HEAD = re.compile(
+    rb"POST (\S+) HTTP/1\.1((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*)*)")
+#: In the lower-cased header lines: the length and connection headers, and
+#: those that ask for HTTP this path does not implement.
+_SPECIAL = re.compile(
+    rb"\r\n(content-length|connection|transfer-encoding|expect|upgrade|content-encoding"
+    rb"|http2-settings):([^\r\n]*)")
 
 
 class DirectEndpoint(Protocol):
@@ -122,9 +128,9 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         """
         routes = self.routes
         while data:
-            end = data.find(b"\r\n\r\n")
+            end = data.find(b"\r\n\r\n", 0, MAX_HEAD)
             if end < 0:
-                if len(data) > MAX_HEAD:
+                if len(data) >= MAX_HEAD:
                     self._handOver(data)
                 else:
                     self._partial = data
@@ -160,7 +166,9 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         if isinstance(result, Deferred):
             self._pending = result
             self.site.inflight.add(self)
+            # As twisted.web: no reading and no idle timer while it works.
             self.transport.pauseProducing()
+            self.setTimeout(None)
             result.addCallbacks(self._succeeded, self._failed,
                                 callbackArgs=(endpoint, started, close),
                                 errbackArgs=(endpoint, started, close))
@@ -206,6 +214,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         self.site.forget(self)
         if self._gone or self._closing:
             return
+        self.setTimeout(self.timeOut)
         self.transport.resumeProducing()
         held, self._held = self._held, b""
         if held:
@@ -243,30 +252,25 @@ def parseHead(head: bytes, routes: dict[bytes, DirectEndpoint],
         request is not a plain call of one of C{routes}, for twisted.web to
         answer.
     """
-    lines = head.split(b"\r\n")
-    if head.count(b"\n") != len(lines) - 1:
-        return None  # a bare LF inside a line
-    method, _, rest = lines[0].partition(b" ")
-    target, _, version = rest.partition(b" ")
-    endpoint = routes.get(target)
-    if method != b"POST" or endpoint is None or version != b"HTTP/1.1":
+    match = _HEAD.fullmatch(head)
+    if match is None or head.count(b"\r\n") > MAX_HEADERS:
         return None
-    length = None
+    endpoint = routes.get(match[1])
+    if endpoint is None:
+        return None
+    length = connection = None
     close = False
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name) is None:
-            # Folded, malformed or space before the colon: twisted.web says.
-            return None
-        name = name.lower()
+    for name, value in _SPECIAL.findall(match[2].lower()):
         if name == b"content-length":
-            value = value.strip()
+            value = value.strip(b" \t")
             if length is not None or not value.isdigit() or len(value) > 18:
                 return None
             length = int(value)
-        elif name == b"connection":
-            close = close or b"close" in [t.strip() for t in value.lower().split(b",")]
-        elif name in _UNUSUAL:
+        elif name == b"connection" and connection is None:
+            # As twisted.web reads it: tokens separated by spaces.
+            connection = value.strip(b" \t")
+            close = b"close" in connection.split(b" ")
+        else:
             return None
     if length is None or length > maxBodySize:
         return None
@@ -277,9 +281,9 @@ def responseHead(status: int, date: bytes, length: int, close: bool) -> bytes:
     """
     The head twisted.web writes for a JSON response, byte for byte.
     """
-    return b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
-        status, RESPONSES.get(status, b"Unknown Status"), date, JSON_TYPE, length,
-        b"Connection: close\r\n" if close else b"")
+    return b"HTTP/1.1 %d %s\r\n%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+        status, RESPONSES.get(status, b"Unknown Status"),
+        b"Connection: close\r\n" if close else b"", date, JSON_TYPE, length)
 
 
 class FastPathSite(SocktopusSite):

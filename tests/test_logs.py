@@ -60,13 +60,15 @@ class BatchingTextObserverTests(SynchronousTestCase):
                          r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[socktopus_tw\.test#info\] "
                          r"Connected demo/c1\n$")
 
-    def test_linesWaitForTheEndOfTheReactorTurn(self):
+    def test_linesFromOtherThreads(self):
         """
-        While the reactor runs, many lines leave in one write, in order.
+        Lines logged in other threads (the database's, bcrypt's) while the
+        reactor runs leave in one write on its next turn, in order.
         """
         out = io.StringIO()
         reactor = FakeReactor(running=True)
         observer = BatchingTextObserver(out, reactor)
+        self.patch(logs, "isInIOThread", lambda: False)
         for n in range(3):
             observer(event(f"line {n}"))
         self.assertEqual(out.getvalue(), "")
@@ -82,11 +84,11 @@ class BatchingTextObserverTests(SynchronousTestCase):
         flush()
         self.assertTrue(out.getvalue().endswith("line 3\n"))
 
-    def test_reactorThreadNeedsNoWakeUp(self):
+    def test_reactorThreadLinesAreWrittenTogether(self):
         """
-        Lines logged on the reactor's own thread are flushed by a plain
-        callLater(0): callFromThread would write to the reactor's waker pipe,
-        a system call per reactor turn.
+        Lines logged on the reactor's thread leave together, one write at most
+        a tenth of a second after the first of them, scheduled with callLater:
+        callFromThread would write to the reactor's waker pipe each time.
         """
         out = io.StringIO()
         reactor = FakeReactor(running=True)
@@ -94,11 +96,43 @@ class BatchingTextObserverTests(SynchronousTestCase):
         self.patch(logs, "isInIOThread", lambda: True)
         observer(event("one"))
         observer(event("two"))
-        self.assertEqual(reactor.calls, [])
+        self.assertEqual((reactor.calls, out.getvalue()), ([], ""))
         [(delay, flush, args)] = reactor.later
-        self.assertEqual(delay, 0)
+        self.assertEqual(delay, 0.1)
         flush(*args)
-        self.assertEqual(len(out.getvalue().splitlines()), 2)
+        self.assertEqual([line.split("] ")[1] for line in out.getvalue().splitlines()],
+                         ["one", "two"])
+
+    def test_warningsAndFailuresAreWrittenAtOnce(self):
+        """
+        A warning, an error or a failure is not held back: it is written at
+        once, after the lines queued before it.
+        """
+        self.patch(logs, "isInIOThread", lambda: True)
+        for urgent in [event("careful", log_level=LogLevel.warn),
+                       event("broken", log_level=LogLevel.error),
+                       event("crashed", log_level=LogLevel.critical),
+                       event("failed", log_failure=Failure(ZeroDivisionError()))]:
+            out = io.StringIO()
+            observer = BatchingTextObserver(out, FakeReactor(running=True))
+            observer(event("before"))
+            observer(urgent)
+            lines = [line for line in out.getvalue().splitlines() if "] " in line]
+            self.assertEqual([line.split("] ")[1] for line in lines],
+                             ["before", urgent["log_format"]])
+
+    def test_aFullQueueIsWrittenAtOnce(self):
+        """
+        However fast lines come, no more than about 64 KiB of them wait.
+        """
+        self.patch(logs, "isInIOThread", lambda: True)
+        out = io.StringIO()
+        observer = BatchingTextObserver(out, FakeReactor(running=True))
+        line = "x" * 1000
+        for _ in range(70):
+            observer(event(line))
+        self.assertGreater(len(out.getvalue()), 60000)
+        self.assertLessEqual(sum(map(len, observer._lines)), 65536)
 
     def test_timestampFollowsTheClock(self):
         """
