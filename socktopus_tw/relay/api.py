@@ -55,12 +55,13 @@ def decodeRequest(body: bytes, fields: set[str]) -> dict[str, Any]:
     return value
 
 
-def framePayloads(messages: list[Any]) -> list[bytes]:
+def framePayloads(messages: list[Any], limit: int) -> tuple[list[str], list[bytes | None]]:
     """
-    Check every message before any is delivered, and build its payload.
+    Check every message before any is delivered: their recipients, and
+    their frames' payloads (C{None} for one over C{limit} bytes, which fails).
     """
-    payloads = []
-    append = payloads.append
+    recipients: list[str] = []
+    payloads: list[bytes | None] = []
     for message in messages:
         # Exactly two keys, both present: the same as keys() == the two
         # field names, without building a set per message.
@@ -69,8 +70,10 @@ def framePayloads(messages: list[Any]) -> list[bytes]:
         recipient, content = message.get("recipient"), message.get("content")
         if type(recipient) is not str or type(content) is not str:
             raise MalformedRequest()
-        append(("DATA:" + content).encode("utf-8"))
-    return payloads
+        payload = ("DATA:" + content).encode("utf-8")
+        recipients.append(recipient)
+        payloads.append(payload if len(payload) <= limit else None)
+    return recipients, payloads
 
 
 class BackendResource(JsonResource):
@@ -145,16 +148,16 @@ class SendResource(BackendResource):
 
     def handle(self, value: dict[str, Any], big: bool) -> object:
         messages = value["messages"]
-        payloads = framePayloads(messages)
+        # A frame is "DATA:" plus the content: the cap is on the content.
+        recipients, payloads = framePayloads(messages, self.maxMessageSize + 5)
         app = self.authenticate(value)
         result: dict[str, list[Any]] = {"succeeded": [], "failed": []}
-        deliveries = self._deliver(app, messages, payloads, result)
         if len(messages) <= self.inlineBatch and not self._queue:
-            for _ in deliveries:
-                pass
+            self._deliverSlice(app, messages, recipients, payloads, result)
             return self._answer(app, result, big)
         # A big batch, or any batch while one is under way: queued, so frames
         # still arrive in the order /send accepted their batches.
+        deliveries = self._deliver(app, messages, recipients, payloads, result)
         delivered: Deferred[None] = Deferred()
         self._queue.append((deliveries, delivered))
         if len(self._queue) == 1:
@@ -174,25 +177,27 @@ class SendResource(BackendResource):
             self._queue.popleft()
             delivered.callback(None)
 
-    def _deliver(self, app: str, messages: list[Any], payloads: list[bytes],
-                 result: dict[str, list[Any]]) -> Iterator[None]:
+    def _deliver(self, app: str, messages: list[Any], recipients: list[str],
+                 payloads: list[bytes | None], result: dict[str, list[Any]]) -> Iterator[None]:
         """
         Deliver in slices of C{inlineBatch} messages, yielding between them.
         """
-        succeeded, failed = result["succeeded"], result["failed"]
-        # A frame is "DATA:" plus the content: the cap is on the content.
-        limit = self.maxMessageSize + 5
         step = self.inlineBatch
         for start in range(0, len(messages), step):
-            chunk = messages[start : start + step]
-            outcomes = self.registry.deliverBatch(
-                app,
-                [message["recipient"] for message in chunk],
-                [p if len(p) <= limit else None for p in payloads[start : start + step]],
-            )
-            for message, delivered in zip(chunk, outcomes, strict=True):
-                (succeeded if delivered else failed).append(message)
+            end = start + step
+            self._deliverSlice(app, messages[start:end], recipients[start:end],
+                               payloads[start:end], result)
             yield None
+
+    def _deliverSlice(self, app: str, messages: list[Any], recipients: list[str],
+                      payloads: list[bytes | None], result: dict[str, list[Any]]) -> None:
+        outcomes = self.registry.deliverBatch(app, recipients, payloads)
+        if all(outcomes):
+            result["succeeded"].extend(messages)
+            return
+        succeeded, failed = result["succeeded"], result["failed"]
+        for message, delivered in zip(messages, outcomes, strict=True):
+            (succeeded if delivered else failed).append(message)
 
     def _answer(self, app: str, result: dict[str, list[Any]], big: bool) -> object:
         succeeded, failed = len(result["succeeded"]), len(result["failed"])
