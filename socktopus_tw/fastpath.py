@@ -163,7 +163,9 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         except BaseException:
             self._failed(Failure(), endpoint, started, close)
             return
-        if isinstance(result, Deferred):
+        # A dict, the usual answer, is told apart first: Deferred is an
+        # Awaitable, so isinstance() against it takes ABCMeta's slow path.
+        if type(result) is not dict and isinstance(result, Deferred):
             self._pending = result
             self.site.inflight.add(self)
             # As twisted.web: no reading and no idle timer while it works.
