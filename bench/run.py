@@ -3,9 +3,12 @@ The Socktopus benchmark: the daemon as users run it (twistd, a subprocess),
 driven over loopback by separate load-generator processes.
 
     .venv/bin/python bench/run.py [--json bench/last-run.json] [--seconds 10] [--only PHASES]
+                                  [--logger socktopus_tw.logs.text | twistd]
 
 Prints a table and writes JSON. Daemon CPU comes from /proc/<pid>/stat
 (user + system), so it is the daemon's own cost whatever the generator does.
+The daemon logs as the shipped systemd unit has it log (--logger
+socktopus_tw.logs.text); "--logger twistd" measures twistd's default observer.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Daemon:
-    def __init__(self, workdir: str, *arguments: str) -> None:
+    def __init__(self, workdir: str, *arguments: str, logger: str = "twistd") -> None:
         env = dict(os.environ, **{f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET})
-        logger = ["--logger", os.environ["BENCH_LOGGER"]] if os.environ.get("BENCH_LOGGER") else []
+        logger = [] if logger == "twistd" else ["--logger", logger]
         self.process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", *logger, "socktopus",
              "--listen", "tcp:0:interface=127.0.0.1:backlog=4096",
@@ -199,6 +202,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10000, help="idle connections to hold")
     parser.add_argument("--json", default=os.path.join(HERE, "last-run.json"))
     parser.add_argument("--only", help="comma-separated phases: batch,single,1k,idle,accounts")
+    parser.add_argument("--logger", default="socktopus_tw.logs.text",
+                        help="twistd's --logger for the daemon ('twistd': its default)")
     options = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -206,7 +211,7 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        daemon = Daemon(workdir)
+        daemon = Daemon(workdir, logger=options.logger)
         try:
             if "batch" in phases:
                 results.append(relay(daemon, "relay, batch 100 x 64 B", 100, 64, options.seconds))
@@ -218,13 +223,13 @@ def main() -> None:
         finally:
             daemon.stop()
         if "idle" in phases:
-            daemon = Daemon(workdir)
+            daemon = Daemon(workdir, logger=options.logger)
             try:
                 results.append(idleMemory(daemon, options.idle))
             finally:
                 daemon.stop()
         if "accounts" in phases:
-            daemon = Daemon(workdir, "--bcrypt-rounds", "12")
+            daemon = Daemon(workdir, "--bcrypt-rounds", "12", logger=options.logger)
             try:
                 results.append(accounts(daemon, min(options.seconds, 8.0), 12))
             finally:
@@ -233,6 +238,7 @@ def main() -> None:
     report = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
+              "logger": options.logger,
               "results": results}
     with open(options.json, "w") as f:
         json.dump(report, f, indent=2)
