@@ -3,7 +3,7 @@ The Socktopus benchmark: the daemon as users run it (twistd, a subprocess),
 driven over loopback by separate load-generator processes.
 
     .venv/bin/python bench/run.py [--json bench/last-run.json] [--seconds 10] [--only PHASES]
-                                  [--logger socktopus_tw.logs.text | twistd]
+                                  [--logger socktopus_tw.logs.text | twistd] [--runs 3]
 
 Prints a table and writes JSON. Daemon CPU comes from /proc/<pid>/stat
 (user + system), so it is the daemon's own cost whatever the generator does.
@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10000, help="idle connections to hold")
     parser.add_argument("--json", default=os.path.join(HERE, "last-run.json"))
     parser.add_argument("--only", help="comma-separated phases: batch,single,1k,idle,accounts")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="repeat; the JSON then has each figure's median, min and max")
     parser.add_argument("--logger", default="socktopus_tw.logs.text",
                         help="twistd's --logger for the daemon ('twistd': its default)")
     options = parser.parse_args()
@@ -209,6 +212,30 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     phases = (options.only or "batch,single,1k,idle,accounts").split(",")
 
+    runs = [runPhases(phases, options) for _ in range(options.runs)]
+    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform()},
+              "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+              "logger": options.logger}
+    if options.runs == 1:
+        report["results"] = runs[0]
+    else:
+        report[f"median_of_{options.runs}"] = summarise(runs)
+        report["runs"] = runs
+    with open(options.json, "w") as f:
+        json.dump(report, f, indent=2)
+    for entry in runs[-1]:
+        print(f"\n{entry['name']}")
+        for key, value in entry.items():
+            if key != "name":
+                print(f"  {key:34} {value}")
+    if options.runs > 1:
+        printTargets(report[f"median_of_{options.runs}"], options.runs)
+    print(f"\nwritten to {options.json}")
+
+
+def runPhases(phases: list[str], options: argparse.Namespace) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         daemon = Daemon(workdir, logger=options.logger)
@@ -234,20 +261,45 @@ def main() -> None:
                 results.append(accounts(daemon, min(options.seconds, 8.0), 12))
             finally:
                 daemon.stop()
+    return results
 
-    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()},
-              "logger": options.logger,
-              "results": results}
-    with open(options.json, "w") as f:
-        json.dump(report, f, indent=2)
-    for entry in results:
-        print(f"\n{entry['name']}")
-        for key, value in entry.items():
-            if key != "name":
-                print(f"  {key:34} {value}")
-    print(f"\nwritten to {options.json}")
+
+def summarise(runs: list[list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """
+    The median, minimum and maximum of every figure over the runs.
+    """
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for entry in runs[0]:
+        name = entry["name"]
+        same = [e for run in runs for e in run if e["name"] == name]
+        summary[name] = {
+            key: {"median": statistics.median(e[key] for e in same),
+                  "min": min(e[key] for e in same), "max": max(e[key] for e in same)}
+            for key, value in entry.items() if isinstance(value, int | float)
+        }
+    return summary
+
+
+#: The issue's targets: (phase, figure, the target, True when higher is better).
+TARGETS = [
+    ("relay, batch 100 x 64 B", "daemon_cpu_ms_per_1000_messages", 9, False),
+    ("relay, single x 64 B", "daemon_cpu_ms_per_1000_requests", 50, False),
+    ("idle memory", "rss_per_connection_kib", 12, False),
+    ("relay, batch 100 x 64 B", "latency_p99_ms", 10, False),
+    ("accounts", "fraction_of_bound", 0.9, True),
+    ("accounts", "ping_p99_ms", 50, False),
+]
+
+
+def printTargets(summary: dict, runs: int) -> None:
+    print(f"\nmedian of {runs} (min-max) against the targets")
+    for phase, figure, target, higher in TARGETS:
+        if phase not in summary:
+            continue
+        value = summary[phase][figure]
+        met = value["median"] >= target if higher else value["median"] <= target
+        print(f"  {phase:26} {figure:34} {value['median']:>9} ({value['min']}-{value['max']})"
+              f"  target {'>=' if higher else '<='} {target}: {'met' if met else 'not met'}")
 
 
 if __name__ == "__main__":
