@@ -39,6 +39,7 @@ def build():
     from socktopus_tw.relay.api import SendResource, decodeRequest
     from socktopus_tw.relay.registry import Registry
     from socktopus_tw.relay.websocket import RelayFactory
+    from socktopus_tw.web import encodeJson
 
     class Sink(StringTransport):
         def write(self, data: bytes) -> None:
@@ -60,7 +61,7 @@ def build():
     ]}).encode()
 
     def one() -> bytes:
-        return json.dumps(send.handle(decodeRequest(body, send.fields), False)).encode()
+        return encodeJson(send.handle(decodeRequest(body, send.fields), False))
 
     if not HTTP:
         return one
