@@ -55,13 +55,13 @@ def build():
         protocol.transport = Sink()
         protocol.state = WebSocketProtocol.STATE_OPEN
         registry._apps.setdefault("bench", {})[protocol.connectionId] = protocol
-    send = SendResource(Apps({"bench": "secret"}), registry, None, clock, metrics=metrics)
+    send = SendResource(Apps({"bench": "secret"}), registry, clock, metrics=metrics)
     body = json.dumps({"secretName": "bench", "secret": "secret", "messages": [
         {"recipient": f"r{n % 1000}", "content": f"{n:019d};" + "x" * 44} for n in range(BATCH)
     ]}).encode()
 
     def one() -> bytes:
-        return encodeJson(send.handle(decodeRequest(body, send.fields), False))
+        return encodeJson(send.handle(decodeRequest(body, send.fields)))
 
     if not HTTP:
         return one

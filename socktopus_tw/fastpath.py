@@ -7,11 +7,13 @@ A backend that sends one message per request pays twisted.web's whole
 request machinery each time (line parsing, L{Headers}, a L{Request} with
 its cookies, producers and notifications): two thirds of the daemon's
 Python work per request (C{bench/pathcost.py --http}: about 140,000
-instructions per request here against 410,000 through twisted.web). L{FastPathChannel} reads each request's head itself and serves
-the plain cases of those two endpoints directly: the request line is
-exactly C{POST /send HTTP/1.1} (or C{/kick}), the body has a
-C{Content-Length} within the site's limit, and no header asks for
-anything else (C{Transfer-Encoding}, C{Expect}, C{Upgrade}, ...).
+instructions per request here against 410,000 through twisted.web).
+
+L{FastPathChannel} reads each request's head itself and serves the plain
+cases of those two endpoints directly: the request line is exactly
+C{POST /send HTTP/1.1} (or C{/kick}), the body has a C{Content-Length}
+within the site's limit, and no header asks for anything else
+(C{Transfer-Encoding}, C{Expect}, C{Upgrade}, ...).
 
 Anything else, from the first request that is not such a call on, is handed
 to twisted.web for the rest of the connection: a L{SocktopusChannel} is

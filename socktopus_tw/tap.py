@@ -373,7 +373,6 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
                         mailer=mailer, recaptcha=recaptcha,
                         registeredRedirect=config["registered-redirect"], metrics=metrics)
 
-    threadpool = reactor.getThreadPool()
     factory = RelayFactory(registry, maxClientBuffer=config["max-client-buffer"],
                            maxMessageSize=config["max-message-size"])
     receive = ReceiveResource(Gatekeeper(apps, registry), factory)
@@ -381,9 +380,9 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     root.putChild(b"", HomeResource(apps, registry))
     root.putChild(b"recieve", receive)
     root.putChild(b"receive", receive)
-    send = SendResource(apps, registry, threadpool, reactor,
-                        maxMessageSize=config["max-message-size"], metrics=metrics)
-    kick = KickResource(apps, registry, threadpool, reactor)
+    send = SendResource(apps, registry, reactor, maxMessageSize=config["max-message-size"],
+                        metrics=metrics)
+    kick = KickResource(apps, registry, reactor)
     root.putChild(b"send", send)
     root.putChild(b"kick", kick)
     root.putChild(b"health", Health())

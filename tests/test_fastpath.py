@@ -212,13 +212,12 @@ class Relay:
         clock: Clock,
         maxBodySize: int = 1024 * 1024,
         reactor: Any = None,
-        threadpool: Any = None,
         metrics: Metrics | None = None,
     ) -> None:
         apps = Apps({APP: SECRET, OTHER_APP: OTHER_SECRET})
         self.registry = Registry(clock)
-        self.send = SendResource(apps, self.registry, threadpool, reactor or clock, metrics=metrics)
-        self.kick = KickResource(apps, self.registry, threadpool, reactor or clock)
+        self.send = SendResource(apps, self.registry, reactor or clock, metrics=metrics)
+        self.kick = KickResource(apps, self.registry, reactor or clock)
         root = Root()
         root.putChild(b"", HomeResource(apps, self.registry))
         root.putChild(b"send", self.send)
@@ -839,10 +838,10 @@ class AsynchronousTests(FastPathTestCase):
         self.assertEqual([a.status for a in answers], [404, 200])
 
 
-class ThreadedTests(TestCase):
+class SlicedBodyTests(TestCase):
     """
-    Bodies over L{SendResource.inlineLimit} are decoded in the reactor's
-    thread pool; the site's time is still a Clock.
+    Bodies over L{SendResource.inlineLimit} are handled a slice at a time
+    over turns of the real reactor; the site's time is still a Clock.
     """
 
     def setUp(self) -> None:
@@ -850,7 +849,7 @@ class ThreadedTests(TestCase):
         self.clock.advance(NOW)
 
     def relay(self) -> Relay:
-        return Relay(self.clock, reactor=reactor, threadpool=reactor.getThreadPool())
+        return Relay(self.clock, reactor=reactor)
 
     @inlineCallbacks
     def test_bigBodyThenPipelinedRequest(self):
@@ -891,8 +890,8 @@ class ThreadedTests(TestCase):
         fast, web = fastRelay.connect(), webRelay.connect(web=True)
         fast.feed(data)
         web.feed(data)
-        # The body is being decoded in a thread, whose result can only come
-        # back once this test yields to the reactor.
+        # The body is being handled over reactor turns, which only come
+        # once this test yields to the reactor.
         self.clock.advance(fastRelay.site.timeOut + 1)
         yield fastRelay.site.whenIdle(60)
         yield webRelay.site.whenIdle(60)

@@ -18,7 +18,6 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
-from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socktopus_tw import tap
@@ -628,7 +627,7 @@ class MistakeTests(OptionsTestCase):
         except usage.UsageError as e:
             self.assertIn("tcp:0", str(e))
             return
-        service = makeService(options, FakeReactor())
+        service = makeService(options, MemoryReactorClock())
         self.assertEqual(len([s for s in service if isinstance(s, Listener)]), 2)
 
 
@@ -695,20 +694,6 @@ class TwistdOptionsTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertEqual(self.stderr.getvalue(), "")
 
 
-class FakeReactor(MemoryReactorClock):
-    """
-    A memory reactor with the thread pool L{makeService} asks for. Nothing
-    it is given ever runs, so composing the daemon starts no threads.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threadpool = ThreadPool(minthreads=0, maxthreads=1)
-
-    def getThreadPool(self) -> ThreadPool:
-        return self.threadpool
-
-
 class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
     """
     L{makeService} composes the daemon from parsed options.
@@ -731,7 +716,7 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         """
         socket = os.path.join(self.directory, "socktopus.sock")
         config = self.config("--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:" + socket)
-        service = makeService(config, FakeReactor())
+        service = makeService(config, MemoryReactorClock())
         self.assertIsInstance(service.getServiceNamed("registry"), Registry)
         self.assertIsInstance(service.getServiceNamed("database"), DatabaseService)
         listeners = [child for child in service if isinstance(child, Listener)]
@@ -750,7 +735,7 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         config = self.config(
             "--listen", "tcp:0:interface=127.0.0.1", "--idle-timeout", "42", "--token-lifespan", "7"
         )
-        fake = FakeReactor()
+        fake = MemoryReactorClock()
         registry = makeService(config, fake).getServiceNamed("registry")
         self.assertEqual((registry.idleTimeout, registry.tokenLifespan), (42.0, 7.0))
         self.assertIs(registry.clock, fake)
@@ -759,14 +744,14 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         """
         The daemon does not serve the apps found in the environment.
         """
-        service = makeService(self.config("--listen", "tcp:0"), FakeReactor())
+        service = makeService(self.config("--listen", "tcp:0"), MemoryReactorClock())
         self.assertEqual(service.apps.names(), ["demo"])
 
     def test_startAndStopOnFakeReactor(self) -> None:
         """
         The composed daemon does not listen where asked, or does not stop.
         """
-        fake = FakeReactor()
+        fake = MemoryReactorClock()
         service = makeService(self.config("--listen", "tcp:0:interface=127.0.0.1"), fake)
         service.privilegedStartService()
         service.startService()

@@ -3,30 +3,30 @@
 C{POST /send} and C{POST /kick} (SPEC §3.3, §3.4): the backend's side of the relay.
 
 C{/send} is the hot path: one JSON decode and one encode per request, no
-Deferred, log line or re-encode per message. Large bodies are decoded and
-encoded in a thread and large batches delivered cooperatively, so a 16 MiB
-request does not stall every other connection.
+Deferred, log line or re-encode per message. A body over C{inlineLimit} is
+decoded, checked, delivered and answered a slice at a time, a few slices per
+reactor turn (see L{socktopus_tw.relay.slices}), so a 16 MiB request does
+not stall every other connection.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import orjson
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Cooperator
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Request
 
 from socktopus_tw.apps import Apps
 from socktopus_tw.errors import ApiError, MalformedRequest
 from socktopus_tw.metrics import Metrics
 from socktopus_tw.relay.registry import Registry
-from socktopus_tw.web import JsonResource, encodeJson
+from socktopus_tw.relay.slices import decodeInSlices, encodeInSlices
+from socktopus_tw.web import JsonResource
 
 log = Logger()
 
@@ -46,13 +46,36 @@ def decodeRequest(body: bytes, fields: set[str]) -> dict[str, Any]:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise MalformedRequest() from None
+    return checkFields(value, fields)
+
+
+def checkFields(value: Any, fields: set[str]) -> dict[str, Any]:
+    """
+    C{value} if it is an object with exactly C{fields}: the two credentials
+    strings (text: see L{checkText}) and the third field a list.
+    """
     if type(value) is not dict or value.keys() != fields:
         raise MalformedRequest()
     for name in fields:
         expected = str if name.startswith("secret") else list
         if type(value[name]) is not expected:
             raise MalformedRequest()
+    checkText(value["secretName"], value["secret"])
     return value
+
+
+def checkText(*strings: str) -> None:
+    """
+    Refuse strings that are not text. orjson never makes one; the standard
+    library's decoder, which L{decodeInSlices} uses, makes a lone surrogate
+    of C{"\\ud800"}, which no UTF-8 encoder can write back.
+    """
+    for string in strings:
+        if not string.isascii():
+            try:
+                string.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedRequest() from None
 
 
 def framePayloads(messages: list[Any], limit: int) -> tuple[list[str], list[bytes | None]]:
@@ -70,7 +93,11 @@ def framePayloads(messages: list[Any], limit: int) -> tuple[list[str], list[byte
         recipient, content = message.get("recipient"), message.get("content")
         if type(recipient) is not str or type(content) is not str:
             raise MalformedRequest()
-        payload = ("DATA:" + content).encode("utf-8")
+        try:
+            payload = ("DATA:" + content).encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedRequest() from None
+        checkText(recipient)
         recipients.append(recipient)
         payloads.append(payload if len(payload) <= limit else None)
     return recipients, payloads
@@ -79,23 +106,25 @@ def framePayloads(messages: list[Any], limit: int) -> tuple[list[str], list[byte
 class BackendResource(JsonResource):
     """
     Shared by C{/send} and C{/kick}: decode and authenticate a backend's
-    request; bodies over C{inlineLimit} bytes are decoded in a thread.
+    request. A body over C{inlineLimit} bytes is handled by
+    L{handleInSlices}, C{sliceSize} elements of its array at a time.
     """
 
     fields: set[str]
+    #: The request's one field that can be big: a list.
+    arrayField: str
     path: str
     inlineLimit = 256 * 1024
+    sliceSize = 1000
 
-    def __init__(self, apps: Apps, registry: Registry, threadpool: ThreadPool,
-                 reactor: Any) -> None:
+    def __init__(self, apps: Apps, registry: Registry, reactor: Any) -> None:
         super().__init__()
         self.apps = apps
         self.registry = registry
-        self.threadpool = threadpool
         self.reactor = reactor
-
-    def inThread(self, f: Any, *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+        # The default time slice: each reactor turn runs slices of work for
+        # up to 10 ms, then lets every other connection have its turn.
+        self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
 
     def json_POST(self, request: Request) -> object:
         return self.post(request.content.getvalue())
@@ -107,10 +136,36 @@ class BackendResource(JsonResource):
         L{socktopus_tw.fastpath.FastPathChannel}.
         """
         if len(body) <= self.inlineLimit:
-            return self.handle(decodeRequest(body, self.fields), big=False)
-        d = self.inThread(decodeRequest, body, self.fields)
-        d.addCallback(self.handle, big=True)
-        return d
+            return self.handle(decodeRequest(body, self.fields))
+        return self.inSlices(self.handleInSlices(body))
+
+    def inSlices(self, work: Generator[None, None, Any]) -> Deferred[Any]:
+        """
+        Run C{work} cooperatively, a slice per step; the result fires with
+        what it returns (or, if that is a Deferred, with its result).
+        """
+        done: Deferred[Any] = Deferred()
+
+        def run() -> Iterator[None]:
+            try:
+                result = yield from work
+            except BaseException:
+                done.errback()
+                return
+            if isinstance(result, Deferred):
+                result.chainDeferred(done)
+            else:
+                done.callback(result)
+
+        self.cooperator.cooperate(run())
+        return done
+
+    def handleInSlices(self, body: bytes) -> Generator[None, None, object]:
+        """
+        L{handle} for a big body: decoded a slice at a time.
+        """
+        value = yield from decodeInSlices(body, self.arrayField, self.sliceSize)
+        return self.handle(checkFields(value, self.fields))
 
     def authenticate(self, value: dict[str, Any]) -> str:
         try:
@@ -120,7 +175,7 @@ class BackendResource(JsonResource):
                      app=value["secretName"][:64], why=e.message)
             raise
 
-    def handle(self, value: dict[str, Any], big: bool) -> object:
+    def handle(self, value: dict[str, Any]) -> object:
         raise NotImplementedError()
 
 
@@ -130,27 +185,49 @@ class SendResource(BackendResource):
     """
 
     fields = _SEND_FIELDS
+    arrayField = "messages"
     path = "/send"
     #: Batches larger than this are delivered cooperatively, a slice per
-    #: reactor turn, instead of in one go.
+    #: step, instead of in one go.
     inlineBatch = 1000
 
-    def __init__(self, apps: Apps, registry: Registry, threadpool: ThreadPool,
-                 reactor: Any, maxMessageSize: int = 1024 * 1024,
-                 metrics: Metrics | None = None) -> None:
-        super().__init__(apps, registry, threadpool, reactor)
-        self.maxMessageSize = maxMessageSize
+    def __init__(self, apps: Apps, registry: Registry, reactor: Any,
+                 maxMessageSize: int = 1024 * 1024, metrics: Metrics | None = None) -> None:
+        super().__init__(apps, registry, reactor)
+        # A frame is "DATA:" plus the content: the cap is on the content.
+        self.payloadLimit = maxMessageSize + 5
         self.metrics = metrics
-        self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
         # Batches waiting to be delivered, in the order they were accepted;
-        # the first is being delivered a slice per reactor turn.
+        # the first is being delivered a slice per step.
         self._queue: deque[tuple[Iterator[None], Deferred[None]]] = deque()
 
-    def handle(self, value: dict[str, Any], big: bool) -> object:
+    def handle(self, value: dict[str, Any]) -> object:
         messages = value["messages"]
-        # A frame is "DATA:" plus the content: the cap is on the content.
-        recipients, payloads = framePayloads(messages, self.maxMessageSize + 5)
-        app = self.authenticate(value)
+        recipients, payloads = framePayloads(messages, self.payloadLimit)
+        return self.accept(self.authenticate(value), messages, recipients, payloads, big=False)
+
+    def handleInSlices(self, body: bytes) -> Generator[None, None, object]:
+        """
+        L{handle} for a big body: decoded and checked a slice at a time.
+        """
+        value = yield from decodeInSlices(body, self.arrayField, self.sliceSize)
+        checkFields(value, self.fields)
+        messages = value["messages"]
+        recipients: list[str] = []
+        payloads: list[bytes | None] = []
+        for start in range(0, len(messages), self.sliceSize):
+            someRecipients, somePayloads = framePayloads(
+                messages[start : start + self.sliceSize], self.payloadLimit)
+            recipients += someRecipients
+            payloads += somePayloads
+            yield None
+        return self.accept(self.authenticate(value), messages, recipients, payloads, big=True)
+
+    def accept(self, app: str, messages: list[Any], recipients: list[str],
+               payloads: list[bytes | None], big: bool) -> object:
+        """
+        Deliver a checked batch, now or after the batches accepted before it.
+        """
         result: dict[str, list[Any]] = {"succeeded": [], "failed": []}
         if len(messages) <= self.inlineBatch and not self._queue:
             self._deliverSlice(app, messages, recipients, payloads, result)
@@ -206,7 +283,7 @@ class SendResource(BackendResource):
         if self.metrics is not None:
             self.metrics.sent(app, succeeded, failed)
         if big:
-            return self.inThread(encodeJson, result)
+            return self.inSlices(encodeInSlices(result, self.sliceSize))
         return result
 
 
@@ -216,12 +293,14 @@ class KickResource(BackendResource):
     """
 
     fields = _KICK_FIELDS
+    arrayField = "connections"
     path = "/kick"
 
-    def handle(self, value: dict[str, Any], big: bool) -> object:
+    def handle(self, value: dict[str, Any]) -> object:
         connectionIds = value["connections"]
         if any(type(connectionId) is not str for connectionId in connectionIds):
             raise MalformedRequest()
+        checkText(*connectionIds)
         app = self.authenticate(value)
         kicked, notConnected = self.registry.kick(app, connectionIds)
         return {"kicked": kicked, "notConnected": notConnected}

@@ -1,0 +1,240 @@
+"""
+Big backend requests handled a slice at a time: the same answers as small
+ones, spread over reactor turns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import orjson
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, Cooperator
+from twisted.trial.unittest import SynchronousTestCase
+
+from socktopus_tw.apps import Apps
+from socktopus_tw.errors import ApiError, MalformedRequest
+from socktopus_tw.relay.api import KickResource, SendResource
+from socktopus_tw.relay.registry import Registry
+from socktopus_tw.relay.slices import decodeInSlices, encodeInSlices
+from tests.test_registry import FakeConnection
+
+APP, SECRET = "demo", "demo-secret"
+
+
+def finish(work: Generator[None, None, Any]) -> tuple[Any, int]:
+    """
+    Run a sliced piece of work to its end: its result and how often it yielded.
+    """
+    steps = 0
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value, steps
+        steps += 1
+
+
+#: Bodies json.loads accepts, with their array field.
+GOOD = [
+    b'{"a":[1,2,3],"b":"x"}',
+    b' \r\n\t{ "b" : "x" , "a" : [ 1 , {"c": [2, 3]} , "\\u00e9" ] } \n',
+    b'{"a":[]}',
+    b'{"a":[ ]}',
+    b"{}",
+    b'{"a":"not a list"}',
+    b'{"a":[1],"a":[2,3]}',
+    b'{"x":{"a":[1]},"a":[null,true,false,1.5e3,-0]}',
+    '{"a":["é", "日本", "\U0001f600"]}'.encode(),
+    b'{"a":["\\ud800"]}',
+    b'{"a":[NaN]}',
+]
+
+#: Bodies json.loads refuses.
+BAD = [
+    b"",
+    b"   ",
+    b"[]",
+    b'"a"',
+    b'{"a":[1,2,]}',
+    b'{"a":[1 2]}',
+    b'{"a":[,1]}',
+    b'{"a":[1,2}',
+    b'{"a":[1],}',
+    b'{"a":[1] "b":2}',
+    b'{"a" [1]}',
+    b"{1:[1]}",
+    b'{"a":[1]} x',
+    b'{"a":[1]}{}',
+    b'{"a":[1]',
+    b'{"a":[',
+    b'{"a":[1',
+    b"\xef\xbb\xbf{}",
+    b'{"a":["\xff"]}',
+    b'{"a":[' + b"[" * 100000 + b"]" * 100000 + b"]}",
+]
+
+
+class DecodeInSlicesTests(SynchronousTestCase):
+    def test_sameAsJsonLoads(self):
+        """
+        Whatever json.loads makes of a body, so does the sliced decoder.
+        """
+        for body in GOOD:
+            self.assertEqual(finish(decodeInSlices(body, "a", 2))[0], json.loads(body), body)
+
+    def test_refusesWhatJsonLoadsRefuses(self):
+        """
+        What json.loads refuses is a L{MalformedRequest}, never another error.
+        """
+        for body in BAD:
+            with self.assertRaises(MalformedRequest, msg=body):
+                finish(decodeInSlices(body, "a", 2))
+
+    def test_yieldsEveryStep(self):
+        """
+        It yields once per C{step} elements of the array, and only there.
+        """
+        body = orjson.dumps({"n": list(range(1000)), "a": list(range(10)), "z": 1})
+        value, steps = finish(decodeInSlices(body, "a", 3))
+        self.assertEqual(value["a"], list(range(10)))
+        self.assertEqual(steps, 3)
+
+
+class EncodeInSlicesTests(SynchronousTestCase):
+    def test_sameAsOrjson(self):
+        """
+        The bytes are orjson.dumps' bytes, however the lists fall into slices.
+        """
+        message = {"recipient": "r", "content": 'x"\\\u2028é'}
+        for lengths in [(0, 0), (1, 0), (0, 1), (3, 3), (4, 5), (6, 7)]:
+            value = {"succeeded": [message] * lengths[0], "failed": [message] * lengths[1]}
+            encoded, steps = finish(encodeInSlices(value, 3))
+            self.assertEqual(encoded, orjson.dumps(value))
+            self.assertEqual(steps, sum(-(-n // 3) for n in lengths))
+
+
+class Relay:
+    """
+    /send and /kick on a Clock whose cooperator runs one slice per turn,
+    slices of 100 elements, and 250 connected clients.
+    """
+
+    def __init__(self, inlineLimit: int) -> None:
+        self.clock = Clock()
+        self.registry = Registry(self.clock)
+        self.clients = [FakeConnection(self.registry, APP, f"c{n}") for n in range(250)]
+        for client in self.clients:
+            self.registry.register(client)
+        apps = Apps({APP: SECRET})
+        self.send = SendResource(apps, self.registry, self.clock, maxMessageSize=10)
+        self.kick = KickResource(apps, self.registry, self.clock)
+        for resource in self.send, self.kick:
+            resource.inlineLimit = inlineLimit
+            resource.sliceSize = 100
+            # A turn is a millisecond of the clock: work scheduled during
+            # one runs in the next (Clock.advance(0) would run it at once).
+            resource.cooperator = Cooperator(
+                terminationPredicateFactory=lambda: lambda: True,
+                scheduler=lambda work: self.clock.callLater(0.001, work))
+        self.send.inlineBatch = 100
+        self.turns = 0
+
+    def answer(self, resource: Any, body: Any) -> tuple[int, Any]:
+        """
+        The status and decoded answer for a request body, after as many
+        reactor turns as it takes.
+        """
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        try:
+            result = resource.post(data)
+        except ApiError as e:
+            return e.status, e.body()
+        outcome: list[tuple[int, Any]] = []
+        if isinstance(result, Deferred):
+            result.addCallbacks(lambda value: outcome.append((200, value)),
+                                lambda failure: outcome.append(
+                                    (failure.value.status, failure.value.body())))
+            while not outcome:
+                self.turns += 1
+                self.clock.advance(0.001)
+        else:
+            outcome.append((200, result))
+        status, value = outcome[0]
+        return status, orjson.loads(value) if isinstance(value, bytes) else value
+
+    def delivered(self) -> list[list[bytes]]:
+        return [client.delivered for client in self.clients]
+
+
+def send(*messages: tuple[str, str], **fields: Any) -> dict[str, Any]:
+    body = {"secretName": APP, "secret": SECRET,
+            "messages": [{"recipient": r, "content": c} for r, c in messages]}
+    body.update(fields)
+    return body
+
+
+class BigRequestTests(SynchronousTestCase):
+    def test_sameAnswersAsSmallRequests(self):
+        """
+        A body handled in slices gets the answer, and delivers the frames, that
+        it would have had handled at once.
+        """
+        many = [(f"c{n % 260}", f"m{n}") for n in range(230)]
+        bodies = [
+            send(*many),
+            send(("c1", "a"), ("nobody", "b"), ("c2", "far too long for the cap")),
+            send(("c1", "\ud800")),
+            send(("\ud800", "x")),
+            send(*many, secret="wrong"),
+            send(*many, secretName="nope"),
+            send(*many, extra=1),
+            {"secretName": APP, "secret": SECRET, "messages": [*many[:150], "not a message"]},
+            {"secretName": APP, "secret": SECRET, "messages": "not a list"},
+            {"secretName": "\ud800", "secret": SECRET, "messages": []},
+            b'{"secretName":"demo","secret":"demo-secret","messages":[{"recipient":"c1",'
+            b'"content":"\\ud800"}]}',
+            b'{"secretName":"demo","secret":"demo-secret","messages":[{"recipient":"c1",'
+            b'"content":"x"}] trailing',
+        ]
+        for body in bodies:
+            if not isinstance(body, bytes):
+                body = json.dumps(body).encode()
+            small, big = Relay(inlineLimit=len(body)), Relay(inlineLimit=0)
+            self.assertEqual(small.answer(small.send, body), big.answer(big.send, body),
+                             body[:120])
+            self.assertEqual(small.delivered(), big.delivered())
+
+    def test_kickSameAnswers(self):
+        """
+        So does a big /kick.
+        """
+        ids = [f"c{n}" for n in range(0, 300, 2)]
+        for body in [{"secretName": APP, "secret": SECRET, "connections": ids},
+                     {"secretName": APP, "secret": SECRET, "connections": [*ids, 1]},
+                     {"secretName": APP, "secret": SECRET, "connections": ["\ud800"]}]:
+            data = json.dumps(body).encode()
+            small, big = Relay(inlineLimit=len(data)), Relay(inlineLimit=0)
+            self.assertEqual(small.answer(small.kick, data), big.answer(big.kick, data))
+
+    def test_spreadOverReactorTurns(self):
+        """
+        No reactor turn decodes, checks, delivers or encodes more than a slice
+        of a big batch: 230 messages in slices of 100 take a turn per slice
+        of each stage, and none is delivered before all are checked.
+        """
+        relay = Relay(inlineLimit=0)
+        body = orjson.dumps(send(*[(f"c{n}", f"m{n}") for n in range(230)]))
+        answers: list[bytes] = []
+        relay.send.post(body).addCallback(answers.append)
+        turns = 0
+        while not answers:
+            relay.clock.advance(0.001)
+            turns += 1
+            if turns <= 5:
+                self.assertEqual(sum(map(len, relay.delivered())), 0)
+        self.assertEqual(len(orjson.loads(answers[0])["succeeded"]), 230)
+        # Decoding (2 yields), checking (3), delivering (3) and encoding (3).
+        self.assertGreaterEqual(turns, 11)
