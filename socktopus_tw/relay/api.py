@@ -97,7 +97,8 @@ def framePayloads(messages: list[Any], limit: int) -> tuple[list[str], list[byte
             payload = ("DATA:" + content).encode("utf-8")
         except UnicodeEncodeError:
             raise MalformedRequest() from None
-        checkText(recipient)
+        if not recipient.isascii():
+            checkText(recipient)
         recipients.append(recipient)
         payloads.append(payload if len(payload) <= limit else None)
     return recipients, payloads
