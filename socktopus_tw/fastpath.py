@@ -36,7 +36,7 @@ from twisted.internet.protocol import Protocol as BaseProtocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, HTTPChannel
 
 from socktopus_tw.errors import ApiError, InternalError
 from socktopus_tw.web import JSON_TYPE, SocktopusSite, encodeJson
@@ -93,6 +93,8 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
     _closing = False
     _gone = False
     _registered = False
+    _aborting: Any = None
+    abortTimeout = HTTPChannel.abortTimeout
 
     def __init__(self, site: FastPathSite, addr: IAddress | None) -> None:
         self.site = site
@@ -216,14 +218,16 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
 
     def _resume(self, ignored: object) -> None:
         self._pending = None
-        self.site.forget(self)
-        if self._gone or self._closing:
-            return
-        self.setTimeout(self.timeOut)
-        self.transport.resumeProducing()
-        held, self._held = self._held, b""
-        if held:
-            self._parse(held)
+        if not (self._gone or self._closing):
+            self.setTimeout(self.timeOut)
+            self.transport.resumeProducing()
+            held, self._held = self._held, b""
+            if held:
+                # Served before this connection counts as idle: a shutdown
+                # waiting for it must not close it under a pipelined request.
+                self._parse(held)
+        if self._pending is None:
+            self.site.forget(self)
 
     def _handOver(self, data: bytes) -> None:
         """
@@ -235,9 +239,17 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         web.makeConnection(self.transport)
         web.dataReceived(data)
 
+    def timeoutConnection(self) -> None:
+        # As twisted.web's channel: close, and abort if the client does not
+        # read what is still queued for it within abortTimeout seconds.
+        self._aborting = self.callLater(self.abortTimeout, self.transport.abortConnection)
+        self.transport.loseConnection()
+
     def connectionLost(self, reason: Failure) -> None:
         self._gone = True
         self.setTimeout(None)
+        if self._aborting is not None and self._aborting.active():
+            self._aborting.cancel()
         if self.web is not None:
             self.web.connectionLost(reason)
         elif self._pending is None:

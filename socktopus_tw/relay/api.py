@@ -201,6 +201,7 @@ class SendResource(BackendResource):
         # Batches waiting to be delivered, in the order they were accepted;
         # the first is being delivered a slice per step.
         self._queue: deque[tuple[Iterator[None], Deferred[None]]] = deque()
+        self._draining = False
 
     def handle(self, value: dict[str, Any]) -> object:
         messages = value["messages"]
@@ -238,22 +239,28 @@ class SendResource(BackendResource):
         deliveries = self._deliver(app, messages, recipients, payloads, result)
         delivered: Deferred[None] = Deferred()
         self._queue.append((deliveries, delivered))
-        if len(self._queue) == 1:
+        if not self._draining:
+            # One drain at a time: a batch's answer may accept the next batch
+            # (a pipelined request) while the drain that answered it runs.
+            self._draining = True
             self.cooperator.cooperate(self._drain())
         delivered.addCallback(lambda _: self._answer(app, result, big))
         return delivered
 
     def _drain(self) -> Iterator[None]:
-        while self._queue:
-            deliveries, delivered = self._queue[0]
-            try:
-                yield from deliveries
-            except Exception:
+        try:
+            while self._queue:
+                deliveries, delivered = self._queue[0]
+                try:
+                    yield from deliveries
+                except Exception:
+                    self._queue.popleft()
+                    delivered.errback()
+                    continue
                 self._queue.popleft()
-                delivered.errback()
-                continue
-            self._queue.popleft()
-            delivered.callback(None)
+                delivered.callback(None)
+        finally:
+            self._draining = False
 
     def _deliver(self, app: str, messages: list[Any], recipients: list[str],
                  payloads: list[bytes | None], result: dict[str, list[Any]]) -> Iterator[None]:

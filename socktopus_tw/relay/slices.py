@@ -17,14 +17,59 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Generator
-from typing import Any
+from math import isfinite
+from typing import Any, NoReturn
 
 import orjson
 
 from socktopus_tw.errors import MalformedRequest
 
-_decode = json.JSONDecoder().raw_decode
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _refuseConstant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finiteFloat(text: str) -> float:
+    value = float(text)
+    if not isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _checkText(value: Any) -> None:
+    """
+    Refuse a lone surrogate anywhere in C{value}, as orjson does.
+    """
+    if type(value) is str:
+        value.encode("utf-8")  # UnicodeEncodeError is a ValueError
+    elif type(value) is list:
+        for item in value:
+            _checkText(item)
+    elif type(value) is dict:
+        for key, item in value.items():
+            _checkText(key)
+            _checkText(item)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        # A repeated key: the last value is kept (as orjson keeps it) and
+        # checked by the caller; the ones dropped are checked here, since
+        # orjson refuses the whole body for any of them.
+        for key, item in pairs:
+            if value[key] is not item:
+                _checkText(item)
+    return value
+
+
+#: The standard library's decoder, refusing what orjson refuses that it would
+#: accept: NaN, Infinity, numbers beyond a float, and (in values a repeated
+#: key drops) lone surrogates.
+_decode = json.JSONDecoder(parse_constant=_refuseConstant, parse_float=_finiteFloat,
+                           object_pairs_hook=_object).raw_decode
 
 
 def decodeInSlices(body: bytes, arrayField: str,
@@ -33,9 +78,9 @@ def decodeInSlices(body: bytes, arrayField: str,
     Decode C{body}, which must be a JSON object, yielding after every
     C{step} elements of its C{arrayField} array; return the object.
 
-    It accepts and refuses what C{json.loads} does (a lone surrogate
-    escaped as C{"\\\\ud800"} included: the caller checks its strings), and
-    raises L{MalformedRequest} for anything that is not valid JSON.
+    It refuses what C{orjson.loads} refuses, raising L{MalformedRequest},
+    except a lone surrogate escaped as C{"\\\\ud800"} in a string it returns:
+    the caller checks those, as it must check their types anyway.
     """
     try:
         text = body.decode("utf-8")
@@ -56,6 +101,8 @@ def decodeInSlices(body: bytes, arrayField: str,
                 if text[position : position + 1] != ":":
                     raise MalformedRequest()
                 position = skip(text, position + 1).end()
+                if key in value:
+                    _checkText(value[key])  # dropped for the repeated key
                 if key == arrayField and text[position : position + 1] == "[":
                     items: list[Any] = []
                     position = skip(text, position + 1).end()
