@@ -66,6 +66,9 @@ class DirectEndpoint(Protocol):
     L{socktopus_tw.relay.api.BackendResource}.
     """
 
+    #: The path it is served at, for log lines.
+    path: str
+
     def post(self, body: bytes) -> object:
         """
         Handle a request body: a JSON-able result, a Deferred of one (or of
@@ -81,14 +84,17 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
 
     #: The twisted.web channel this connection was handed to, if it was.
     web: Any = None
-    #: Bytes of a request whose head or body has not all arrived.
-    _partial: bytes = b""
-    _chunks: list[bytes] | None = None
-    _have = _need = 0
+    #: The bytes of a request whose head or body has not all arrived, and
+    #: how many it must hold before it is worth parsing again.
+    _partial: bytearray | None = None
+    _need = 0
     #: A request being handled asynchronously (a big batch): reading is
     #: paused and what else arrived waits here.
     _pending: Deferred[Any] | None = None
     _held: bytes = b""
+    #: The transport's buffer is full (its client reads too slowly): reading
+    #: is paused until it drains.
+    _writeBlocked = False
     _write: Any = None
     _closing = False
     _gone = False
@@ -104,7 +110,23 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
         self.setTimeout(self.timeOut)
+
+    # -- IPushProducer, for the transport: a client that does not read its
+    # answers stops us reading its requests, as twisted.web's channel does.
+
+    def pauseProducing(self) -> None:
+        self._writeBlocked = True
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._writeBlocked = False
+        if self._pending is None:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows
 
     def dataReceived(self, data: bytes) -> None:
         if self.web is not None:
@@ -116,15 +138,14 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         if self._pending is not None:
             self._held += data
             return
-        if self._chunks is not None:
-            # The rest of a body: gathered until it is whole.
-            self._chunks.append(data)
-            self._have += len(data)
-            if self._have < self._need:
+        partial = self._partial
+        if partial is not None:
+            # Gathered in a bytearray: a body that trickles in a few bytes
+            # a read costs its size, not an object per read.
+            partial += data
+            if len(partial) < self._need:
                 return
-            data, self._chunks = b"".join(self._chunks), None
-        elif self._partial:
-            data, self._partial = self._partial + data, b""
+            data, self._partial = bytes(partial), None
         self._parse(data)
 
     def _parse(self, data: bytes) -> None:
@@ -138,7 +159,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
                 if len(data) >= MAX_HEAD:
                     self._handOver(data)
                 else:
-                    self._partial = data
+                    self._partial, self._need = bytearray(data), 0
                 return
             head = parseHead(data[:end], routes, self.site.maxBodySize)
             if head is None:
@@ -147,7 +168,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
             endpoint, length, close = head
             need = end + 4 + length
             if len(data) < need:
-                self._chunks, self._have, self._need = [data], len(data), need
+                self._partial, self._need = bytearray(data), need
                 return
             body, data = data[end + 4 : need], data[need:]
             self._serve(endpoint, body, close)
@@ -191,8 +212,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
                 close: bool) -> None:
         error = failure.value
         if not isinstance(error, ApiError):
-            log.failure("Unhandled error in POST {path}", failure,
-                        path=type(endpoint).__name__)
+            log.failure("Unhandled error in POST {path}", failure, path=endpoint.path)
             error = InternalError()
         self._answer(error.status, error.body(), endpoint, started, close)
 
@@ -203,7 +223,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         try:
             body = result if isinstance(result, bytes) else encodeJson(result)
         except Exception:
-            log.failure("Unencodable result from {path}", path=type(endpoint).__name__)
+            log.failure("Unencodable result from POST {path}", path=endpoint.path)
             status, body = 500, encodeJson(InternalError().body())
         response = responseHead(status, self.site.httpDate(), len(body), close) + body
         if self._write is None:
@@ -220,7 +240,8 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         self._pending = None
         if not (self._gone or self._closing):
             self.setTimeout(self.timeOut)
-            self.transport.resumeProducing()
+            if not self._writeBlocked:
+                self.transport.resumeProducing()
             held, self._held = self._held, b""
             if held:
                 # Served before this connection counts as idle: a shutdown
@@ -235,6 +256,8 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         of the current request on.
         """
         self.setTimeout(None)
+        # The twisted.web channel is the transport's producer from now on.
+        self.transport.unregisterProducer()
         web = self.web = self.site.buildWebChannel(self.addr)
         web.makeConnection(self.transport)
         web.dataReceived(data)

@@ -139,9 +139,9 @@ class HealthTests(TestCase):
 class HotCountsTests(SynchronousTestCase):
     def test_sameExpositionAsPrometheusClient(self):
         """
-        The hot path's plain counts scrape exactly as prometheus_client's own
-        Counter and Histogram would show the same observations, bucket
-        boundaries included.
+        The hot path's plain counts scrape as prometheus_client's own Counter
+        and Histogram would show the same observations, bucket boundaries
+        included; only their C{_created} timestamps are not kept.
         """
         metrics = Metrics()
         reference = CollectorRegistry()

@@ -163,10 +163,18 @@ class BackendResource(JsonResource):
 
     def handleInSlices(self, body: bytes) -> Generator[None, None, object]:
         """
-        L{handle} for a big body: decoded a slice at a time.
+        L{handle} for a big body, a slice at a time.
         """
-        value = yield from decodeInSlices(body, self.arrayField, self.sliceSize)
-        return self.handle(checkFields(value, self.fields))
+        raise NotImplementedError()
+
+    def decodeInSlices(self, body: bytes) -> Generator[None, None, dict[str, Any]]:
+        value = yield from decodeInSlices(body, self.fields, self.arrayField, self.sliceSize)
+        return checkFields(value, self.fields)
+
+    def slices(self, items: list[Any]) -> Iterator[list[Any]]:
+        step = self.sliceSize
+        for start in range(0, len(items), step):
+            yield items[start : start + step]
 
     def authenticate(self, value: dict[str, Any]) -> str:
         try:
@@ -212,14 +220,12 @@ class SendResource(BackendResource):
         """
         L{handle} for a big body: decoded and checked a slice at a time.
         """
-        value = yield from decodeInSlices(body, self.arrayField, self.sliceSize)
-        checkFields(value, self.fields)
+        value = yield from self.decodeInSlices(body)
         messages = value["messages"]
         recipients: list[str] = []
         payloads: list[bytes | None] = []
-        for start in range(0, len(messages), self.sliceSize):
-            someRecipients, somePayloads = framePayloads(
-                messages[start : start + self.sliceSize], self.payloadLimit)
+        for some in self.slices(messages):
+            someRecipients, somePayloads = framePayloads(some, self.payloadLimit)
             recipients += someRecipients
             payloads += somePayloads
             yield None
@@ -297,7 +303,8 @@ class SendResource(BackendResource):
 
 class KickResource(BackendResource):
     """
-    C{POST /kick}: close these connections and keep them out; answers at once.
+    C{POST /kick}: close these connections and keep them out; answers at once
+    (a big one a slice per step).
     """
 
     fields = _KICK_FIELDS
@@ -306,9 +313,26 @@ class KickResource(BackendResource):
 
     def handle(self, value: dict[str, Any]) -> object:
         connectionIds = value["connections"]
-        if any(type(connectionId) is not str for connectionId in connectionIds):
-            raise MalformedRequest()
-        checkText(*connectionIds)
-        app = self.authenticate(value)
-        kicked, notConnected = self.registry.kick(app, connectionIds)
+        checkIds(connectionIds)
+        kicked, notConnected = self.registry.kick(self.authenticate(value), connectionIds)
         return {"kicked": kicked, "notConnected": notConnected}
+
+    def handleInSlices(self, body: bytes) -> Generator[None, None, object]:
+        value = yield from self.decodeInSlices(body)
+        for some in self.slices(value["connections"]):
+            checkIds(some)
+            yield None
+        app = self.authenticate(value)
+        result: dict[str, list[Any]] = {"kicked": [], "notConnected": []}
+        for some in self.slices(value["connections"]):
+            kicked, notConnected = self.registry.kick(app, some)
+            result["kicked"] += kicked
+            result["notConnected"] += notConnected
+            yield None
+        return (yield from encodeInSlices(result, self.sliceSize))
+
+
+def checkIds(connectionIds: list[Any]) -> None:
+    if any(type(connectionId) is not str for connectionId in connectionIds):
+        raise MalformedRequest()
+    checkText(*connectionIds)

@@ -72,15 +72,28 @@ _decode = json.JSONDecoder(parse_constant=_refuseConstant, parse_float=_finiteFl
                            object_pairs_hook=_object).raw_decode
 
 
-def decodeInSlices(body: bytes, arrayField: str,
+_STRING = r'"(?:[^"\\]++|\\.)*+"'
+_SPACE = r"[ \t\n\r]*+"
+_PAIR = _STRING + _SPACE + ":" + _SPACE + _STRING + _SPACE
+#: The extent of an object whose values are all strings, found before it is
+#: decoded (by the scanner, which checks the rest).
+_FLAT_OBJECT = re.compile(r"\{" + _SPACE + "(?:" + _PAIR + "(?:," + _SPACE + _PAIR + ")*+)?\\}")
+
+
+def decodeInSlices(body: bytes, fields: set[str], arrayField: str,
                    step: int) -> Generator[None, None, dict[str, Any]]:
     """
-    Decode C{body}, which must be a JSON object, yielding after every
-    C{step} elements of its C{arrayField} array; return the object.
+    Decode a backend request, yielding after every C{step} elements of its
+    C{arrayField}; return it as an object.
 
-    It refuses what C{orjson.loads} refuses, raising L{MalformedRequest},
-    except a lone surrogate escaped as C{"\\\\ud800"} in a string it returns:
-    the caller checks those, as it must check their types anyway.
+    The request must be what /send and /kick accept: an object of C{fields},
+    strings but for C{arrayField}, a list of strings or of objects of
+    strings. Anything else is refused, with L{MalformedRequest}, before its
+    value is decoded, so no part of a hostile body costs more than a slice
+    (or one string) to look at. Within that shape it refuses what
+    C{orjson.loads} refuses, except a lone surrogate escaped as
+    C{"\\\\ud800"} in a string it returns: the caller checks those, with their
+    types and lengths.
     """
     try:
         text = body.decode("utf-8")
@@ -94,8 +107,10 @@ def decodeInSlices(body: bytes, arrayField: str,
             position += 1
         else:
             while True:
+                if text[position : position + 1] != '"':
+                    raise MalformedRequest()
                 key, position = _decode(text, position)
-                if type(key) is not str:
+                if key not in fields:
                     raise MalformedRequest()
                 position = skip(text, position).end()
                 if text[position : position + 1] != ":":
@@ -103,28 +118,14 @@ def decodeInSlices(body: bytes, arrayField: str,
                 position = skip(text, position + 1).end()
                 if key in value:
                     _checkText(value[key])  # dropped for the repeated key
-                if key == arrayField and text[position : position + 1] == "[":
-                    items: list[Any] = []
-                    position = skip(text, position + 1).end()
-                    if text[position : position + 1] == "]":
-                        position += 1
-                    else:
-                        while True:
-                            item, position = _decode(text, position)
-                            items.append(item)
-                            position = skip(text, position).end()
-                            separator = text[position : position + 1]
-                            position = skip(text, position + 1).end()
-                            if separator == "]":
-                                break
-                            if separator != ",":
-                                raise MalformedRequest()
-                            if len(items) % step == 0:
-                                yield None
-                    value[key] = items
-                else:
+                start = text[position : position + 1]
+                if key != arrayField and start == '"':
                     value[key], position = _decode(text, position)
-                    position = skip(text, position).end()
+                elif key == arrayField and start == "[":
+                    value[key], position = yield from _array(text, position, step)
+                else:
+                    raise MalformedRequest()
+                position = skip(text, position).end()
                 separator = text[position : position + 1]
                 position = skip(text, position + 1).end()
                 if separator == "}":
@@ -137,6 +138,37 @@ def decodeInSlices(body: bytes, arrayField: str,
         # Bad JSON, bad UTF-8 (both ValueErrors), or a hostile nesting depth.
         raise MalformedRequest() from None
     return value
+
+
+def _array(text: str, position: int,
+           step: int) -> Generator[None, None, tuple[list[Any], int]]:
+    """
+    The list of strings or flat objects starting at C{text[position]}, a
+    C{"["}, and the position after it; yields every C{step} elements.
+    """
+    skip = _WHITESPACE.match
+    items: list[Any] = []
+    position = skip(text, position + 1).end()
+    if text[position : position + 1] == "]":
+        return items, position + 1
+    while True:
+        start = text[position : position + 1]
+        if start == "{":
+            if _FLAT_OBJECT.match(text, position) is None:
+                raise MalformedRequest()
+        elif start != '"':
+            raise MalformedRequest()
+        item, position = _decode(text, position)
+        items.append(item)
+        position = skip(text, position).end()
+        separator = text[position : position + 1]
+        position = skip(text, position + 1).end()
+        if separator == "]":
+            return items, position
+        if separator != ",":
+            raise MalformedRequest()
+        if len(items) % step == 0:
+            yield None
 
 
 def encodeInSlices(value: dict[str, list[Any]], step: int) -> Generator[None, None, bytes]:
