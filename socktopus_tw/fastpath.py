@@ -256,8 +256,11 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         of the current request on.
         """
         self.setTimeout(None)
-        # The twisted.web channel is the transport's producer from now on.
+        # The twisted.web channel is the transport's producer from now on,
+        # and the one a shutdown closes (which, once the connection is a
+        # WebSocket, it must leave to the registry and its CLOSE).
         self.transport.unregisterProducer()
+        self.site.channels.discard(self)
         web = self.web = self.site.buildWebChannel(self.addr)
         web.makeConnection(self.transport)
         web.dataReceived(data)

@@ -1091,13 +1091,16 @@ class RealSocketTests(TestCase):
             self.assertEqual(answer.status, 200)
         answer = yield http.ask(request(kickBody(["c1"]), path=b"/kick"))
         self.assertEqual(answer.status, 200)
-        self.assertIsNone(self.fastChannels()[0].web)
+        [channel] = self.fastChannels()
+        self.assertIsNone(channel.web)
         # Handed over: twisted.web serves this one and the rest.
         answer = yield http.ask(request(sendBody([say("web")]), path=b"/send?via=web"))
         self.assertEqual(answer.status, 200)
         answer = yield http.ask(request(kickBody(["c1"]), path=b"/kick"))
         self.assertEqual(answer.status, 200)
-        self.assertIsNotNone(self.fastChannels()[0].web)
+        self.assertIsNotNone(channel.web)
+        # From now on twisted.web's channel is the one a shutdown closes.
+        self.assertEqual(self.fastChannels(), [])
 
         registry = self.site.metrics.registry
         counts = {

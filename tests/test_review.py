@@ -20,8 +20,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http import HTTPChannel
 
+from socktopus_tw.fastpath import FastPathChannel
 from tests import test_slices
-from tests.support import Daemon
+from tests.support import APP, SECRET, Daemon
 from tests.test_fastpath import (
     BIG_BATCH,
     NOW,
@@ -162,8 +163,65 @@ class Raw(Protocol):
         self.lost.callback(None)
 
 
+class Collect(Raw):
+    """
+    A raw client that keeps what it receives and can wait for some of it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = b""
+        self._waiting: list[tuple[bytes, Deferred[None]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        for wanted, d in list(self._waiting):
+            if wanted in self.received:
+                self._waiting.remove((wanted, d))
+                d.callback(None)
+
+    def waitFor(self, wanted: bytes) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if wanted in self.received:
+            d.callback(None)
+        else:
+            self._waiting.append((wanted, d))
+        return d
+
+
 class RealSocketTests(TestCase):
     timeout = 60
+
+    @inlineCallbacks
+    def test_webSocketAfterSendOnOneConnectionGetsCloseAtShutdown(self):
+        """
+        nginx's keepalive upstream can carry a backend's /send and then a
+        browser's WebSocket upgrade on one connection. At shutdown that
+        WebSocket still receives CLOSE from the registry, even if the
+        fast-path channel that served the /send is still around: shutdown
+        closes only the HTTP channels, and it is not one any more.
+        """
+        daemon = Daemon(self)
+        site = next(s for s in daemon.service if s.name.startswith("listen")).factory
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
+        client = yield endpoint.connect(Factory.forProtocol(Collect))
+        self.addCleanup(lambda: client.transport.abortConnection())
+        body = json.dumps({"secretName": APP, "secret": SECRET,
+                           "messages": [{"recipient": "nobody", "content": "x"}]}).encode()
+        client.transport.write(request(body))
+        yield client.waitFor(b'"failed":[{')
+        kept = [c for c in site.channels if isinstance(c, FastPathChannel)]
+        self.assertEqual(len(kept), 1)  # held here, as anything might hold it
+        client.transport.write(
+            b"GET /recieve?token=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n" % daemon.token("w1").encode())
+        yield client.waitFor(b"HTTP/1.1 101")
+        while daemon.registry.count() == 0:
+            yield deferLater(reactor, 0, lambda: None)
+        yield daemon.service.stopService()
+        yield client.lost
+        self.assertIn(b"\x81\x05CLOSE", client.received)
 
     @inlineCallbacks
     def connectRaw(self, daemon: Daemon):
