@@ -33,16 +33,12 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, ITCPTransport
 from twisted.internet.protocol import Protocol as BaseProtocol
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 
-from socktopus_tw.errors import ApiError, InternalError
-from socktopus_tw.web import JSON_TYPE, SocktopusSite, encodeJson
+from socktopus_tw.web import JSON_TYPE, SocktopusSite, encodeJson, errorFor
 from socktopus_tw.writing import writerFor
-
-log = Logger()
 
 #: A head longer than this, or with more header lines, is left to
 #: twisted.web, which refuses it (or not) as it always would.
@@ -210,10 +206,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
 
     def _failed(self, failure: Failure, endpoint: DirectEndpoint, started: float,
                 close: bool) -> None:
-        error = failure.value
-        if not isinstance(error, ApiError):
-            log.failure("Unhandled error in POST {path}", failure, path=endpoint.path)
-            error = InternalError()
+        error = errorFor(failure, "POST", endpoint.path)
         self._answer(error.status, error.body(), endpoint, started, close)
 
     def _answer(self, status: int, result: object, endpoint: DirectEndpoint,
@@ -223,8 +216,8 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         try:
             body = result if isinstance(result, bytes) else encodeJson(result)
         except Exception:
-            log.failure("Unencodable result from POST {path}", path=endpoint.path)
-            status, body = 500, encodeJson(InternalError().body())
+            error = errorFor(Failure(), "POST", endpoint.path)
+            status, body = error.status, encodeJson(error.body())
         response = responseHead(status, self.site.httpDate(), len(body), close) + body
         if self._write is None:
             self._write = writerFor(self.transport)

@@ -92,13 +92,20 @@ def writeError(request: Request, error: ApiError) -> None:
     writeJson(request, error.status, error.body())
 
 
-def _failed(failure: Failure, request: Request) -> None:
+def errorFor(failure: Failure, method: object, path: object) -> ApiError:
+    """
+    The error a failed handler answers with: its own L{ApiError}, or, for
+    anything else (logged with its traceback), an L{InternalError}.
+    """
     error = failure.value
-    if not isinstance(error, ApiError):
-        log.failure("Unhandled error in {method} {path}", failure,
-                    method=request.method, path=request.path)
-        error = InternalError()
-    writeError(request, error)
+    if isinstance(error, ApiError):
+        return error
+    log.failure("Unhandled error in {method} {path}", failure, method=method, path=path)
+    return InternalError()
+
+
+def _failed(failure: Failure, request: Request) -> None:
+    writeError(request, errorFor(failure, request.method, request.path))
 
 
 def _succeeded(body: Any, request: Request) -> None:

@@ -15,6 +15,8 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -29,6 +31,49 @@ OTHER_SECRET = "other-secret-9876543210"
 
 def nowMilliseconds() -> int:
     return int(time.time() * 1000)
+
+
+def upgradeRequest(path: str) -> bytes:
+    """
+    The request a browser sends to open a WebSocket on C{path} (its query,
+    with the token, included).
+    """
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+class RawClient(Protocol):
+    """
+    A client on a raw socket: keeps what it receives; L{waitFor} fires once
+    some bytes have arrived, C{lost} when the connection closes.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Deferred[None] = Deferred()
+        self._waiting: list[tuple[bytes, Deferred[None]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        for wanted, d in list(self._waiting):
+            if wanted in self.received:
+                self._waiting.remove((wanted, d))
+                d.callback(None)
+
+    def waitFor(self, wanted: bytes) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if wanted in self.received:
+            d.callback(None)
+        else:
+            self._waiting.append((wanted, d))
+        return d
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.callback(None)
 
 
 class Daemon:

@@ -43,7 +43,7 @@ NOW = 1_700_000_000.0
 HOST = IPv4Address("TCP", "127.0.0.1", 8080)
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 #: One more message than SendResource delivers in one go: answered later.
-BIG_BATCH = SendResource.inlineBatch + 1
+BIG_BATCH = SendResource.sliceSize + 1
 
 
 def say(content: str, to: str = "c1") -> dict[str, str]:

@@ -12,8 +12,7 @@ import bcrypt
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import Request
@@ -21,7 +20,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from socktopus_tw.accounts.api import Register
 from socktopus_tw.accounts.passwords import Passwords
-from tests.support import Daemon
+from tests.support import Daemon, RawClient, upgradeRequest
 
 
 class LoginCostTests(SynchronousTestCase):
@@ -94,15 +93,17 @@ def maskedText(payload: bytes) -> bytes:
     return struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked
 
 
-class Raw(Protocol):
-    def __init__(self):
-        self.data = b""
-
-    def dataReceived(self, data):
-        self.data += data
-
-
 class PipelinedFrameTests(TestCase):
+    # A lost frame shows as a PONG that never comes.
+    timeout = 10
+
+    @inlineCallbacks
+    def connect(self, daemon: Daemon):
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
+        client = yield endpoint.connect(Factory.forProtocol(RawClient))
+        self.addCleanup(client.transport.abortConnection)
+        return client
+
     @inlineCallbacks
     def test_frameSentRightAfterTheUpgradeRequestIsNotLost(self):
         """
@@ -112,21 +113,12 @@ class PipelinedFrameTests(TestCase):
         answered with PONG.
         """
         daemon = Daemon(self)
-        token = daemon.token("conn-1")
-        handshake = (
-            f"GET /recieve?token={token} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{daemon.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
-        client = yield endpoint.connect(Factory.forProtocol(Raw))
-        self.addCleanup(client.transport.abortConnection)
-        client.transport.write(handshake + maskedText(b"PING"))
-        yield deferLater(reactor, 0.5, lambda: None)
-        self.assertIn(b"101", client.data.split(b"\r\n", 1)[0])
-        self.assertIn(b"\x81\x04PONG", client.data)
+        client = yield self.connect(daemon)
+        client.transport.write(upgradeRequest(f"/recieve?token={daemon.token('conn-1')}")
+                               + maskedText(b"PING"))
+        yield client.waitFor(b"\x81\x04PONG")
+        self.assertIn(b"101", client.received.split(b"\r\n", 1)[0])
+        self.assertIn(b"\x81\x04PONG", client.received)
 
     @inlineCallbacks
     def test_controlFrameSentAfterThe101IsAnswered(self):
@@ -134,22 +126,12 @@ class PipelinedFrameTests(TestCase):
         Control for the test above: the same bytes, the frame sent after the 101.
         """
         daemon = Daemon(self)
-        token = daemon.token("conn-1")
-        handshake = (
-            f"GET /recieve?token={token} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{daemon.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
-        client = yield endpoint.connect(Factory.forProtocol(Raw))
-        self.addCleanup(client.transport.abortConnection)
-        client.transport.write(handshake)
-        yield deferLater(reactor, 0.3, lambda: None)
+        client = yield self.connect(daemon)
+        client.transport.write(upgradeRequest(f"/recieve?token={daemon.token('conn-1')}"))
+        yield client.waitFor(b"\r\n\r\n")
         client.transport.write(maskedText(b"PING"))
-        yield deferLater(reactor, 0.3, lambda: None)
-        self.assertIn(b"\x81\x04PONG", client.data)
+        yield client.waitFor(b"\x81\x04PONG")
+        self.assertIn(b"\x81\x04PONG", client.received)
 
 
 N = 60000

@@ -11,7 +11,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from tests.support import APP, Daemon, RelayClient
+from tests.support import APP, Daemon, RelayClient, upgradeRequest
 
 
 class QuietClient(RelayClient):
@@ -57,12 +57,7 @@ class StalledReader(Protocol):
         self.buffer = b""
 
     def connectionMade(self) -> None:
-        self.transport.write(
-            b"GET " + self.path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n"
-        )
+        self.transport.write(upgradeRequest(self.path))
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data

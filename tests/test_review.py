@@ -13,16 +13,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock, Cooperator, deferLater
 from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http import HTTPChannel
 
 from socktopus_tw.fastpath import FastPathChannel
 from tests import test_slices
-from tests.support import APP, SECRET, Daemon
+from tests.support import APP, SECRET, Daemon, RawClient, upgradeRequest
 from tests.test_fastpath import (
     BIG_BATCH,
     NOW,
@@ -151,44 +150,6 @@ class IdleTimeoutAbortTests(SynchronousTestCase):
             self.assertEqual(aborted, [True], type(channel).__name__)
 
 
-class Raw(Protocol):
-    """
-    A raw client that never looks at what it receives.
-    """
-
-    def __init__(self) -> None:
-        self.lost: Deferred[None] = Deferred()
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.lost.callback(None)
-
-
-class Collect(Raw):
-    """
-    A raw client that keeps what it receives and can wait for some of it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.received = b""
-        self._waiting: list[tuple[bytes, Deferred[None]]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        for wanted, d in list(self._waiting):
-            if wanted in self.received:
-                self._waiting.remove((wanted, d))
-                d.callback(None)
-
-    def waitFor(self, wanted: bytes) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if wanted in self.received:
-            d.callback(None)
-        else:
-            self._waiting.append((wanted, d))
-        return d
-
-
 class RealSocketTests(TestCase):
     timeout = 60
 
@@ -203,19 +164,14 @@ class RealSocketTests(TestCase):
         """
         daemon = Daemon(self)
         site = next(s for s in daemon.service if s.name.startswith("listen")).factory
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
-        client = yield endpoint.connect(Factory.forProtocol(Collect))
-        self.addCleanup(lambda: client.transport.abortConnection())
+        client = yield self.connectRaw(daemon)
         body = json.dumps({"secretName": APP, "secret": SECRET,
                            "messages": [{"recipient": "nobody", "content": "x"}]}).encode()
         client.transport.write(request(body))
         yield client.waitFor(b'"failed":[{')
         kept = [c for c in site.channels if isinstance(c, FastPathChannel)]
         self.assertEqual(len(kept), 1)  # held here, as anything might hold it
-        client.transport.write(
-            b"GET /recieve?token=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n" % daemon.token("w1").encode())
+        client.transport.write(upgradeRequest(f"/recieve?token={daemon.token('w1')}"))
         yield client.waitFor(b"HTTP/1.1 101")
         while daemon.registry.count() == 0:
             yield deferLater(reactor, 0, lambda: None)
@@ -226,7 +182,7 @@ class RealSocketTests(TestCase):
     @inlineCallbacks
     def connectRaw(self, daemon: Daemon):
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
-        client = yield endpoint.connect(Factory.forProtocol(Raw))
+        client = yield endpoint.connect(Factory.forProtocol(RawClient))
 
         def close():
             if client.transport.connected:

@@ -171,7 +171,6 @@ class Relay:
             resource.cooperator = Cooperator(
                 terminationPredicateFactory=lambda: lambda: True,
                 scheduler=lambda work: self.clock.callLater(0.001, work))
-        self.send.inlineBatch = 100
         self.turns = 0
 
     def answer(self, resource: Any, body: Any) -> tuple[int, Any]:

@@ -196,9 +196,6 @@ class SendResource(BackendResource):
     fields = _SEND_FIELDS
     arrayField = "messages"
     path = "/send"
-    #: Batches larger than this are delivered cooperatively, a slice per
-    #: step, instead of in one go.
-    inlineBatch = 1000
 
     def __init__(self, apps: Apps, registry: Registry, reactor: Any,
                  maxMessageSize: int = 1024 * 1024, metrics: Metrics | None = None) -> None:
@@ -237,7 +234,8 @@ class SendResource(BackendResource):
         Deliver a checked batch, now or after the batches accepted before it.
         """
         result: dict[str, list[Any]] = {"succeeded": [], "failed": []}
-        if len(messages) <= self.inlineBatch and not self._queue:
+        # Up to a slice is delivered at once; more, a slice per step.
+        if len(messages) <= self.sliceSize and not self._queue:
             self._deliverSlice(app, messages, recipients, payloads, result)
             return self._answer(app, result, big)
         # A big batch, or any batch while one is under way: queued, so frames
@@ -271,13 +269,11 @@ class SendResource(BackendResource):
     def _deliver(self, app: str, messages: list[Any], recipients: list[str],
                  payloads: list[bytes | None], result: dict[str, list[Any]]) -> Iterator[None]:
         """
-        Deliver in slices of C{inlineBatch} messages, yielding between them.
+        Deliver a slice at a time, yielding between them.
         """
-        step = self.inlineBatch
-        for start in range(0, len(messages), step):
-            end = start + step
-            self._deliverSlice(app, messages[start:end], recipients[start:end],
-                               payloads[start:end], result)
+        for some in zip(self.slices(messages), self.slices(recipients), self.slices(payloads),
+                        strict=True):
+            self._deliverSlice(app, *some, result)
             yield None
 
     def _deliverSlice(self, app: str, messages: list[Any], recipients: list[str],
