@@ -35,11 +35,11 @@ def build():
     from twisted.internet.testing import StringTransport
 
     from socktopus_tw.apps import Apps
+    from socktopus_tw.http.respond import encodeJson
     from socktopus_tw.metrics import Metrics
     from socktopus_tw.relay.api import SendResource, decodeRequest
-    from socktopus_tw.relay.registry import Registry
+    from socktopus_tw.relay.registry import LocalRegistry
     from socktopus_tw.relay.websocket import RelayFactory
-    from socktopus_tw.web import encodeJson
 
     class Sink(StringTransport):
         def write(self, data: bytes) -> None:
@@ -47,7 +47,7 @@ def build():
 
     clock = task.Clock()
     metrics = Metrics()
-    registry = Registry(clock, metrics=metrics)
+    registry = LocalRegistry(clock, metrics=metrics)
     factory = RelayFactory(registry)
     for n in range(1000):
         protocol = factory.buildProtocol(None)
@@ -72,7 +72,7 @@ def build():
     from twisted.logger import globalLogBeginner
     from twisted.web.resource import Resource
 
-    from socktopus_tw.fastpath import FastPathSite
+    from socktopus_tw.http.fastpath import FastPathSite
     from socktopus_tw.logs import BatchingTextObserver
 
     class Running(task.Clock):
@@ -84,11 +84,11 @@ def build():
     loop = Running()
     observer = BatchingTextObserver(open(os.devnull, "w"), loop)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    root = Resource()
-    root.putChild(b"send", send)
-    site = FastPathSite(root, metrics=metrics)
-    if not os.environ.get("PATHCOST_WEB"):
-        site.serveDirectly(b"/send", send)
+    site = FastPathSite(Resource(), metrics=metrics)
+    if os.environ.get("PATHCOST_WEB"):
+        site.resource.putChild(b"send", send)
+    else:
+        site.route(b"send", send)
     site.reactor = clock
     channel = site.buildProtocol(None)
     transport = StringTransport()

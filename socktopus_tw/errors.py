@@ -4,10 +4,17 @@ Errors that end a request with a status and a JSON body.
 
 The two services keep the bodies of the two Go originals: the relay answers
 C{{"code": N, "message": "..."}}, the accounts service C{{"Error": "..."}}.
-Domain code raises these; only L{socktopus_tw.web} turns them into responses.
+Domain code raises these; only L{socktopus_tw.http.respond} turns them into responses.
 """
 
 from __future__ import annotations
+
+
+class StartupError(Exception):
+    """
+    The daemon cannot start for a reason the user can fix; the message says it.
+    The daemon prints it as one line and exits non-zero.
+    """
 
 
 class ApiError(Exception):

@@ -12,7 +12,7 @@ from twisted.web.server import Request
 
 from socktopus_tw.db import Database, Unreachable
 from socktopus_tw.errors import ServiceUnavailable
-from socktopus_tw.web import JsonResource
+from socktopus_tw.http.respond import JsonResource
 
 
 class Health(JsonResource):

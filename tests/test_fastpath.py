@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import txaio
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -28,13 +29,17 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socktopus_tw.apps import Apps
-from socktopus_tw.fastpath import MAX_HEAD, FastPathChannel, FastPathSite
 from socktopus_tw.health import Health
+from socktopus_tw.http.fastpath import MAX_HEAD, FastPathChannel, FastPathSite
+from socktopus_tw.http.respond import Root
 from socktopus_tw.metrics import Metrics
+from socktopus_tw.relay.admission import Gatekeeper
 from socktopus_tw.relay.api import KickResource, SendResource
 from socktopus_tw.relay.home import HomeResource
-from socktopus_tw.relay.registry import Registry
-from socktopus_tw.web import Root
+from socktopus_tw.relay.registry import LocalRegistry
+from socktopus_tw.relay.tokens import makeToken
+from socktopus_tw.relay.upgrade import ReceiveResource
+from socktopus_tw.relay.websocket import RelayFactory, RelayProtocol
 from tests.support import APP, OTHER_APP, OTHER_SECRET, SECRET, Daemon
 from tests.test_registry import FakeConnection
 
@@ -215,20 +220,19 @@ class Relay:
         metrics: Metrics | None = None,
     ) -> None:
         apps = Apps({APP: SECRET, OTHER_APP: OTHER_SECRET})
-        self.registry = Registry(clock)
+        self.registry = LocalRegistry(clock)
         self.send = SendResource(apps, self.registry, reactor or clock, metrics=metrics)
         self.kick = KickResource(apps, self.registry, reactor or clock)
-        root = Root()
-        root.putChild(b"", HomeResource(apps, self.registry))
-        root.putChild(b"send", self.send)
-        root.putChild(b"kick", self.kick)
-        root.putChild(b"health", Health())
-        self.site = FastPathSite(root, maxBodySize=maxBodySize, metrics=metrics)
+        self.site = FastPathSite(Root(), maxBodySize=maxBodySize, metrics=metrics)
+        self.site.route(b"", HomeResource(apps, self.registry))
+        self.site.route(b"send", self.send)
+        self.site.route(b"kick", self.kick)
+        self.site.route(b"health", Health())
+        gatekeeper = Gatekeeper(apps, self.registry, clock, tokenLifespan=5.0)
+        self.site.route(b"recieve", ReceiveResource(gatekeeper, RelayFactory(self.registry)))
         # twisted.web's Site takes the global reactor: its Date headers and
         # idle timeouts are to follow the test's clock.
         self.site.reactor = clock
-        self.site.serveDirectly(b"/send", self.send)
-        self.site.serveDirectly(b"/kick", self.kick)
         self.recipient = FakeConnection(self.registry, APP, "c1")
         self.registry.register(self.recipient)
 
@@ -649,6 +653,122 @@ class HandOverTests(FastPathTestCase):
         self.assertEqual(answer.status, 200)
 
 
+def upgrade(token: str, headers: list[bytes] | None = None) -> bytes:
+    """
+    A browser's WebSocket upgrade request to C{/recieve} with C{token}.
+    """
+    return request(
+        path=b"/recieve?token=" + token.encode(),
+        method=b"GET",
+        length=False,
+        headers=[
+            b"Upgrade: websocket",
+            b"Connection: Upgrade",
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            b"Sec-WebSocket-Version: 13",
+            *(headers or []),
+        ],
+    )
+
+
+#: A masked client text frame "PING" (RFC 6455 §5.3, with a zero mask).
+MASKED_PING = b"\x81\x84\x00\x00\x00\x00PING"
+
+
+class UpgradeTests(FastPathTestCase):
+    """
+    A plain WebSocket upgrade is admitted on the fast path and its bytes
+    handed to the relay's protocol; its refusals are twisted.web's bytes.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        # Autobahn's handshake timers run on the test's clock.
+        self.patch(txaio.config, "loop", self.clock)
+
+    def token(self, connectionId: str = "w1", secret: str = SECRET, app: str = APP,
+              age: float = 0.0) -> str:
+        return makeToken(app, secret, connectionId, (NOW - age) * 1000)
+
+    def test_admittedWithoutTwistedWeb(self) -> None:
+        """
+        A client's upgrade is answered 101 as through twisted.web, and the
+        connection is registered, without twisted.web's parser.
+        """
+        fast, web, fastRelay, webRelay = self.answerBoth(upgrade(self.token()))
+        self.assertEqual(fast.value(), web.value())
+        self.assertTrue(fast.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\n"))
+        self.assertIsNone(fast.channel.web)
+        self.assertIsInstance(fastRelay.registry.connection(APP, "w1"), RelayProtocol)
+        self.assertIsInstance(webRelay.registry.connection(APP, "w1"), RelayProtocol)
+
+    def test_framesInTheSameRead(self) -> None:
+        """
+        A client that sends a PING right behind its upgrade, in one packet,
+        is answered PONG.
+        """
+        fast, web, _, _ = self.answerBoth(upgrade(self.token()) + MASKED_PING)
+        self.assertTrue(fast.value().endswith(b"\x81\x04PONG"))
+        self.assertEqual(fast.value(), web.value())
+
+    def test_refusals(self) -> None:
+        """
+        Every refusal of SPEC §3.2 is the same JSON on the fast path.
+        """
+        cases = [
+            ("abch", 400, "Malformed token"),
+            (self.token(age=60), 401, "Token expired"),
+            (self.token(app="nosuch"), 404, "Secret not found"),
+            (self.token(secret="wrong"), 401, "Invalid signature"),
+        ]
+        for token, status, message in cases:
+            fast, web, _, _ = self.answerBoth(upgrade(token))
+            self.assertEqual(fast.value(), web.value())
+            [answer] = fast.answers()
+            self.assertEqual((answer.status, answer.json()),
+                             (status, {"code": status, "message": message}))
+            self.assertIsNone(fast.channel.web, token)
+            self.assertTrue(fast.connected)
+
+    def test_refusalThenSend(self) -> None:
+        """
+        After a refused upgrade the connection serves the next request.
+        """
+        [refused, sent] = self.assertSameAnswer(upgrade(self.token(secret="wrong")) + send("x"))
+        self.assertEqual((refused.status, sent.status), (401, 200))
+
+    def test_kickedTokenRefused(self) -> None:
+        """
+        A token stamped before a kick of its id does not get back in.
+        """
+        fast, web, fastRelay, webRelay = self.answerBoth()
+        for relay in (fastRelay, webRelay):
+            relay.registry.kick(APP, ["w1"])
+        token = self.token()
+        fastClient, webClient = fastRelay.connect(), webRelay.connect(web=True)
+        fastClient.feed(upgrade(token))
+        webClient.feed(upgrade(token))
+        self.assertEqual(fastClient.value(), webClient.value())
+        self.assertEqual(fastClient.answers()[0].status, 401)
+
+    def test_otherRequestsHandedOver(self) -> None:
+        """
+        What the fast path does not read itself (an escaped token, a body, a
+        request that is not an upgrade) goes to twisted.web, as before.
+        """
+        token = self.token()
+        escaped = upgrade(f"%{ord(token[0]):02x}{token[1:]}")
+        for chunk in (
+            escaped,
+            upgrade(token, headers=[b"Content-Length: 0"]),
+            request(path=b"/recieve?token=" + token.encode(), method=b"GET", length=False),
+            upgrade(token).replace(b"Upgrade: websocket", b"Upgrade: h2c"),
+        ):
+            fast, web, _, _ = self.answerBoth(chunk)
+            self.assertEqual(fast.value(), web.value())
+            self.assertIsNotNone(fast.channel.web, chunk)
+
+
 class TwistedWebRefusalTests(FastPathTestCase):
     """
     Requests twisted.web refuses are refused by the fast path too: it hands
@@ -812,7 +932,7 @@ class AsynchronousTests(FastPathTestCase):
         settle(self.clock)
         self.assertEqual(client.value(), b"")
         self.assertNotIn("DATA:after", relay.delivered())
-        self.assertEqual(relay.site.inflight, set())
+        self.assertEqual(relay.site.working, set())
         self.assertEqual(self.successResultOf(relay.site.whenIdle(10)), None)
 
     def test_shutdownWaitsForIt(self) -> None:

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from socktopus_tw.relay.registry import IRelayConnection, Registry
+from socktopus_tw.relay.registry import IRelayConnection, LocalRegistry
 
 START = 1700000000.0
 IDLE = 20.0
@@ -29,7 +29,7 @@ class FakeConnection:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LocalRegistry,
         app: str,
         connectionId: str,
         closesAtOnce: bool = False,
@@ -76,7 +76,7 @@ class RegistryTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(START)
-        self.registry = Registry(self.clock, idleTimeout=IDLE, tokenLifespan=LIFESPAN)
+        self.registry = LocalRegistry(self.clock, idleTimeout=IDLE, tokenLifespan=LIFESPAN)
 
     def start(self) -> None:
         """
@@ -107,7 +107,7 @@ class FakeConnectionTests(SynchronousTestCase):
         """
         The registry tests would exercise a double that real connections do not match.
         """
-        registry = Registry(Clock())
+        registry = LocalRegistry(Clock())
         verifyObject(IRelayConnection, FakeConnection(registry, "demo", "c1"))
 
 

@@ -19,7 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http import HTTPChannel
 
-from socktopus_tw.fastpath import FastPathChannel
+from socktopus_tw.http.fastpath import FastPathChannel
 from tests import test_slices
 from tests.support import APP, SECRET, Daemon, RawClient, upgradeRequest
 from tests.test_fastpath import (
@@ -79,7 +79,7 @@ class DeliveryQueueTests(SynchronousTestCase):
         self.assertEqual([(a.status, a.json()["succeeded"]) for a in second.answers()],
                          [(200, [say("c")])])
         self.assertEqual(relay.delivered()[-1], "DATA:c")
-        self.assertEqual(relay.site.inflight, set())
+        self.assertEqual(relay.site.working, set())
 
 
 class ShutdownDrainTests(SynchronousTestCase):

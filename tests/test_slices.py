@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from socktopus_tw.apps import Apps
 from socktopus_tw.errors import ApiError, MalformedRequest
 from socktopus_tw.relay.api import KickResource, SendResource
-from socktopus_tw.relay.registry import Registry
+from socktopus_tw.relay.registry import LocalRegistry
 from socktopus_tw.relay.slices import decodeInSlices, encodeInSlices
 from tests.test_registry import FakeConnection
 
@@ -156,7 +156,7 @@ class Relay:
 
     def __init__(self, inlineLimit: int) -> None:
         self.clock = Clock()
-        self.registry = Registry(self.clock)
+        self.registry = LocalRegistry(self.clock)
         self.clients = [FakeConnection(self.registry, APP, f"c{n}") for n in range(250)]
         for client in self.clients:
             self.registry.register(client)

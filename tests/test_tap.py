@@ -1,7 +1,7 @@
 """
 Tests for L{socktopus_tw.tap}: the daemon's options as a whole, every user
 mistake as a clear L{usage.UsageError}, and L{makeService}'s composition.
-Also the C{.env} parser (L{socktopus_tw.environment}) and C{--database}
+Also the C{.env} parser (L{socktopus_tw.settings}) and C{--database}
 URLs (L{socktopus_tw.db.parseDatabaseUrl}), which the options build on.
 """
 
@@ -21,10 +21,10 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socktopus_tw import tap
+from socktopus_tw.daemon import Listener
 from socktopus_tw.db import DatabaseConfig, DatabaseError, DatabaseService, parseDatabaseUrl
-from socktopus_tw.environment import EnvironmentError_, parseDotEnv
-from socktopus_tw.listening import Listener
-from socktopus_tw.relay.registry import Registry
+from socktopus_tw.relay.registry import LocalRegistry
+from socktopus_tw.settings import EnvironmentFileError, parseDotEnv
 from socktopus_tw.tap import SocktopusOptions, makeService
 
 KiB = 1024
@@ -717,7 +717,7 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         socket = os.path.join(self.directory, "socktopus.sock")
         config = self.config("--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:" + socket)
         service = makeService(config, MemoryReactorClock())
-        self.assertIsInstance(service.getServiceNamed("registry"), Registry)
+        self.assertIsInstance(service.getServiceNamed("registry"), LocalRegistry)
         self.assertIsInstance(service.getServiceNamed("database"), DatabaseService)
         listeners = [child for child in service if isinstance(child, Listener)]
         self.assertEqual(
@@ -925,7 +925,7 @@ class ParseDotEnvTests(SynchronousTestCase):
         """
         for line in ["NOEQUALS", "=value", "1A=x", "A B=x", "A-B=x", "export", "export =x"]:
             text = f"# first\nOK=1\n{line}\n"
-            error = self.assertRaises(EnvironmentError_, parseDotEnv, text, "/etc/app/.env")
+            error = self.assertRaises(EnvironmentFileError, parseDotEnv, text, "/etc/app/.env")
             self.assertIn("/etc/app/.env line 3", str(error), line)
 
     def test_empty(self) -> None:

@@ -11,7 +11,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from socktopus_tw.web import clientAddress, encodeJson
+from socktopus_tw.http.proxy import clientAddress
+from socktopus_tw.http.respond import encodeJson
 from tests.support import Daemon
 
 

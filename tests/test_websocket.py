@@ -18,9 +18,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socktopus_tw.apps import Apps
 from socktopus_tw.errors import RelayError
-from socktopus_tw.relay.registry import Registry
+from socktopus_tw.relay.admission import Gatekeeper
+from socktopus_tw.relay.registry import LocalRegistry
 from socktopus_tw.relay.tokens import makeToken
-from socktopus_tw.relay.websocket import Gatekeeper, RelayFactory, RelayProtocol
+from socktopus_tw.relay.websocket import RelayFactory, RelayProtocol
 
 APP = "demo"
 SECRET = "demo-secret-0123456789"
@@ -115,7 +116,7 @@ class ProtocolTestCase(SynchronousTestCase):
         # Autobahn schedules its handshake timeouts through txaio's loop;
         # on the test's clock they neither leak into the reactor nor wait.
         self.patch(txaio.config, "loop", self.clock)
-        self.registry = Registry(self.clock, idleTimeout=20.0, tokenLifespan=5.0)
+        self.registry = LocalRegistry(self.clock, idleTimeout=20.0, tokenLifespan=5.0)
         self.factory = RelayFactory(self.registry, maxClientBuffer=self.maxClientBuffer)
 
     def connect(
@@ -491,9 +492,9 @@ class GatekeeperTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.registry = Registry(self.clock, tokenLifespan=5.0)
+        self.registry = LocalRegistry(self.clock, tokenLifespan=5.0)
         self.apps = Apps({APP: SECRET, OTHER_APP: OTHER_SECRET})
-        self.gatekeeper = Gatekeeper(self.apps, self.registry)
+        self.gatekeeper = Gatekeeper(self.apps, self.registry, self.clock, 5.0)
 
     def assertRefused(self, token: str, status: int, message: str) -> None:
         error = self.assertRaises(RelayError, self.gatekeeper.admit, token)

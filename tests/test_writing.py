@@ -14,7 +14,8 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from socktopus_tw.writing import canWriteNow, textFrame, writeNow
+from socktopus_tw.http.writing import canWriteNow, writeNow
+from socktopus_tw.relay.websocket import textFrame
 
 
 class Collector(Protocol):

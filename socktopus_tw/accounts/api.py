@@ -25,7 +25,8 @@ from socktopus_tw.errors import (
     NotAuthorized,
     WrongCredentials,
 )
-from socktopus_tw.web import HANDLED, JsonResource, clientAddress, respond, writeRedirect
+from socktopus_tw.http.proxy import clientAddress
+from socktopus_tw.http.respond import HANDLED, JsonResource, respond, writeRedirect
 
 #: The most names one getID request may ask for.
 MAX_NAMES = 1000
@@ -266,13 +267,15 @@ class GetIds(AccountsResource):
         return {"UserIDs": ids, "Errors": errors}
 
 
-def install(root: Resource, accounts: Accounts) -> None:
+def routes(accounts: Accounts) -> list[tuple[bytes, IResource]]:
     """
-    Put the accounts endpoints into the resource tree.
+    The accounts endpoints, by their first path segment.
     """
-    root.putChild(b"users", Users(accounts))
-    root.putChild(b"login", Login(accounts))
-    root.putChild(b"verifySecret", VerifySecret(accounts))
-    root.putChild(b"logout", Logout(accounts))
-    root.putChild(b"changePassword", ChangePassword(accounts))
-    root.putChild(b"authHeaders", AuthHeaders(accounts))
+    return [
+        (b"users", Users(accounts)),
+        (b"login", Login(accounts)),
+        (b"verifySecret", VerifySecret(accounts)),
+        (b"logout", Logout(accounts)),
+        (b"changePassword", ChangePassword(accounts)),
+        (b"authHeaders", AuthHeaders(accounts)),
+    ]

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay_api -*-
+# -*- test-case-name: tests.relay.test_api -*-
 """
 C{POST /send} and C{POST /kick} (SPEC §3.3, §3.4): the backend's side of the relay.
 
@@ -13,20 +13,23 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Generator, Iterator
+from itertools import chain
 from typing import Any
 
 import orjson
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from socktopus_tw.apps import Apps
 from socktopus_tw.errors import ApiError, MalformedRequest
+from socktopus_tw.http.fastpath import IDirectEndpoint
+from socktopus_tw.http.respond import JsonResource
 from socktopus_tw.metrics import Metrics
-from socktopus_tw.relay.registry import Registry
+from socktopus_tw.relay.registry import IRegistry
 from socktopus_tw.relay.slices import decodeInSlices, encodeInSlices
-from socktopus_tw.web import JsonResource
 
 log = Logger()
 
@@ -104,6 +107,7 @@ def framePayloads(messages: list[Any], limit: int) -> tuple[list[str], list[byte
     return recipients, payloads
 
 
+@implementer(IDirectEndpoint)
 class BackendResource(JsonResource):
     """
     Shared by C{/send} and C{/kick}: decode and authenticate a backend's
@@ -118,7 +122,7 @@ class BackendResource(JsonResource):
     inlineLimit = 256 * 1024
     sliceSize = 1000
 
-    def __init__(self, apps: Apps, registry: Registry, reactor: Any) -> None:
+    def __init__(self, apps: Apps, registry: IRegistry, reactor: Any) -> None:
         super().__init__()
         self.apps = apps
         self.registry = registry
@@ -134,7 +138,7 @@ class BackendResource(JsonResource):
         """
         Answer a request body: the result, or a Deferred of it. Called by
         L{json_POST} and, for plain requests, directly by
-        L{socktopus_tw.fastpath.FastPathChannel}.
+        L{socktopus_tw.http.fastpath.FastPathChannel}.
         """
         if len(body) <= self.inlineLimit:
             return self.handle(decodeRequest(body, self.fields))
@@ -197,7 +201,7 @@ class SendResource(BackendResource):
     arrayField = "messages"
     path = "/send"
 
-    def __init__(self, apps: Apps, registry: Registry, reactor: Any,
+    def __init__(self, apps: Apps, registry: IRegistry, reactor: Any,
                  maxMessageSize: int = 1024 * 1024, metrics: Metrics | None = None) -> None:
         super().__init__(apps, registry, reactor)
         # A frame is "DATA:" plus the content: the cap is on the content.
@@ -209,15 +213,17 @@ class SendResource(BackendResource):
         self._draining = False
 
     def handle(self, value: dict[str, Any]) -> object:
+        app = self.authenticate(value)
         messages = value["messages"]
         recipients, payloads = framePayloads(messages, self.payloadLimit)
-        return self.accept(self.authenticate(value), messages, recipients, payloads, big=False)
+        return self.accept(app, messages, recipients, payloads, big=False)
 
     def handleInSlices(self, body: bytes) -> Generator[None, None, object]:
         """
         L{handle} for a big body: decoded and checked a slice at a time.
         """
         value = yield from self.decodeInSlices(body)
+        app = self.authenticate(value)
         messages = value["messages"]
         recipients: list[str] = []
         payloads: list[bytes | None] = []
@@ -226,21 +232,25 @@ class SendResource(BackendResource):
             recipients += someRecipients
             payloads += somePayloads
             yield None
-        return self.accept(self.authenticate(value), messages, recipients, payloads, big=True)
+        return self.accept(app, messages, recipients, payloads, big=True)
 
     def accept(self, app: str, messages: list[Any], recipients: list[str],
                payloads: list[bytes | None], big: bool) -> object:
         """
         Deliver a checked batch, now or after the batches accepted before it.
         """
-        result: dict[str, list[Any]] = {"succeeded": [], "failed": []}
         # Up to a slice is delivered at once; more, a slice per step.
         if len(messages) <= self.sliceSize and not self._queue:
-            self._deliverSlice(app, messages, recipients, payloads, result)
-            return self._answer(app, result, big)
+            outcomes = self.registry.deliverBatch(app, recipients, payloads)
+            if type(outcomes) is list:
+                return self._answer(app, sortMessages(messages, [outcomes]), big)
+            # A registry that reaches other nodes learns their outcomes later.
+            return outcomes.addCallback(
+                lambda outcomes: self._answer(app, sortMessages(messages, [outcomes]), big))
         # A big batch, or any batch while one is under way: queued, so frames
         # still arrive in the order /send accepted their batches.
-        deliveries = self._deliver(app, messages, recipients, payloads, result)
+        outcomes: list[list[bool] | Deferred[list[bool]]] = []
+        deliveries = self._deliver(app, recipients, payloads, outcomes)
         delivered: Deferred[None] = Deferred()
         self._queue.append((deliveries, delivered))
         if not self._draining:
@@ -248,7 +258,7 @@ class SendResource(BackendResource):
             # (a pipelined request) while the drain that answered it runs.
             self._draining = True
             self.cooperator.cooperate(self._drain())
-        delivered.addCallback(lambda _: self._answer(app, result, big))
+        delivered.addCallback(lambda _: self._collect(app, messages, outcomes, big))
         return delivered
 
     def _drain(self) -> Iterator[None]:
@@ -266,25 +276,25 @@ class SendResource(BackendResource):
         finally:
             self._draining = False
 
-    def _deliver(self, app: str, messages: list[Any], recipients: list[str],
-                 payloads: list[bytes | None], result: dict[str, list[Any]]) -> Iterator[None]:
+    def _deliver(self, app: str, recipients: list[str], payloads: list[bytes | None],
+                 outcomes: list[list[bool] | Deferred[list[bool]]]) -> Iterator[None]:
         """
-        Deliver a slice at a time, yielding between them.
+        Deliver a slice at a time, yielding between them; each slice's
+        outcomes (or a Deferred of them) go to C{outcomes}.
         """
-        for some in zip(self.slices(messages), self.slices(recipients), self.slices(payloads),
-                        strict=True):
-            self._deliverSlice(app, *some, result)
+        deliverBatch = self.registry.deliverBatch
+        for some in zip(self.slices(recipients), self.slices(payloads), strict=True):
+            outcomes.append(deliverBatch(app, *some))
             yield None
 
-    def _deliverSlice(self, app: str, messages: list[Any], recipients: list[str],
-                      payloads: list[bytes | None], result: dict[str, list[Any]]) -> None:
-        outcomes = self.registry.deliverBatch(app, recipients, payloads)
-        if all(outcomes):
-            result["succeeded"].extend(messages)
-            return
-        succeeded, failed = result["succeeded"], result["failed"]
-        for message, delivered in zip(messages, outcomes, strict=True):
-            (succeeded if delivered else failed).append(message)
+    def _collect(self, app: str, messages: list[Any],
+                 outcomes: list[list[bool] | Deferred[list[bool]]], big: bool) -> object:
+        if all(type(some) is list for some in outcomes):
+            return self._answer(app, sortMessages(messages, outcomes), big)
+        waiting = gatherResults([some if isinstance(some, Deferred) else succeed(some)
+                                 for some in outcomes], consumeErrors=True)
+        return waiting.addCallback(
+            lambda outcomes: self._answer(app, sortMessages(messages, outcomes), big))
 
     def _answer(self, app: str, result: dict[str, list[Any]], big: bool) -> object:
         succeeded, failed = len(result["succeeded"]), len(result["failed"])
@@ -295,6 +305,21 @@ class SendResource(BackendResource):
         if big:
             return self.inSlices(encodeInSlices(result, self.sliceSize))
         return result
+
+
+def sortMessages(messages: list[Any], outcomes: list[list[bool]]) -> dict[str, list[Any]]:
+    """
+    The answer to C{/send}: each message in C{succeeded} or C{failed}, by its
+    outcome (C{outcomes} holds them a slice at a time), in their order.
+    """
+    flat = outcomes[0] if len(outcomes) == 1 else list(chain.from_iterable(outcomes))
+    if all(flat):
+        return {"succeeded": messages, "failed": []}
+    succeeded: list[Any] = []
+    failed: list[Any] = []
+    for message, delivered in zip(messages, flat, strict=True):
+        (succeeded if delivered else failed).append(message)
+    return {"succeeded": succeeded, "failed": failed}
 
 
 class KickResource(BackendResource):
@@ -308,24 +333,39 @@ class KickResource(BackendResource):
     path = "/kick"
 
     def handle(self, value: dict[str, Any]) -> object:
+        app = self.authenticate(value)
         connectionIds = value["connections"]
         checkIds(connectionIds)
-        kicked, notConnected = self.registry.kick(self.authenticate(value), connectionIds)
-        return {"kicked": kicked, "notConnected": notConnected}
+        outcome = self.registry.kick(app, connectionIds)
+        if type(outcome) is tuple:
+            return kickAnswer(outcome)
+        return outcome.addCallback(kickAnswer)
 
     def handleInSlices(self, body: bytes) -> Generator[None, None, object]:
         value = yield from self.decodeInSlices(body)
+        app = self.authenticate(value)
         for some in self.slices(value["connections"]):
             checkIds(some)
             yield None
-        app = self.authenticate(value)
         result: dict[str, list[Any]] = {"kicked": [], "notConnected": []}
         for some in self.slices(value["connections"]):
-            kicked, notConnected = self.registry.kick(app, some)
+            outcome = self.registry.kick(app, some)
+            if type(outcome) is not tuple:
+                # Other nodes answer later; the cooperator waits for them.
+                answered: list[tuple[list[str], list[str]]] = []
+                outcome.addCallback(answered.append)
+                yield outcome
+                outcome = answered[0]
+            kicked, notConnected = outcome
             result["kicked"] += kicked
             result["notConnected"] += notConnected
             yield None
         return (yield from encodeInSlices(result, self.sliceSize))
+
+
+def kickAnswer(outcome: tuple[list[str], list[str]]) -> dict[str, list[str]]:
+    kicked, notConnected = outcome
+    return {"kicked": kicked, "notConnected": notConnected}
 
 
 def checkIds(connectionIds: list[Any]) -> None:

@@ -14,8 +14,8 @@ from html import escape
 from twisted.web.server import Request
 
 from socktopus_tw.apps import Apps, environmentLine
-from socktopus_tw.relay.registry import Registry
-from socktopus_tw.web import HANDLED, JsonResource
+from socktopus_tw.http.respond import HANDLED, JsonResource
+from socktopus_tw.relay.registry import IRegistry
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -58,7 +58,7 @@ class HomeResource(JsonResource):
     Only its errors are JSON.
     """
 
-    def __init__(self, apps: Apps, registry: Registry) -> None:
+    def __init__(self, apps: Apps, registry: IRegistry) -> None:
         super().__init__()
         self.apps = apps
         self.registry = registry

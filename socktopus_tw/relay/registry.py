@@ -2,6 +2,12 @@
 """
 The connection registry: the one place that knows who is connected.
 
+L{IRegistry} is the seam between the relay's edges (the WebSocket layer,
+C{/send}, C{/kick}, the home page) and where connections live.
+L{LocalRegistry} serves it for one process; a registry that reaches the
+connections of other nodes (the cluster over Redis) serves the same
+interface, and no caller knows which one it holds.
+
 It is pure domain: no Autobahn, no twisted.web. A connection is any object
 providing L{IRelayConnection}; the WebSocket layer registers its protocol on
 open and unregisters it on close. Time comes from an injected
@@ -20,7 +26,7 @@ from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 if TYPE_CHECKING:
     from socktopus_tw.metrics import Metrics
@@ -51,9 +57,80 @@ class IRelayConnection(Interface):
         """
 
 
-class Registry(Service):
+class IRegistry(Interface):
     """
-    Live connections by app and id, idle closes, and the kick deny-list.
+    Who is connected, and the ways to reach them.
+
+    Deliveries and kicks are I{dispatched} in call order before a method
+    returns, so frames reach each connection in the order C{/send} accepted
+    them. Their outcomes may come later: C{deliverBatch}, C{kick} and
+    C{presence} return their result or, when other nodes must answer, a
+    L{Deferred} of it. L{LocalRegistry} always answers at once.
+    """
+
+    def register(connection: IRelayConnection) -> None:
+        """
+        Add a newly opened connection, replacing (and evicting) any live one
+        with the same app and id.
+        """
+
+    def unregister(connection: IRelayConnection) -> None:
+        """
+        A connection has closed.
+        """
+
+    def activity(connection: IRelayConnection) -> None:
+        """
+        The client sent something: it is not idle.
+        """
+
+    def deliver(app: str, connectionId: str, payload: bytes) -> bool | Deferred[bool]:
+        """
+        Hand one frame to a connection: whether it took it.
+        """
+
+    def deliverBatch(app: str, recipients: list[str],
+                     payloads: list[bytes | None]) -> list[bool] | Deferred[list[bool]]:
+        """
+        L{deliver} for many frames of one app, in order: one outcome each. A
+        C{None} payload fails without being looked up (over the size cap).
+        """
+
+    def kick(app: str, connectionIds: list[str]) -> (
+            tuple[list[str], list[str]] | Deferred[tuple[list[str], list[str]]]):
+        """
+        Close these connections and refuse their tokens stamped at or before
+        now: the ids that were connected and those that were not.
+        """
+
+    def isKicked(app: str, connectionId: str, stampMilliseconds: float) -> bool:
+        """
+        Whether a token with this stamp was issued before a kick of this id.
+        """
+
+    def presence(app: str, connectionIds: list[str] | None = None) -> (
+            tuple[list[str], list[str]] | Deferred[tuple[list[str], list[str]]]):
+        """
+        Which of C{connectionIds} are connected and which are not, in their
+        order; without ids, every connected id of C{app} (and no others).
+        """
+
+    def count(app: str | None = None) -> int:
+        """
+        How many clients are connected, to one app or in all.
+        """
+
+    def counts() -> dict[str, int]:
+        """
+        Connected clients per app, for apps that have any.
+        """
+
+
+@implementer(IRegistry)
+class LocalRegistry(Service):
+    """
+    Live connections of this process by app and id, idle closes, and the
+    kick deny-list.
 
     @ivar idleTimeout: seconds of silence from a client before it is closed;
         it is pinged after half of that.
@@ -242,6 +319,22 @@ class Registry(Service):
         """
         kickedAt = self._kicked.get((app, connectionId))
         return kickedAt is not None and stampMilliseconds <= kickedAt
+
+    # -- presence --------------------------------------------------------
+
+    def presence(self, app: str,
+                 connectionIds: list[str] | None = None) -> tuple[list[str], list[str]]:
+        """
+        Which of C{connectionIds} are connected and which are not, in their
+        order; without ids, every connected id of C{app}.
+        """
+        connections = self._apps.get(app, {})
+        if connectionIds is None:
+            return list(connections), []
+        connected, notConnected = [], []
+        for connectionId in connectionIds:
+            (connected if connectionId in connections else notConnected).append(connectionId)
+        return connected, notConnected
 
     # -- counts ----------------------------------------------------------
 

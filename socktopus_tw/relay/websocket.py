@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_websocket -*-
 """
-The thin WebSocket layer: C{GET /recieve?token=...} checks the token before
-the upgrade, then hands the socket to an Autobahn protocol that only parses
-frames and calls the registry.
+The thin WebSocket layer: an Autobahn protocol that only parses frames and
+calls the registry (L{socktopus_tw.relay.upgrade} admits the connection
+before the upgrade).
 """
 
 from __future__ import annotations
@@ -10,71 +10,28 @@ from __future__ import annotations
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
-from twisted.web.server import Request
 from zope.interface import implementer
 
-from socktopus_tw.apps import Apps
-from socktopus_tw.errors import RelayError
-from socktopus_tw.relay.registry import IRelayConnection, Registry
-from socktopus_tw.relay.tokens import ExpiredToken, MalformedToken, parseToken
-from socktopus_tw.web import HANDLED, JsonResource
-from socktopus_tw.writing import textFrame, writerFor
+from socktopus_tw.http.writing import writerFor
+from socktopus_tw.relay.registry import IRegistry, IRelayConnection
 
 log = Logger()
 
 _OPEN = WebSocketProtocol.STATE_OPEN
+_SHORT_HEADS = [bytes((0x81, length)) for length in range(126)]
 
 
-class UpgradeRequired(RelayError):
-    status = 426
-    message = "Upgrade required"
-
-
-class Gatekeeper:
+def textFrame(payload: bytes) -> bytes:
     """
-    Decides whether a token may open a connection (SPEC §3.2), in the order
-    of the table there: shape, age, app, signature; then the kick deny-list.
+    An unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as a
+    server sends it.
     """
-
-    def __init__(self, apps: Apps, registry: Registry) -> None:
-        self.apps = apps
-        self.registry = registry
-
-    def admit(self, token: str) -> tuple[str, str]:
-        """
-        Return the canonical app name and the connection id, or raise the
-        L{RelayError} the client is answered with.
-        """
-        try:
-            parsed = parseToken(token)
-        except RelayError:
-            log.info("Refused connection: malformed token")
-            raise
-        lifespan = self.registry.tokenLifespan * 1000
-        try:
-            parsed.checkAge(self.registry.clock.seconds() * 1000, lifespan)
-            secret = self.apps.secretFor(parsed.app)
-            parsed.checkSignature(secret)
-        except RelayError as e:
-            log.info(
-                "Refused connection {app}/{connectionId}: {why}",
-                app=parsed.app,
-                connectionId=parsed.connectionId,
-                why=e.message,
-            )
-            raise
-        app = parsed.app.lower()
-        if self.registry.isKicked(app, parsed.connectionId, parsed.milliseconds):
-            # The kicked client sees what it would have seen from the Go
-            # original, which made kicks stick by waiting for tokens to expire.
-            log.info(
-                "Refused connection {app}/{connectionId}: kicked",
-                app=app,
-                connectionId=parsed.connectionId,
-            )
-            raise ExpiredToken()
-        return app, parsed.connectionId
+    length = len(payload)
+    if length < 126:
+        return _SHORT_HEADS[length] + payload
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + length.to_bytes(8, "big") + payload
 
 
 @implementer(IRelayConnection)
@@ -192,7 +149,7 @@ class RelayFactory(WebSocketServerFactory):
 
     def __init__(
         self,
-        registry: Registry,
+        registry: IRegistry,
         maxClientBuffer: int = 8 * 1024 * 1024,
         maxMessageSize: int = 1024 * 1024,
         closeHandshakeTimeout: float = 2.0,
@@ -215,63 +172,3 @@ class RelayFactory(WebSocketServerFactory):
             openHandshakeTimeout=10,
             closeHandshakeTimeout=closeHandshakeTimeout,
         )
-
-
-class ReceiveResource(JsonResource):
-    """
-    C{GET /recieve?token=TOKEN} (and C{/receive}): the token is checked
-    before the upgrade, and refusals are JSON, as SPEC §3.2 lists them.
-    """
-
-    def __init__(self, gatekeeper: Gatekeeper, factory: RelayFactory) -> None:
-        super().__init__()
-        self.gatekeeper = gatekeeper
-        self.factory = factory
-
-    def json_GET(self, request: Request) -> object:
-        tokens = request.args.get(b"token")
-        if not tokens:
-            raise MalformedToken()
-        try:
-            token = tokens[0].decode("ascii")
-        except UnicodeDecodeError:
-            raise MalformedToken() from None
-        app, connectionId = self.gatekeeper.admit(token)
-        upgrade = request.getHeader(b"upgrade") or b""
-        if upgrade.lower() != b"websocket" or request.channel.transport is None:
-            raise UpgradeRequired()
-        self._takeOver(request, app, connectionId)
-        return HANDLED
-
-    def _takeOver(self, request: Request, app: str, connectionId: str) -> None:
-        protocol = self.factory.buildProtocol(request.transport.getPeer())
-        protocol.app = app
-        protocol.connectionId = connectionId
-
-        channel = request.channel
-        channel.site.forget(request)  # no longer an HTTP request to wait for
-        transport, channel.transport = channel.transport, None
-        # The socket is the WebSocket's now: stop the HTTP channel's idle timer
-        # and release it as the transport's producer, so nothing keeps the
-        # channel and this request alive.
-        channel.setTimeout(None)
-        transport.unregisterProducer()
-        if isinstance(transport, ProtocolWrapper):
-            transport.wrappedProtocol = protocol
-        elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
-            transport.protocol.wrappedProtocol = protocol
-        else:
-            transport.protocol = protocol
-        protocol.makeConnection(transport)
-        # The channel paused reading while it served this request.
-        transport.resumeProducing()
-
-        # Anything the client sent after the upgrade request, in the same
-        # read, is still in the HTTP parser's hands: it forwards it to us.
-        channel.upgradedTo = protocol
-
-        # Autobahn parses the handshake itself: give it the request's bytes.
-        head = [request.method + b" " + request.uri + b" HTTP/1.1"]
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            head.extend(name + b": " + value for value in values)
-        protocol.dataReceived(b"\r\n".join(head) + b"\r\n\r\n")

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_writing -*-
+# -*- test-case-name: tests.http.test_writing -*-
 """
 Writing to plain TCP connections cheaply: relay frames and HTTP responses.
 
@@ -24,7 +24,6 @@ from typing import Any
 from twisted.internet import tcp
 
 _checked: dict[type, bool] = {}
-_SHORT_HEADS = [bytes((0x81, length)) for length in range(126)]
 
 
 def canWriteNow(transport: Any) -> bool:
@@ -81,16 +80,3 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
     if canWriteNow(transport):
         return partial(writeNow, transport)
     return transport.write
-
-
-def textFrame(payload: bytes) -> bytes:
-    """
-    An unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as a
-    server sends it.
-    """
-    length = len(payload)
-    if length < 126:
-        return _SHORT_HEADS[length] + payload
-    if length < 65536:
-        return b"\x81\x7e" + length.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + length.to_bytes(8, "big") + payload

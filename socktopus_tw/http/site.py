@@ -1,218 +1,54 @@
-# -*- test-case-name: tests.test_web -*-
+# -*- test-case-name: tests.http.test_site -*-
 """
-The HTTP edge: the site, its request class, the resource tree's root, and the
-one helper every REST endpoint answers through.
+The twisted.web site every listener serves: its request (the body limit),
+its channel (cheap writes, the hand-over of a connection to another
+protocol) and the bookkeeping shutdown needs (what is busy, which
+connections to close gracefully).
 
-Handlers never format their own responses or errors: they return a JSON-able
-value (or a Deferred of one) or raise an L{ApiError}, and L{respond} does the rest.
+The fast path (L{socktopus_tw.http.fastpath}) keeps the same books through
+the small interface here: L{SocktopusSite.busy}, L{SocktopusSite.done},
+L{SocktopusSite.track} and L{SocktopusSite.untrack}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from inspect import iscoroutine
 from io import BytesIO
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from weakref import WeakSet
 
-import orjson
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, datetimeToString, unquote
-from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
 
-from socktopus_tw.errors import (
-    ApiError,
-    InternalError,
-    MethodNotAllowed,
-    NotFound,
-    RequestTooLarge,
-)
-from socktopus_tw.writing import writerFor
+from socktopus_tw.http.writing import writerFor
 
 if TYPE_CHECKING:
     from socktopus_tw.metrics import Metrics
 
-log = Logger()
 
-JSON_TYPE = b"application/json"
-
-#: What a handler returns when it has answered (or taken over) the request itself.
-HANDLED = object()
-
-
-def encodeJson(value: Any) -> bytes:
+def handOver(transport: Any, protocol: IProtocol) -> None:
     """
-    Compact UTF-8 JSON, the one encoding every endpoint uses: what
-    C{json.dumps(value, separators=(",", ":"), ensure_ascii=False)} writes,
-    byte for byte for the strings, lists, dicts, booleans and integers the
-    endpoints answer with, about twenty times faster (orjson).
+    Make C{protocol} the one C{transport} delivers to from now on, in place
+    of the HTTP channel that served it (released as the transport's
+    producer), and connect it.
     """
-    return orjson.dumps(value)
-
-
-def writeJson(request: Request, status: int, body: Any) -> None:
-    """
-    Finish C{request} with a JSON body, unless its client has already gone:
-    a late result for a vanished request does nothing.
-    """
-    # _disconnected: twisted.web's own flag for a client gone mid-request.
-    if request.finished or request._disconnected:
-        return
-    try:
-        data = body if isinstance(body, bytes) else encodeJson(body)
-    except Exception:
-        # Answer in JSON even when our own result cannot be encoded.
-        _failed(Failure(), request)
-        return
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", JSON_TYPE)
-    request.setHeader(b"content-length", b"%d" % len(data))
-    request.write(data)
-    request.finish()
-
-
-def writeRedirect(request: Request, url: bytes) -> None:
-    """
-    Finish C{request} with a 302 to C{url}, unless its client has gone.
-    """
-    if request.finished or request._disconnected:
-        return
-    request.redirect(url)
-    request.finish()
-
-
-def writeError(request: Request, error: ApiError) -> None:
-    if isinstance(error, MethodNotAllowed):
-        request.setHeader(b"allow", b", ".join(error.allowed))
-    writeJson(request, error.status, error.body())
-
-
-def errorFor(failure: Failure, method: object, path: object) -> ApiError:
-    """
-    The error a failed handler answers with: its own L{ApiError}, or, for
-    anything else (logged with its traceback), an L{InternalError}.
-    """
-    error = failure.value
-    if isinstance(error, ApiError):
-        return error
-    log.failure("Unhandled error in {method} {path}", failure, method=method, path=path)
-    return InternalError()
-
-
-def _failed(failure: Failure, request: Request) -> None:
-    writeError(request, errorFor(failure, request.method, request.path))
-
-
-def _succeeded(body: Any, request: Request) -> None:
-    if body is not HANDLED:
-        writeJson(request, 200, body)
-
-
-def respond(request: Request, handler: Callable[[Request], Any]) -> object:
-    """
-    Run C{handler(request)} and answer with its result as JSON (status 200),
-    or with the L{ApiError} it raised. A handler may return a Deferred or be
-    a coroutine; a synchronous result is written at once, with no Deferred
-    made for it.
-    """
-    try:
-        result = handler(request)
-    except BaseException:
-        _failed(Failure(), request)
-        return NOT_DONE_YET
-    if iscoroutine(result):
-        result = Deferred.fromCoroutine(result)
-    if result is HANDLED:
-        pass
-    elif isinstance(result, Deferred):
-        result.addCallbacks(_succeeded, _failed, callbackArgs=(request,),
-                            errbackArgs=(request,))
+    transport.unregisterProducer()
+    if isinstance(transport, ProtocolWrapper):  # TLS
+        transport.wrappedProtocol = protocol
+    elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+        transport.protocol.wrappedProtocol = protocol
     else:
-        writeJson(request, 200, result)
-    return NOT_DONE_YET
-
-
-_LOOPBACK = {"127.0.0.1", "::1"}
-
-
-def clientAddress(request: Request) -> str | None:
-    """
-    The client's IP address. Behind a reverse proxy on the same machine
-    (loopback or a unix socket, as nginx.conf deploys it) that is the proxy's
-    C{X-Real-IP}; from anywhere else the header is ignored, since anyone can
-    send it.
-    """
-    peer = request.getClientAddress()
-    host = getattr(peer, "host", None)
-    if host is None or host in _LOOPBACK:
-        forwarded = request.getHeader(b"x-real-ip")
-        if forwarded:
-            return forwarded.decode("ascii", "replace").strip()[:64]
-    return host
-
-
-class JsonResource(Resource):
-    """
-    A leaf endpoint whose C{json_<METHOD>(request)} methods are run through
-    L{respond}. Unknown methods are a JSON 405, extra path segments a JSON 404.
-    """
-
-    isLeaf = True
-    #: The error shape this endpoint's 404/405 answers use.
-    notFound: type[ApiError] = NotFound
-    methodNotAllowed: type[MethodNotAllowed] = MethodNotAllowed
-    requestTooLarge: type[ApiError] = RequestTooLarge
-
-    def render(self, request: Request) -> object:
-        request.endpoint = type(self).__name__
-        if getattr(request, "tooLarge", False):
-            return respond(request, self._tooLarge)
-        if request.postpath:
-            return respond(request, self._notFound)
-        method = request.method.decode("ascii", "replace")
-        # HEAD is GET without the body, which twisted.web leaves out itself.
-        handler = getattr(self, "json_" + ("GET" if method == "HEAD" else method), None)
-        if handler is None:
-            return respond(request, self._methodNotAllowed)
-        return respond(request, handler)
-
-    def _notFound(self, request: Request) -> None:
-        raise self.notFound()
-
-    def _tooLarge(self, request: Request) -> None:
-        raise self.requestTooLarge()
-
-    def _methodNotAllowed(self, request: Request) -> None:
-        allowed = sorted(name[5:].encode("ascii") for name in dir(self)
-                         if name.startswith("json_"))
-        if b"GET" in allowed:
-            allowed.append(b"HEAD")
-        raise self.methodNotAllowed(allowed)
-
-
-class NotFoundResource(JsonResource):
-    """
-    Every path nobody serves: a JSON 404 whatever the method.
-    """
-
-    def render(self, request: Request) -> object:
-        tooLarge = getattr(request, "tooLarge", False)
-        return respond(request, self._tooLarge if tooLarge else self._notFound)
-
-
-class Root(Resource):
-    """
-    The top of the tree. Children are registered by L{socktopus_tw.tap};
-    any other path is a JSON 404.
-    """
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        return NotFoundResource()
+        transport.protocol = protocol
+    protocol.makeConnection(transport)
+    # The channel paused reading while it served the request.
+    transport.resumeProducing()
 
 
 class LimitedRequest(Request):
@@ -251,8 +87,8 @@ class LimitedRequest(Request):
     def process(self) -> None:
         self._started = perf_counter()
         site = self.site = self.channel.site
-        site.inflight.add(self)
-        site.channels.add(self.channel)
+        site.busy(self)
+        site.track(self.channel)
         # What twisted.web.server.Request.process does, less what is paid on
         # every request there: the Date header is formatted once a second, no
         # resource here has an encoder (gzip) to look up, and no Server header
@@ -267,7 +103,7 @@ class LimitedRequest(Request):
 
     def finish(self) -> None:
         super().finish()
-        self.site.forget(self)
+        self.site.done(self)
         metrics = self.site.metrics
         if metrics is not None:
             metrics.observeRequest(self.endpoint, perf_counter() - self._started)
@@ -277,7 +113,7 @@ class LimitedRequest(Request):
         # Before process() (the body was still arriving) there is no site yet.
         site = getattr(self, "site", None)
         if site is not None:
-            site.forget(self)
+            site.done(self)
 
 
 class SocktopusChannel(HTTPChannel):
@@ -296,11 +132,27 @@ class SocktopusChannel(HTTPChannel):
     #: The protocol this connection was handed to (a WebSocket). Bytes that
     #: came in the same read as the upgrade request, after its head, are its
     #: first frames: they reach here, not the next request's parser.
-    upgradedTo: Any = None
+    _switchedTo: IProtocol | None = None
+
+    def switchProtocols(self, request: Request, protocol: IProtocol, data: bytes) -> None:
+        """
+        Give this connection to C{protocol} once C{request} (an upgrade) is
+        accepted, and feed it C{data} first: as
+        L{autobahn.twisted.resource.WebSocketResource.render} does, the
+        request's head, which Autobahn parses and answers itself.
+        """
+        self.site.done(request)  # no longer an HTTP request to wait for
+        transport, self.transport = self.transport, None
+        # The socket is the new protocol's now: stop the idle timer, so
+        # nothing keeps this channel and its request alive.
+        self.setTimeout(None)
+        handOver(transport, protocol)
+        self._switchedTo = protocol
+        protocol.dataReceived(data)
 
     def rawDataReceived(self, data: bytes) -> None:
-        if self.upgradedTo is not None:
-            self.upgradedTo.dataReceived(data)
+        if self._switchedTo is not None:
+            self._switchedTo.dataReceived(data)
         else:
             super().rawDataReceived(data)
 
@@ -360,9 +212,10 @@ class SocktopusSite(Site):
         super().__init__(root, parsePOSTFormSubmission=False)
         self.maxBodySize = maxBodySize
         self.metrics = metrics
-        self.inflight: set[Request] = set()
-        # Channels that served a request, for a graceful close at shutdown.
-        self.channels: WeakSet[HTTPChannel] = WeakSet()
+        #: Requests being answered (and fast-path channels answering one).
+        self.working: set[object] = set()
+        #: Connections that served HTTP, for a graceful close at shutdown.
+        self.channels: WeakSet[Any] = WeakSet()
         self._idle: list[Deferred[None]] = []
 
     def httpDate(self) -> bytes:
@@ -374,21 +227,39 @@ class SocktopusSite(Site):
             self._dateSecond, self._date = now, datetimeToString(now)
         return self._date
 
-    def forget(self, request: Request) -> None:
+    def busy(self, work: object) -> None:
         """
-        C{request} is answered, gone, or no longer HTTP (a WebSocket).
+        C{work} (a request) is being answered: shutdown waits for it.
         """
-        self.inflight.discard(request)
-        if not self.inflight and self._idle:
+        self.working.add(work)
+
+    def done(self, work: object) -> None:
+        """
+        C{work} is answered, gone, or no longer HTTP (a WebSocket).
+        """
+        self.working.discard(work)
+        if not self.working and self._idle:
             idle, self._idle = self._idle, []
             for d in idle:
                 d.callback(None)
+
+    def track(self, channel: Any) -> None:
+        """
+        C{channel} serves HTTP: shutdown closes it gracefully.
+        """
+        self.channels.add(channel)
+
+    def untrack(self, channel: Any) -> None:
+        """
+        C{channel} is gone, or handed to a protocol that closes it itself.
+        """
+        self.channels.discard(channel)
 
     def whenIdle(self, timeout: float) -> Deferred[None]:
         """
         Fires when no request is being processed, or after C{timeout} seconds.
         """
-        if not self.inflight:
+        if not self.working:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._idle.append(d)

@@ -1,7 +1,7 @@
-# -*- test-case-name: tests.test_fastpath -*-
+# -*- test-case-name: tests.http.test_fastpath -*-
 """
 A lean HTTP/1.1 path for the relay's backend calls, C{POST /send} and
-C{POST /kick}, in front of twisted.web.
+C{POST /kick}, and for its WebSocket upgrades, in front of twisted.web.
 
 A backend that sends one message per request pays twisted.web's whole
 request machinery each time (line parsing, L{Headers}, a L{Request} with
@@ -13,32 +13,45 @@ L{FastPathChannel} reads each request's head itself and serves the plain
 cases of those two endpoints directly: the request line is exactly
 C{POST /send HTTP/1.1} (or C{/kick}), the body has a C{Content-Length}
 within the site's limit, and no header asks for anything else
-(C{Transfer-Encoding}, C{Expect}, C{Upgrade}, ...).
+(C{Transfer-Encoding}, C{Expect}, C{Upgrade}, ...). A plain upgrade,
+C{GET /recieve?token=TOKEN HTTP/1.1} with C{Upgrade: websocket} and no
+body, is admitted (or refused, in JSON) here and its bytes handed to the
+WebSocket protocol as they came: Autobahn parses the handshake, and the
+request is parsed twice, not three times (here, twisted.web, Autobahn).
 
 Anything else, from the first request that is not such a call on, is handed
 to twisted.web for the rest of the connection: a L{SocktopusChannel} is
-built and given every byte from the start of that request. So WebSocket
-upgrades, the accounts service, the home page, every error twisted.web
+built and given every byte from the start of that request. So other
+WebSocket upgrades, the accounts service, the home page, every error twisted.web
 answers itself (bad request lines, oversized heads, 413, 405) and every
 HTTP feature the path below does not implement behave exactly as they do
-without it. Both paths answer with the same bytes; the tests compare them.
+without it. Both paths answer with the same bytes (both encode through
+L{socktopus_tw.http.respond}); the tests compare them.
+
+The routes it serves are the resource tree's: L{FastPathSite.route} puts an
+endpoint in the tree and, when it provides L{IDirectEndpoint} or
+L{IDirectUpgrade}, in the fast path's tables too, so a request handed over
+is answered by the same object.
 """
 
 from __future__ import annotations
 
 import re
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, ITCPTransport
-from twisted.internet.protocol import Protocol as BaseProtocol
+from twisted.internet.interfaces import IAddress, IProtocol, ITCPTransport
+from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import IResource
+from zope.interface import Attribute, Interface
 
-from socktopus_tw.web import JSON_TYPE, SocktopusSite, encodeJson, errorFor
-from socktopus_tw.writing import writerFor
+from socktopus_tw.http.respond import encodeAnswer, errorFor, responseHead
+from socktopus_tw.http.site import SocktopusSite, handOver
+from socktopus_tw.http.writing import writerFor
 
 #: A head longer than this, or with more header lines, is left to
 #: twisted.web, which refuses it (or not) as it always would.
@@ -49,6 +62,12 @@ MAX_HEADERS = 100
 #: values with no CR, LF or NUL in them (a folded or malformed line fails).
 _HEAD = re.compile(
     rb"POST (\S+) HTTP/1\.1((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*)*)")
+#: A WebSocket upgrade the fast path hands over itself: a token of the
+#: alphabet tokens are written in (anything else, percent-escapes included,
+#: is left to twisted.web) and header lines as above.
+_UPGRADE = re.compile(
+    rb"GET (/[a-z]+)\?token=([0-9a-fh]{1,4096}) HTTP/1\.1"
+    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*)*)")
 #: In the lower-cased header lines: the length and connection headers, and
 #: those that ask for HTTP this path does not implement.
 _SPECIAL = re.compile(
@@ -56,23 +75,37 @@ _SPECIAL = re.compile(
     rb"|http2-settings):([^\r\n]*)")
 
 
-class DirectEndpoint(Protocol):
+class IDirectEndpoint(Interface):
     """
     An endpoint L{FastPathChannel} serves without twisted.web: the relay's
     L{socktopus_tw.relay.api.BackendResource}.
     """
 
-    #: The path it is served at, for log lines.
-    path: str
+    path = Attribute("The path it is served at, for log lines.")
 
-    def post(self, body: bytes) -> object:
+    def post(body: bytes) -> object:
         """
         Handle a request body: a JSON-able result, a Deferred of one (or of
         encoded JSON bytes), or an L{ApiError} raised.
         """
 
 
-class FastPathChannel(BaseProtocol, TimeoutMixin):
+class IDirectUpgrade(Interface):
+    """
+    An endpoint whose plain WebSocket upgrades L{FastPathChannel} hands to a
+    protocol itself: the relay's L{socktopus_tw.relay.upgrade.ReceiveResource}.
+    """
+
+    path = Attribute("The path it is served at, for log lines.")
+
+    def accept(token: str, peer: IAddress | None) -> IProtocol:
+        """
+        The protocol to hand the connection to, which answers the upgrade
+        from the request's bytes; or raise the L{ApiError} to answer with.
+        """
+
+
+class FastPathChannel(Protocol, TimeoutMixin):
     """
     One HTTP connection, served directly while its requests are plain
     backend calls; see the module's docstring.
@@ -159,8 +192,14 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
                 return
             head = parseHead(data[:end], routes, self.site.maxBodySize)
             if head is None:
-                self._handOver(data)
-                return
+                upgrade = parseUpgrade(data[:end], self.site.upgradeRoutes)
+                if upgrade is None:
+                    self._handOver(data)
+                    return
+                if self._upgrade(*upgrade, data[end + 4 :]) or self._closing:
+                    return
+                data = data[end + 4 :]
+                continue
             endpoint, length, close = head
             need = end + 4 + length
             if len(data) < need:
@@ -174,12 +213,12 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
             if self._closing:
                 return
 
-    def _serve(self, endpoint: DirectEndpoint, body: bytes, close: bool) -> None:
+    def _serve(self, endpoint: IDirectEndpoint, body: bytes, close: bool) -> None:
         started = perf_counter()
         if not self._registered:
             # For a graceful close at shutdown, as twisted.web's channels are.
             self._registered = True
-            self.site.channels.add(self)
+            self.site.track(self)
         try:
             result = endpoint.post(body)
         except BaseException:
@@ -189,7 +228,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         # Awaitable, so isinstance() against it takes ABCMeta's slow path.
         if type(result) is not dict and isinstance(result, Deferred):
             self._pending = result
-            self.site.inflight.add(self)
+            self.site.busy(self)
             # As twisted.web: no reading and no idle timer while it works.
             self.transport.pauseProducing()
             self.setTimeout(None)
@@ -200,24 +239,43 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         else:
             self._answer(200, result, endpoint, started, close)
 
-    def _succeeded(self, result: object, endpoint: DirectEndpoint, started: float,
+    def _upgrade(self, endpoint: IDirectUpgrade, token: bytes, close: bool, head: bytes,
+                 rest: bytes) -> bool:
+        """
+        Hand the connection to the protocol C{endpoint} admits for C{token},
+        with the request's own bytes (C{head}, then C{rest}); or answer its
+        refusal. Whether the connection was handed over.
+        """
+        started = perf_counter()
+        if not self._registered:
+            self._registered = True
+            self.site.track(self)
+        try:
+            protocol = endpoint.accept(token.decode("ascii"), self.addr)
+        except BaseException:
+            error = errorFor(Failure(), "GET", endpoint.path)
+            self._answer(error.status, error.body(), endpoint, started, close)
+            return False
+        self.setTimeout(None)
+        self.site.untrack(self)
+        handOver(self.transport, protocol)
+        protocol.dataReceived(head + b"\r\n\r\n" + rest)
+        return True
+
+    def _succeeded(self, result: object, endpoint: IDirectEndpoint, started: float,
                    close: bool) -> None:
         self._answer(200, result, endpoint, started, close)
 
-    def _failed(self, failure: Failure, endpoint: DirectEndpoint, started: float,
+    def _failed(self, failure: Failure, endpoint: IDirectEndpoint, started: float,
                 close: bool) -> None:
         error = errorFor(failure, "POST", endpoint.path)
         self._answer(error.status, error.body(), endpoint, started, close)
 
-    def _answer(self, status: int, result: object, endpoint: DirectEndpoint,
+    def _answer(self, status: int, result: object, endpoint: IDirectEndpoint,
                 started: float, close: bool) -> None:
         if self._gone:
             return
-        try:
-            body = result if isinstance(result, bytes) else encodeJson(result)
-        except Exception:
-            error = errorFor(Failure(), "POST", endpoint.path)
-            status, body = error.status, encodeJson(error.body())
+        status, body = encodeAnswer(status, result, "POST", endpoint.path)
         response = responseHead(status, self.site.httpDate(), len(body), close) + body
         if self._write is None:
             self._write = writerFor(self.transport)
@@ -241,7 +299,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
                 # waiting for it must not close it under a pipelined request.
                 self._parse(held)
         if self._pending is None:
-            self.site.forget(self)
+            self.site.done(self)
 
     def _handOver(self, data: bytes) -> None:
         """
@@ -253,7 +311,7 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         # and the one a shutdown closes (which, once the connection is a
         # WebSocket, it must leave to the registry and its CLOSE).
         self.transport.unregisterProducer()
-        self.site.channels.discard(self)
+        self.site.untrack(self)
         web = self.web = self.site.buildWebChannel(self.addr)
         web.makeConnection(self.transport)
         web.dataReceived(data)
@@ -272,11 +330,41 @@ class FastPathChannel(BaseProtocol, TimeoutMixin):
         if self.web is not None:
             self.web.connectionLost(reason)
         elif self._pending is None:
-            self.site.channels.discard(self)
+            self.site.untrack(self)
 
 
-def parseHead(head: bytes, routes: dict[bytes, DirectEndpoint],
-              maxBodySize: int) -> tuple[DirectEndpoint, int, bool] | None:
+def parseUpgrade(head: bytes, routes: dict[bytes, IDirectUpgrade]
+                 ) -> tuple[IDirectUpgrade, bytes, bool, bytes] | None:
+    """
+    Read a request head that may be a plain WebSocket upgrade of one of
+    C{routes}: C{GET /path?token=TOKEN HTTP/1.1} with C{Upgrade: websocket}
+    and no body.
+
+    @return: the endpoint, the token, whether the client asked to close
+        after a refusal, and the head; or L{None} for twisted.web to answer.
+    """
+    match = _UPGRADE.fullmatch(head)
+    if match is None or head.count(b"\r\n") > MAX_HEADERS:
+        return None
+    endpoint = routes.get(match[1])
+    if endpoint is None:
+        return None
+    upgrade = connection = None
+    for name, value in _SPECIAL.findall(match[3].lower()):
+        if name == b"upgrade" and upgrade is None:
+            upgrade = value.strip(b" \t")
+        elif name == b"connection" and connection is None:
+            connection = value.strip(b" \t")
+        else:
+            return None
+    if upgrade != b"websocket":
+        return None
+    close = connection is not None and b"close" in connection.split(b" ")
+    return endpoint, match[2], close, head
+
+
+def parseHead(head: bytes, routes: dict[bytes, IDirectEndpoint],
+              maxBodySize: int) -> tuple[IDirectEndpoint, int, bool] | None:
     """
     Read a request head (up to, not including, its blank line).
 
@@ -310,32 +398,29 @@ def parseHead(head: bytes, routes: dict[bytes, DirectEndpoint],
     return endpoint, length, close
 
 
-def responseHead(status: int, date: bytes, length: int, close: bool) -> bytes:
-    """
-    The head twisted.web writes for a JSON response, byte for byte.
-    """
-    return b"HTTP/1.1 %d %s\r\n%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
-        status, RESPONSES.get(status, b"Unknown Status"),
-        b"Connection: close\r\n" if close else b"", date, JSON_TYPE, length)
-
-
 class FastPathSite(SocktopusSite):
     """
-    The daemon's site, with the endpoints L{serveDirectly} names served by
-    L{FastPathChannel} and everything else by twisted.web.
+    The daemon's site: its routes' plain backend calls served by
+    L{FastPathChannel}, everything else by twisted.web.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.directRoutes: dict[bytes, DirectEndpoint] = {}
+        self.directRoutes: dict[bytes, IDirectEndpoint] = {}
+        self.upgradeRoutes: dict[bytes, IDirectUpgrade] = {}
 
-    def serveDirectly(self, path: bytes, endpoint: DirectEndpoint) -> None:
+    def route(self, name: bytes, resource: IResource) -> None:
         """
-        Serve plain C{POST} requests for C{path} with C{endpoint.post(body)}.
-        The resource tree must serve C{path} with the same endpoint too: it
-        answers every request this path hands over.
+        Serve C{resource} at C{/name} in the resource tree and, when it
+        provides L{IDirectEndpoint} (or L{IDirectUpgrade}), its plain
+        C{POST}s (or upgrades) on the fast path: one
+        table, so a request the fast path hands over reaches the same object.
         """
-        self.directRoutes[path] = endpoint
+        self.resource.putChild(name, resource)
+        if IDirectEndpoint.providedBy(resource):
+            self.directRoutes[b"/" + name] = resource
+        if IDirectUpgrade.providedBy(resource):
+            self.upgradeRoutes[b"/" + name] = resource
 
     def buildProtocol(self, addr: IAddress) -> FastPathChannel | None:
         channel = FastPathChannel(self, addr)

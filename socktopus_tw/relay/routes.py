@@ -1,0 +1,41 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The relay's endpoints, composed around one registry: what the daemon serves
+for SPEC §3, by first path segment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.resource import IResource
+
+from socktopus_tw.apps import Apps
+from socktopus_tw.metrics import Metrics
+from socktopus_tw.relay.admission import Gatekeeper
+from socktopus_tw.relay.api import KickResource, SendResource
+from socktopus_tw.relay.home import HomeResource
+from socktopus_tw.relay.registry import IRegistry
+from socktopus_tw.relay.upgrade import ReceiveResource
+from socktopus_tw.relay.websocket import RelayFactory
+
+
+def routes(apps: Apps, registry: IRegistry, reactor: Any, *, tokenLifespan: float,
+           maxClientBuffer: int, maxMessageSize: int,
+           metrics: Metrics | None = None) -> list[tuple[bytes, IResource]]:
+    """
+    The home page, the WebSocket endpoint (spelled as the original did and
+    as it should be), C{/send} and C{/kick}.
+    """
+    factory = RelayFactory(registry, maxClientBuffer=maxClientBuffer,
+                           maxMessageSize=maxMessageSize)
+    gatekeeper = Gatekeeper(apps, registry, reactor, tokenLifespan)
+    receive = ReceiveResource(gatekeeper, factory)
+    return [
+        (b"", HomeResource(apps, registry)),
+        (b"recieve", receive),
+        (b"receive", receive),
+        (b"send", SendResource(apps, registry, reactor, maxMessageSize=maxMessageSize,
+                               metrics=metrics)),
+        (b"kick", KickResource(apps, registry, reactor)),
+    ]
