@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.e2e.test_client -*-
 """
 A Python client for Socktopus, for backends written with Twisted.
 

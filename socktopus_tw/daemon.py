@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_tap,tests.deploy.test_process -*-
 """
 The daemon process' lifecycle: listening with a clear error when it cannot,
 starting up with one line instead of a traceback, and shutting down in

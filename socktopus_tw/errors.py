@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web -*-
+# -*- test-case-name: tests.relay.test_api,tests.accounts.test_api -*-
 """
 Errors that end a request with a status and a JSON body.
 

@@ -1,20 +1,17 @@
 """
-Prometheus metrics on --metrics-listen, and the health and readiness checks.
+Prometheus metrics on --metrics-listen (L{socktopus_tw.metrics}).
 """
 
 from __future__ import annotations
 
-import pymysql
 import treq
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socktopus_tw.metrics import Metrics
-from tests.mariadb import server
-from tests.support import APP, Daemon
+from tests.support.daemon import APP, Daemon
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -94,46 +91,6 @@ class MetricsTests(TestCase):
         """
         daemon = Daemon(self)
         self.assertEqual([s for s in daemon.service if s.name.startswith("metrics")], [])
-
-
-class HealthTests(TestCase):
-    timeout = 60
-
-    @inlineCallbacks
-    def test_healthAndReady(self):
-        """
-        A load balancer's checks pass on a healthy daemon.
-        """
-        daemon = Daemon(self)
-        self.assertEqual((yield daemon.request("GET", "/health"))[:2], (200, {"status": "ok"}))
-        self.assertEqual((yield daemon.request("GET", "/ready"))[:2],
-                         (200, {"status": "ready"}))
-
-    @inlineCallbacks
-    def test_notReadyWhileTheDatabaseIsDown(self):
-        """
-        While MariaDB is down the daemon says it is not ready (but alive),
-        and ready again once it is back.
-        """
-        name = server().createDatabase("ready")
-        self.addCleanup(server().dropDatabase, name)
-        daemon = Daemon(self, "--database", server().url(name))
-        self.assertEqual((yield daemon.request("GET", "/ready"))[0], 200)
-        server().stop()
-        try:
-            status, body, _ = yield daemon.request("GET", "/ready")
-            self.assertEqual((status, body),
-                             (503, {"code": 503, "message": "Database unavailable"}))
-            self.assertEqual((yield daemon.request("GET", "/health"))[0], 200)
-        finally:
-            server().start()
-        for _attempt in range(50):
-            status, body, _ = yield daemon.request("GET", "/ready")
-            if status == 200:
-                break
-        self.assertEqual(status, 200)
-        # adbapi logs the broken connections it drops during the outage.
-        self.flushLoggedErrors(pymysql.err.Error, ConnectionLost)
 
 
 class HotCountsTests(SynchronousTestCase):

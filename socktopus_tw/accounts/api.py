@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_api -*-
+# -*- test-case-name: tests.accounts.test_api -*-
 """
 The accounts endpoints (SPEC §4), as the original auth server spelled them:
 capitalised JSON fields and C{{"Error": "..."}} bodies.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_headers -*-
+# -*- test-case-name: tests.accounts.test_headers -*-
 """
 Auth Headers (SPEC §4.1): a request signed with the session secret.
 

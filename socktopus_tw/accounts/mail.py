@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_mail -*-
+# -*- test-case-name: tests.accounts.test_api -*-
 """
 The registration mail, through the configured SMTP server with Twisted's
 own ESMTP client.

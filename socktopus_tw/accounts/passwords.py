@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_passwords -*-
+# -*- test-case-name: tests.accounts.test_passwords -*-
 """
 bcrypt, off the reactor thread: a burst of logins never stalls WebSocket traffic.
 """

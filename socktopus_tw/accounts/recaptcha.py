@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_recaptcha -*-
+# -*- test-case-name: tests.accounts.test_api -*-
 """
 reCAPTCHA: the answer a registering user's browser got is checked with the
 verify URL over verified TLS. Fails closed: no answer is never a pass.

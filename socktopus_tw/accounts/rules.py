@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_rules -*-
+# -*- test-case-name: tests.accounts.test_rules -*-
 """
 What a user name, password and e-mail address must look like.
 """

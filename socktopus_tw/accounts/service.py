@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_api -*-
+# -*- test-case-name: tests.accounts.test_api -*-
 """
 The accounts domain: what each endpoint of SPEC §4 does, with no HTTP in it.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_sessions -*-
+# -*- test-case-name: tests.accounts.test_sessions -*-
 """
 Session secrets: stored in the database, so a restart logs nobody out, and
 cached in memory, so a signed request costs no query.

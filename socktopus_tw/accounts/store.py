@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_store -*-
+# -*- test-case-name: tests.accounts.test_store -*-
 """
 All of the accounts service's SQL: small blocking functions, each run in one
 transaction by L{socktopus_tw.db.Database.run}. Placeholders are C{?}.

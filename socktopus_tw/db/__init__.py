@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_store -*-
+# -*- test-case-name: tests.db -*-
 """
 The one door to the database, in four modules:
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap,tests.test_accounts_store -*-
+# -*- test-case-name: tests.db.test_config,tests.db.test_door,tests.test_tap -*-
 """
 C{--database} URLs: which backend, where, and a start-up check that it works.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_store -*-
+# -*- test-case-name: tests.accounts.test_store,tests.db.test_door -*-
 """
 Everything that differs between the backends, as one object per backend.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_store -*-
+# -*- test-case-name: tests.db.test_door,tests.accounts.test_store -*-
 """
 The one door to the database: L{Database} runs blocking store functions in a
 transaction on an L{adbapi.ConnectionPool}'s threads, and L{DatabaseService}

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accounts_store -*-
+# -*- test-case-name: tests.db.test_schema -*-
 """
 The versioned schema: the files in C{schema/} (C{NNN.sqlite.sql} and
 C{NNN.mysql.sql}, shipped as package data) and the one-row version table

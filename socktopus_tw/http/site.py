@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_site -*-
+# -*- test-case-name: tests.http.test_site,tests.http.test_fastpath -*-
 """
 The twisted.web site every listener serves: its request (the body limit),
 its channel (cheap writes, the hand-over of a connection to another

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_home -*-
+# -*- test-case-name: tests.relay.test_home -*-
 """
 C{GET /}: a self-contained status page (SPEC §3.6).
 

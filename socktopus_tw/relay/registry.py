@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_registry -*-
+# -*- test-case-name: tests.relay.test_registry,tests.relay.test_registry_seam -*-
 """
 The connection registry: the one place that knows who is connected.
 

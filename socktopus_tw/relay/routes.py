@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.relay.test_api,tests.test_tap -*-
 """
 The relay's endpoints, composed around one registry: what the daemon serves
 for SPEC §3, by first path segment.

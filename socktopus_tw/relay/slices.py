@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_slices -*-
+# -*- test-case-name: tests.relay.test_slices -*-
 """
 JSON for big backend requests, a slice at a time.
 

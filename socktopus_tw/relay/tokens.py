@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tokens -*-
+# -*- test-case-name: tests.relay.test_tokens -*-
 """
 Relay client tokens (SPEC §3.1): pure functions, no clock and no I/O.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.relay.test_websocket -*-
+# -*- test-case-name: tests.relay.test_upgrade,tests.http.test_fastpath -*-
 """
 C{GET /recieve?token=TOKEN} (and C{/receive}): the token is checked before
 the upgrade, refusals are JSON as SPEC §3.2 lists them, and an admitted

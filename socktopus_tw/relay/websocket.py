@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_websocket -*-
+# -*- test-case-name: tests.relay.test_websocket,tests.relay.test_hostile_clients -*-
 """
 The thin WebSocket layer: an Autobahn protocol that only parses frames and
 calls the registry (L{socktopus_tw.relay.upgrade} admits the connection
