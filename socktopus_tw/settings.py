@@ -86,6 +86,19 @@ def size(text: str) -> int:
     return value
 
 
+def rate(text: str) -> float:
+    """
+    A positive number of events per second, e.g. C{20} or C{0.5}.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number per second") from None
+    if not 0 < value < 10**9:
+        raise ValueError("expected a number per second greater than 0")
+    return value
+
+
 def bcryptRounds(text: str) -> int:
     """
     A bcrypt cost: 4 to 31.
@@ -175,6 +188,12 @@ SETTINGS = [
         "8MiB",
         size,
         "Unsent data one client may have queued before it is cut off.",
+    ),
+    Setting(
+        "client-message-rate",
+        "20",
+        rate,
+        "Frames a second one client may send (bursts of twice that); more closes it (1008).",
     ),
     Setting(
         "public-url",

@@ -141,6 +141,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         tokenLifespan=config["token-lifespan"],
         maxClientBuffer=config["max-client-buffer"],
         maxMessageSize=config["max-message-size"],
+        clientMessageRate=config["client-message-rate"],
         metrics=metrics,
     )
     health = [(b"health", Health()), (b"ready", Ready(database))]

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "max-body-size": 16 * MiB,
     "max-message-size": 1 * MiB,
     "max-client-buffer": 8 * MiB,
+    "client-message-rate": 20.0,
 }
 
 # The accounts options: mail and reCAPTCHA off, as a fresh install has them.
@@ -240,6 +241,8 @@ class ValuesTests(OptionsTestCase):
             "2MiB",
             "--max-client-buffer",
             "1048576",
+            "--client-message-rate",
+            "5",
         ]
         self.assertEqual(
             self.parsed(arguments),
@@ -251,6 +254,7 @@ class ValuesTests(OptionsTestCase):
                 "max-body-size": 64 * KiB,
                 "max-message-size": 2 * MiB,
                 "max-client-buffer": 1 * MiB,
+                "client-message-rate": 5.0,
                 **ACCOUNTS_DEFAULTS,
             },
         )
@@ -268,6 +272,7 @@ class ValuesTests(OptionsTestCase):
             "SOCKTOPUS_MAX_BODY_SIZE": "1MiB",
             "SOCKTOPUS_MAX_MESSAGE_SIZE": "512k",
             "SOCKTOPUS_MAX_CLIENT_BUFFER": "1GiB",
+            "SOCKTOPUS_CLIENT_MESSAGE_RATE": "50",
         }
         self.assertEqual(
             self.parsed([], environ),
@@ -279,6 +284,7 @@ class ValuesTests(OptionsTestCase):
                 "max-body-size": 1 * MiB,
                 "max-message-size": 512 * KiB,
                 "max-client-buffer": 1 * GiB,
+                "client-message-rate": 50.0,
                 **ACCOUNTS_DEFAULTS,
             },
         )

@@ -96,6 +96,11 @@ class ReplayGuard:
     """
     Remembers signed requests long enough that none is accepted twice: an
     entry can be forgotten once its Time-Sent is out of the window anyway.
+
+    This is one process's memory: the accounts service also records each set
+    of headers in the database (L{socktopus_tw.accounts.store.acceptHeaders}),
+    which a restarted daemon and every daemon on that database share; this
+    guard only refuses a replay to the same process without a query.
     """
 
     def __init__(self) -> None:
@@ -110,6 +115,13 @@ class ReplayGuard:
         if key in self._seen:
             raise NotAuthorized()
         self._seen[key] = int(signed.timeSent) + WINDOW
+
+    def release(self, signed: SignedRequest) -> None:
+        """
+        Forget C{signed}: it was not used after all (the database did not
+        answer), so the client may send the same headers again.
+        """
+        self._seen.pop((signed.userId, signed.timeSent, signed.mac), None)
 
     def _forget(self, now: float) -> None:
         # Entries are added roughly in Time-Sent order; the oldest sit first.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.accounts.test_api -*-
+# -*- test-case-name: tests.accounts.test_api,tests.accounts.test_faults -*-
 """
 The accounts domain: what each endpoint of SPEC §4 does, with no HTTP in it.
 """
@@ -10,13 +10,14 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from socktopus_tw.accounts import store
-from socktopus_tw.accounts.headers import ReplayGuard, SignedRequest
+from socktopus_tw.accounts.headers import WINDOW, ReplayGuard, SignedRequest
 from socktopus_tw.accounts.mail import Mailer
-from socktopus_tw.accounts.passwords import Passwords
+from socktopus_tw.accounts.passwords import HashCosts, Passwords
 from socktopus_tw.accounts.recaptcha import Recaptcha
 from socktopus_tw.accounts.rules import checkEmail, checkPassword, checkUserName
 from socktopus_tw.accounts.sessions import Session, Sessions
@@ -33,6 +34,12 @@ from socktopus_tw.metrics import Metrics
 
 log = Logger()
 T = TypeVar("T")
+
+#: Seconds a count of the stored hashes' costs is used before it is made
+#: again: other daemons on the database register and rehash users too.
+COSTS_LIFE = 600
+#: Seconds before a count the database did not answer is tried again.
+COSTS_RETRY = 30
 
 
 class WrongSecret(AccountsError):
@@ -63,6 +70,11 @@ class Accounts:
         self.clock = clock
         self.sessions = Sessions(database, clock)
         self.replays = ReplayGuard()
+        # When the seen_headers rows out of the window are next dropped.
+        self._forgetDue = 0.0
+        self.hashCosts = HashCosts()
+        self._costsDue = 0.0
+        self._counting = DeferredLock()
         self.publicUrl = publicUrl.rstrip("/")
         self.mailer = mailer
         self.recaptcha = recaptcha
@@ -101,6 +113,7 @@ class Accounts:
         except Conflict:
             # Lost a race with another registration of the same name.
             raise UserNameTaken() from None
+        self.hashCosts.changed(None, hashed)
         if self.mailer is not None and code is not None:
             link = f"{self.publicUrl}/users/{userId}/register?code={code}"
             try:
@@ -125,7 +138,9 @@ class Accounts:
         user = None
         if checkNameQuietly(name):
             user = await self._db(store.userNamed, name)
-        # Unknown users cost a bcrypt check too: same answer, same time.
+        # Unknown users cost a bcrypt check too, of the cost most stored
+        # hashes have: same answer, same steps, same time.
+        await self._knowCosts()
         matches = await self.passwords.check(password, user.passwordHash if user else None)
         if user is None or not matches:
             log.info("Failed login for {name!r}", name=name[:64])
@@ -134,9 +149,54 @@ class Accounts:
             raise WrongCredentials()
         return user
 
+    async def _knowCosts(self) -> None:
+        """
+        Count the stored hashes by cost when the last count is old, and have
+        unknown users' checks cost what most of them cost. One count at a
+        time; logins meanwhile wait for it, known and unknown users alike.
+        """
+        await self._counting.acquire()
+        try:
+            now = self.clock.seconds()
+            if now < self._costsDue:
+                return
+            try:
+                self.hashCosts.counted(await self._db(store.passwordCosts))
+            except Unavailable:
+                # The last count (or the current cost) until it answers.
+                self._costsDue = now + COSTS_RETRY
+            else:
+                self._costsDue = now + COSTS_LIFE
+            await self._expectCommonCost()
+        finally:
+            self._counting.release()
+
+    async def _expectCommonCost(self) -> None:
+        await self.passwords.expectCost(self.hashCosts.mostCommon(self.passwords.rounds))
+
+    async def _upgradeHash(self, user: store.User, password: str) -> None:
+        """
+        After a successful login, store the password hashed at the current
+        cost if it was hashed at another (C{--bcrypt-rounds} changed).
+        """
+        if not self.passwords.needsRehash(user.passwordHash):
+            return
+        hashed = await self.passwords.hash(password)
+        try:
+            replaced = await self._db(store.rehashPassword, user.id, user.passwordHash, hashed)
+        except Unavailable:
+            # Logged in all the same; the next login tries again.
+            return
+        if replaced:
+            self.hashCosts.changed(user.passwordHash, hashed)
+            await self._expectCommonCost()
+            log.info("Rehashed the password of user {userId} at the current cost",
+                     userId=user.id)
+
     async def login(self, name: str, password: str, stayLoggedIn: bool) -> Session:
         user = await self._checkPassword(name, password)
         session = await self._guarded(self.sessions.open(user.id, user.registered, stayLoggedIn))
+        await self._upgradeHash(user, password)
         log.info("User {userId} logged in", userId=user.id)
         if self.metrics is not None:
             self.metrics.logins.labels("ok").inc()
@@ -156,6 +216,7 @@ class Accounts:
         user = await self._checkPassword(name, password)
         hashed = await self.passwords.hash(newPassword)
         await self.sessions.revoke(user.id, self._db(store.setPassword, user.id, hashed))
+        self.hashCosts.changed(user.passwordHash, hashed)
         log.info("User {userId} changed password; sessions ended", userId=user.id)
 
     async def logout(self, session: Session) -> None:
@@ -179,13 +240,36 @@ class Accounts:
             if session is None or not (session.registered or allowUnregistered):
                 raise NotAuthorized()
             signed.checkSignature(session.secret)
+            # Refused here without a query if this process saw them already.
             self.replays.accept(signed, now)
+            await self._acceptOnce(signed, now)
         except NotAuthorized:
             log.info("Refused Auth Headers of user {userId} for {path!r}",
                      userId=signed.userId, path=signed.path[:200])
             raise
         await self._guarded(self.sessions.extend(session))
         return session
+
+    async def _acceptOnce(self, signed: SignedRequest, now: float) -> None:
+        """
+        Record C{signed} in the database, or refuse it as a replay: headers
+        this daemon accepted before a restart, or another daemon on the same
+        database accepted, are refused too. The rows whose headers the time
+        check refuses anyway are dropped every L{WINDOW} seconds.
+        """
+        forgetBefore = None
+        if now >= self._forgetDue:
+            self._forgetDue = now + WINDOW
+            forgetBefore = int(now) - WINDOW - 1
+        try:
+            await self.database.run(store.acceptHeaders, int(signed.timeSent), signed.userId,
+                                    signed.mac, forgetBefore)
+        except Conflict:
+            raise NotAuthorized() from None
+        except Unreachable:
+            # Not recorded, so not used: the client may send them again.
+            self.replays.release(signed)
+            raise Unavailable() from None
 
     async def isRegistered(self, userId: int) -> bool:
         user = await self._db(store.userWithId, userId)

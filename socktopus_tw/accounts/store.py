@@ -96,6 +96,33 @@ def setPassword(cursor: Any, userId: int, passwordHash: bytes) -> None:
     cursor.execute("DELETE FROM sessions WHERE user_id = ?", (userId,))
 
 
+def rehashPassword(cursor: Any, userId: int, oldHash: bytes, newHash: bytes) -> bool:
+    """
+    Replace the stored hash with the same password hashed at another cost,
+    keeping every session. Only if it is still C{oldHash}: a password change
+    that won a race must not be undone. Whether it was replaced.
+    """
+    cursor.execute("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                   (newHash.decode("ascii"), userId, oldHash.decode("ascii")))
+    return cursor.rowcount == 1
+
+
+def passwordCosts(cursor: Any) -> dict[int, int]:
+    """
+    How many stored password hashes there are of each bcrypt cost (the
+    C{12} of C{$2b$12$...}).
+    """
+    cursor.execute("SELECT SUBSTR(password_hash, 5, 2), COUNT(*) FROM users"
+                   " GROUP BY SUBSTR(password_hash, 5, 2)")
+    costs: dict[int, int] = {}
+    for cost, count in cursor.fetchall():
+        if isinstance(cost, bytes):
+            cost = cost.decode("ascii", "replace")
+        if cost and cost.isdigit():
+            costs[int(cost)] = costs.get(int(cost), 0) + int(count)
+    return costs
+
+
 def sessionOf(cursor: Any, userId: int) -> StoredSession | None:
     cursor.execute(
         "SELECT s.secret, s.expires_at, s.stay_logged_in, u.registered"
@@ -142,3 +169,19 @@ def idsNamed(cursor: Any, names: list[str]) -> dict[str, int]:
         cursor.execute(f"SELECT name_key, id FROM users WHERE name_key IN ({marks})", chunk)
         found.update((key, int(userId)) for key, userId in cursor.fetchall())
     return found
+
+
+def acceptHeaders(cursor: Any, timeSent: int, userId: int, mac: bytes,
+                  forgetBefore: int | None = None) -> None:
+    """
+    Note a set of Auth Headers as used. Used before (by this daemon before a
+    restart, or by another on this database), the insert raises the driver's
+    IntegrityError: the primary key decides, so two daemons given the same
+    headers at once cannot both accept them. With C{forgetBefore}, the
+    headers sent before that Unix time, which the time check refuses anyway,
+    are forgotten first.
+    """
+    if forgetBefore is not None:
+        cursor.execute("DELETE FROM seen_headers WHERE time_sent < ?", (forgetBefore,))
+    cursor.execute("INSERT INTO seen_headers (time_sent, user_id, mac) VALUES (?, ?, ?)",
+                   (timeSent, userId, mac.hex()))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from socktopus_tw.db.dialect import MYSQL, SQLITE, Dialect, dialectFor
+from socktopus_tw.db.dialect import DRIVER_TIMEOUT, MYSQL, SQLITE, Dialect, dialectFor
 
 DEFAULT_DATABASE = "sqlite:socktopus.sqlite3"
 
@@ -91,10 +91,12 @@ def checkDatabase(config: DatabaseConfig) -> None:
     """
     Connect and prove we can write once at start, so a wrong path, password
     or host is one clear line before the daemon listens, not an error later.
+    A server that accepts the connection but never answers (frozen) is such
+    a line too, after the driver's timeout, not a daemon hanging at start.
     """
     try:
         dialect = config.dialect
-        connection = dialect.connect(config.arguments)
+        connection = dialect.connect(config.arguments, timeout=DRIVER_TIMEOUT)
         try:
             dialect.proveUsable(connection)
         finally:

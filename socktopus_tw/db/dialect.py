@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 #: during query, lost while reading the handshake.
 _LOST_CONNECTION = frozenset({2006, 2013, 2055})
 
+#: Seconds PyMySQL waits for the server to read or answer before it gives the
+#: connection up. The door answers the request at its own, shorter deadline
+#: (L{socktopus_tw.db.door.TIMEOUT}); this bounds how long a pool thread
+#: stays blocked on a server that froze or vanished, so the pool's threads
+#: come back within this time even if the server never does. Twice the
+#: request deadline: a query that is merely slow finishes (its answer
+#: dropped) rather than costing the connection.
+DRIVER_TIMEOUT = 10
+
 
 class Dialect:
     """
@@ -55,9 +64,11 @@ class Dialect:
         """
         raise NotImplementedError()
 
-    def connect(self, arguments: dict[str, Any]) -> Any:
+    def connect(self, arguments: dict[str, Any], timeout: float | None = None) -> Any:
         """
-        Connect once, synchronously: only for start-up, before the reactor runs.
+        Connect once, synchronously: only for start-up, before the reactor
+        runs. With C{timeout}, the driver gives up on a server that does not
+        answer within that many seconds instead of waiting for ever.
         """
         raise NotImplementedError()
 
@@ -101,7 +112,8 @@ class SQLite(Dialect):
         # made on one pool thread and used on others, which is safe with one.
         return {"cp_min": 1, "cp_max": 1, "check_same_thread": False}
 
-    def connect(self, arguments: dict[str, Any]) -> Any:
+    def connect(self, arguments: dict[str, Any], timeout: float | None = None) -> Any:
+        # A file locked by another process is waited for, sqlite3's default 5 s.
         return sqlite3.connect(arguments["database"])
 
     def proveUsable(self, connection: Any) -> None:
@@ -141,12 +153,15 @@ class MySQL(Dialect):
             "cp_max": 8,
             "cp_reconnect": True,
             "connect_timeout": 5,
-            "read_timeout": 30,
-            "write_timeout": 30,
+            "read_timeout": DRIVER_TIMEOUT,
+            "write_timeout": DRIVER_TIMEOUT,
         }
 
-    def connect(self, arguments: dict[str, Any]) -> Any:
-        return _pymysql().connect(connect_timeout=5, **arguments)
+    def connect(self, arguments: dict[str, Any], timeout: float | None = None) -> Any:
+        # No read timeout by default: the migration's DDL may rightly take
+        # minutes on a big table.
+        timeouts = {} if timeout is None else {"read_timeout": timeout, "write_timeout": timeout}
+        return _pymysql().connect(connect_timeout=5, **timeouts, **arguments)
 
     def proveUsable(self, connection: Any) -> None:
         connection.ping()

@@ -1,33 +1,41 @@
 # -*- test-case-name: tests.db.test_door,tests.accounts.test_store -*-
 """
 The one door to the database: L{Database} runs blocking store functions in a
-transaction on an L{adbapi.ConnectionPool}'s threads, and L{DatabaseService}
-owns the pool for the daemon's lifetime.
+transaction on a L{Pool}'s threads, each within a deadline, and
+L{DatabaseService} owns the pool for the daemon's lifetime.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from socktopus_tw.db.config import DatabaseConfig
+from socktopus_tw.db.pool import Abandoned, Job, Pool
 from socktopus_tw.db.schema import migrate
 from socktopus_tw.errors import StartupError
 
 T = TypeVar("T")
 
+#: Seconds a request waits for the database before it is answered 503. Our
+#: queries take milliseconds; one that has not answered in 5 s is stuck
+#: (a frozen server, a lock held elsewhere), and the client is better told.
+TIMEOUT = 5.0
 
-def openPool(config: DatabaseConfig, reactor: Any) -> adbapi.ConnectionPool:
+
+def openPool(config: DatabaseConfig, reactor: Any) -> Pool:
     """
     A connection pool for C{config}, sized and set up by its dialect.
     """
     dialect = config.dialect
-    return adbapi.ConnectionPool(
+    return Pool(
         dialect.module,
         cp_noisy=False,
         cp_reactor=reactor,
@@ -44,7 +52,7 @@ class Conflict(Exception):
 
 class Unreachable(Exception):
     """
-    The database did not answer: down, restarting, or the connection broke.
+    The database did not answer: down, restarting, frozen, or the connection broke.
     """
 
 
@@ -82,67 +90,162 @@ class Database:
     """
     The one door to the database. C{run(f, *args)} runs the blocking function
     C{f(cursor, *args)} in one transaction on the pool's threads and maps the
-    drivers' errors to L{Conflict} and L{Unreachable}.
+    drivers' errors to L{Conflict} and L{Unreachable}; a query that has not
+    answered by its deadline is L{Unreachable} too.
+
+    An outage is logged once, as a warning when the first request fails and
+    one line when the database answers again, however many requests failed
+    in between (each is counted in the C{database_errors} metric).
+
+    @ivar timeout: the default deadline of a query, in seconds.
+    @ivar clock: what the deadlines are measured on; the pool's reactor
+        unless given.
     """
 
     log = Logger()
 
     def __init__(
-        self, pool: adbapi.ConnectionPool, config: DatabaseConfig, metrics: Any = None
+        self,
+        pool: Pool,
+        config: DatabaseConfig,
+        metrics: Any = None,
+        *,
+        clock: IReactorTime | None = None,
+        timeout: float = TIMEOUT,
     ) -> None:
         self.pool = pool
         self.config = config
         self.metrics = metrics
         self.dialect = config.dialect
+        self.clock = clock if clock is not None else pool.reactor
+        self.timeout = timeout
+        self._jobs = itertools.count()
+        # While the database is out: when it began, and how many failed.
+        self._outSince: float | None = None
+        self._failures = 0
+        # Jobs numbered below this began before the last outage ended; their
+        # failures are its stragglers, not the start of a new one.
+        self._firstJobSinceOutage = 0
 
-    def run(self, f: Callable[..., T], *arguments: Any) -> Deferred[T]:
+    def run(
+        self, f: Callable[..., T], *arguments: Any, timeout: float | None = None
+    ) -> Deferred[T]:
         """
-        Run C{f(cursor, *arguments)} in one transaction; fire with its result.
-        """
-        return Deferred.fromCoroutine(self._run(f, arguments))
+        Run C{f(cursor, *arguments)} in one transaction; fire with its result,
+        or fail with L{Unreachable} once C{timeout} seconds (default
+        L{timeout}) have passed without an answer.
 
-    async def _run(self, f: Callable[..., T], arguments: tuple[Any, ...]) -> T:
+        Work that missed its deadline is never done afterwards: it is not
+        started if it had not been, and rolled back rather than committed
+        if it had (a write already being committed when the database froze
+        is the one exception: it may complete when the database wakes).
+        """
+        deadline = self.timeout if timeout is None else timeout
+        job = Job(next(self._jobs))
+
+        def cancel(_: Deferred[T]) -> None:
+            # The caller gave up first: the same as a deadline, unlogged.
+            job.abandoned = True
+            expiry.cancel()
+
+        answer: Deferred[T] = Deferred(cancel)
+        expiry = self.clock.callLater(deadline, self._expire, job, answer, f, deadline)
+
+        def settle(result: Any) -> None:
+            if answer.called:
+                # Answered 503 at the deadline already: the late outcome
+                # has nobody to go to (and answering twice would raise).
+                return
+            expiry.cancel()
+            if isinstance(result, Failure):
+                if result.check(Unreachable):
+                    self._failed(job, result.value, f)
+                answer.errback(result)
+            else:
+                self._answered()
+                answer.callback(result)
+
+        Deferred.fromCoroutine(self._run(f, arguments, job)).addBoth(settle)
+        return answer
+
+    def _expire(
+        self, job: Job, answer: Deferred[Any], f: Callable[..., Any], deadline: float
+    ) -> None:
+        # The pool thread stays blocked until the database answers or the
+        # driver's read timeout fires; the job tells it to do nothing more.
+        job.abandoned = True
+        error = Unreachable(f"no answer within {deadline:g} s")
+        self._failed(job, error, f)
+        answer.errback(error)
+
+    async def _run(self, f: Callable[..., T], arguments: tuple[Any, ...], job: Job) -> T:
         # A pooled connection the server closed (wait_timeout, a restart, a
         # proxy) fails on first use, and adbapi only replaces it afterwards.
         # Every pooled connection may be dead, so try once more than there
         # are. Only a failure before the work began is retried: where the
         # dialect pings first, each interaction first asks "SELECT 1", so a
         # write that may have reached the server (lost during its COMMIT,
-        # say) is never done twice.
+        # say) is never done twice. Nor is anything retried once given up.
         for attempt in range(self.pool.max + 1):
-            started: list[bool] = []
             try:
-                return await self.pool.runInteraction(self._interaction, f, arguments, started)
+                return await self.pool.runJob(job, self._interaction, f, arguments, job)
+            except Abandoned:
+                raise
             except Exception as e:
                 last = attempt == self.pool.max
-                if started or last or not self.dialect.lostConnection(e):
-                    raise self._translate(e, f) from None
+                if job.started or job.abandoned or last or not self.dialect.lostConnection(e):
+                    raise self._translate(e) from None
         raise AssertionError("unreachable")
 
     def _interaction(
-        self, transaction: Any, f: Callable[..., T], arguments: tuple, started: list[bool]
+        self, transaction: Any, f: Callable[..., T], arguments: tuple, job: Job
     ) -> T:
         cursor = _Cursor(transaction, self.dialect.sql)
         if self.dialect.pingsFirst:
             _selectOne(cursor)
-        started.append(True)
+        # The ping may have waited out a freeze: nobody wants the work now.
+        job.checkWanted()
+        job.started = True
         return f(cursor, *arguments)
 
-    def ping(self) -> Deferred[None]:
+    def ping(self, timeout: float | None = None) -> Deferred[None]:
         """
-        Fires when the database answers a trivial query: the readiness check.
+        Fires when the database answers a trivial query (within C{timeout}
+        seconds, default L{timeout}): the readiness check.
         """
-        return self.run(_selectOne)
+        return self.run(_selectOne, timeout=timeout)
 
-    def _translate(self, error: Exception, f: Callable[..., Any]) -> Exception:
+    def _translate(self, error: Exception) -> Exception:
         if isinstance(error, self.dialect.conflicts):
             return Conflict(str(error))
         if isinstance(error, self.dialect.unreachable):
-            if self.metrics is not None:
-                self.metrics.databaseErrors.inc()
-            self.log.warn("Database unavailable in {query}: {error}", query=f.__name__, error=error)
             return Unreachable(str(error))
         return error
+
+    def _failed(self, job: Job, error: Exception, f: Callable[..., Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.databaseErrors.inc()
+        if self._outSince is not None:
+            self._failures += 1
+        elif job.number >= self._firstJobSinceOutage:
+            self._outSince = self.clock.seconds()
+            self._failures = 1
+            self.log.warn(
+                "Database unavailable ({error}, in {query}): requests that need it"
+                " get 503 until it answers again",
+                error=str(error), query=f.__name__, outage="began",
+            )
+
+    def _answered(self) -> None:
+        if self._outSince is None:
+            return
+        self.log.info(
+            "Database answers again after {seconds:.1f} s; {failures} requests failed meanwhile",
+            seconds=self.clock.seconds() - self._outSince, failures=self._failures,
+            outage="ended",
+        )
+        self._outSince = None
+        self._firstJobSinceOutage = next(self._jobs)
 
 
 def _selectOne(cursor: Any) -> None:
@@ -163,7 +266,7 @@ class DatabaseService(Service):
         self.database = database
 
     @property
-    def pool(self) -> adbapi.ConnectionPool:
+    def pool(self) -> Pool:
         return self.database.pool
 
     def privilegedStartService(self) -> None:

@@ -21,14 +21,15 @@ from socktopus_tw.relay.websocket import RelayFactory
 
 
 def routes(apps: Apps, registry: IRegistry, reactor: Any, *, tokenLifespan: float,
-           maxClientBuffer: int, maxMessageSize: int,
+           maxClientBuffer: int, maxMessageSize: int, clientMessageRate: float = 20.0,
            metrics: Metrics | None = None) -> list[tuple[bytes, IResource]]:
     """
     The home page, the WebSocket endpoint (spelled as the original did and
     as it should be), C{/send} and C{/kick}.
     """
     factory = RelayFactory(registry, maxClientBuffer=maxClientBuffer,
-                           maxMessageSize=maxMessageSize)
+                           maxMessageSize=maxMessageSize, clientMessageRate=clientMessageRate,
+                           clock=reactor)
     gatekeeper = Gatekeeper(apps, registry, reactor, tokenLifespan)
     receive = ReceiveResource(gatekeeper, factory)
     return [

@@ -3,13 +3,23 @@
 The thin WebSocket layer: an Autobahn protocol that only parses frames and
 calls the registry (L{socktopus_tw.relay.upgrade} admits the connection
 before the upgrade).
+
+It also keeps one client from hurting the others: what the daemon queues for
+a client is capped, a client whose answers cannot be sent is not read, a
+connection's frames are handled a few per reactor turn, and a client that
+sends faster than its rate is closed.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import abstract
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from socktopus_tw.http.writing import writerFor
@@ -18,7 +28,65 @@ from socktopus_tw.relay.registry import IRegistry, IRelayConnection
 log = Logger()
 
 _OPEN = WebSocketProtocol.STATE_OPEN
+_CLOSING = WebSocketProtocol.STATE_CLOSING
+_CLOSED = WebSocketProtocol.STATE_CLOSED
 _SHORT_HEADS = [bytes((0x81, length)) for length in range(126)]
+
+#: What one queued write costs beyond its bytes: Twisted keeps each write as
+#: its own bytes object (a 33-byte header, rounded up by the allocator) in a
+#: list (8 bytes a slot). With tiny messages that is most of the memory, so
+#: the cap counts it: a frame costs its length plus this.
+WRITE_OVERHEAD = 64
+
+#: The longest header a server text frame has (RFC 6455 §5.2).
+_MAX_HEAD = 10
+
+#: The most bytes Autobahn is handed at a time (see RelayProtocol._feed):
+#: more than the largest frame a client may send (1 KiB and its header).
+_SLICE = 4096
+
+# How every close frame we send begins (FIN, opcode 8).
+_CLOSE_FRAME = b"\x88"
+
+_measurable: dict[type, bool] = {}
+
+
+def sendBufferOf(transport: Any) -> abstract.FileDescriptor | None:
+    """
+    The Twisted connection whose send buffer holds what is written to
+    C{transport}: itself for TCP, the connection beneath for TLS; C{None}
+    when its buffer cannot be measured.
+
+    The buffer's attributes (C{dataBuffer}, C{offset}, C{_tempDataBuffer},
+    C{_tempDataLen}) are not public API; they are checked once per class, so
+    a Twisted release that changes them makes this C{None} (and the cap falls
+    back to counting what is written while paused), never an error.
+    """
+    if isinstance(transport, TLSMemoryBIOProtocol):
+        transport = transport.transport
+    kind = type(transport)
+    verdict = _measurable.get(kind)
+    if verdict is None:
+        verdict = isinstance(transport, abstract.FileDescriptor) and all(
+            hasattr(transport, name)
+            for name in ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen")
+        )
+        _measurable[kind] = verdict
+    return transport if verdict else None
+
+
+def _pendingBytes(buffer: abstract.FileDescriptor) -> int:
+    # What Twisted has not sent yet: the rest of the buffer it is sending
+    # from, and the writes queued behind it.
+    return len(buffer.dataBuffer) - buffer.offset + buffer._tempDataLen
+
+
+def queuedMemory(buffer: abstract.FileDescriptor) -> int:
+    """
+    What C{buffer}'s queue holds in memory, as the cap counts it: its unsent
+    bytes and L{WRITE_OVERHEAD} for each write waiting in its list.
+    """
+    return _pendingBytes(buffer) + WRITE_OVERHEAD * len(buffer._tempDataBuffer)
 
 
 def textFrame(payload: bytes) -> bytes:
@@ -40,42 +108,69 @@ class RelayProtocol(WebSocketServerProtocol):
     One client socket. Client text C{PING} is answered C{PONG}, C{CLOSE}
     closes; anything else, binary frames included, closes the connection.
 
-    It is its transport's streaming producer: while the transport's buffer is
-    over its high-water mark the protocol counts what it queues on top, and a
-    client that lets that pass C{maxClientBuffer} is cut off, so one slow
-    reader can neither slow others down nor grow the daemon's memory.
+    It is its transport's streaming producer. While the transport's buffer
+    is full (Twisted pauses it past 64 KiB) the client is not read, so it
+    cannot make us queue answers; and everything queued for it, relayed
+    messages and Autobahn's own frames alike, is measured against
+    C{maxClientBuffer}: a client past that is cut off, so one slow reader can
+    neither slow others down nor grow the daemon's memory. A client that
+    reads is never cut off while its backlog stays under the cap.
+
+    Its frames are handled at most C{factory.framesPerTurn} per reactor turn,
+    and a client that sends more than C{factory.clientMessageRate} frames a
+    second (bursts of C{clientMessageBurst}) is closed with 1008.
     """
 
     app: str = ""
     connectionId: str = ""
-    _paused = False
-    _queuedWhilePaused = 0
     _registered = False
+    # The transport asked us to pause: its send buffer is full.
+    _paused = False
+    # Whether we asked the transport to stop reading the client.
+    _notReading = False
+    # Closed for sending too fast: nothing more it sends is read.
+    _deaf = False
+    # The connection whose buffer we measure (see sendBufferOf), if any.
+    _sendBuffer: abstract.FileDescriptor | None = None
+    # Without one: what was queued since the transport paused us. With one:
+    # the bytes written since _drainMark was taken, to tell whether the
+    # client has read anything (see keepalive).
+    _queuedWhilePaused = 0
+    _drainMark = 0
+    # Bytes read and not yet handed to Autobahn (see _feed); a bytearray
+    # from onOpen on.
+    _inbox: bytes | bytearray = b""
+    # The rest of this turn's frames, once framesPerTurn were handled.
+    _nextTurn: IDelayedCall | None = None
+    _framesThisTurn = 0
+    # The client's token bucket for the rate limit.
+    _tokens = 0.0
+    _refilledAt = 0.0
 
     # -- IRelayConnection ------------------------------------------------
 
     def deliver(self, payload: bytes) -> bool:
         if self.state != _OPEN:
             return False
-        if self._paused:
-            self._queuedWhilePaused += len(payload)
-            if self._queuedWhilePaused > self.factory.maxClientBuffer:
-                log.info(
-                    "Cutting off {app}/{connectionId}: it stopped reading",
-                    app=self.app,
-                    connectionId=self.connectionId,
-                )
-                # abort: the buffered bytes are dropped at once, not flushed.
-                self.dropConnection(abort=True)
-                return False
+        # Checked only while the transport is paused: until then its buffer
+        # holds less than 64 KiB, and /send's hot path stays one test.
+        if self._paused and not self._mayQueue(len(payload), _MAX_HEAD):
+            return False
         # Framed and written here rather than by Autobahn's sendMessage: the
         # hot path of /send, one text frame per message, sent at once.
         self._write(textFrame(payload))
         return True
 
     def keepalive(self) -> None:
-        if self.state == _OPEN:
-            self.sendPing()
+        if self.state != _OPEN:
+            return
+        if self._paused and self._hasRead():
+            # Its frames wait unread while its buffer is full, so they cannot
+            # show it is alive; that it took some of its backlog since the
+            # last look does. A vanished client takes nothing and is closed
+            # as idle.
+            self.factory.registry.activity(self)
+        self.sendPing()
 
     def evict(self) -> None:
         if self.state == _OPEN:
@@ -88,27 +183,224 @@ class RelayProtocol(WebSocketServerProtocol):
         # Until onOpen picks the writer for this transport (see writerFor).
         self.transport.write(data)
 
+    # -- the cap ---------------------------------------------------------
+
+    def _mayQueue(self, size: int, head: int = 0) -> bool:
+        """
+        Whether C{size} more bytes (and a frame C{head}) may be queued for
+        this client; past C{maxClientBuffer} it is cut off instead.
+        """
+        self._queuedWhilePaused += size
+        buffer = self._sendBuffer
+        if buffer is None:
+            queued = self._queuedWhilePaused
+        else:
+            queued = queuedMemory(buffer) + size + head + WRITE_OVERHEAD
+        if queued <= self.factory.maxClientBuffer:
+            return True
+        log.info(
+            "Cutting off {app}/{connectionId}: more than {cap} bytes queued for it",
+            app=self.app,
+            connectionId=self.connectionId,
+            cap=self.factory.maxClientBuffer,
+        )
+        # abort: the buffered bytes are dropped at once, not flushed.
+        self.dropConnection(abort=True)
+        return False
+
+    def _hasRead(self) -> bool:
+        """
+        Whether the client took any of its backlog since the last call (or
+        since the transport paused us); C{False} when that cannot be seen.
+        """
+        buffer = self._sendBuffer
+        if buffer is None:
+            return False
+        pending = _pendingBytes(buffer)
+        hasRead = self._drainMark + self._queuedWhilePaused > pending
+        self._drainMark, self._queuedWhilePaused = pending, 0
+        return hasRead
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Autobahn's own writes (pongs, pings, PONG, the handshake) count
+        # against the cap as relayed messages do; on a transport we can
+        # measure, always, since pongs are the smallest and costliest writes.
+        # A close frame goes through: it is the last frame, and the close
+        # handshake's timeout ends the connection anyway.
+        if (
+            (self._paused or self._sendBuffer is not None)
+            and data[:1] != _CLOSE_FRAME
+            and not self._mayQueue(len(data))
+        ):
+            return
+        super().sendData(data, sync, chopsize)
+
     # -- IPushProducer, for the transport --------------------------------
 
     def pauseProducing(self) -> None:
+        # Twisted calls this on every write while its buffer is full.
+        if self._paused:
+            return
         self._paused = True
+        self._queuedWhilePaused = 0
+        if self._sendBuffer is not None:
+            self._drainMark = _pendingBytes(self._sendBuffer)
+        self._stopReading()
 
     def resumeProducing(self) -> None:
+        # Twisted calls this once its buffer is empty.
         self._paused = False
         self._queuedWhilePaused = 0
+        if (self.data or self._inbox) and self.state != _CLOSED:
+            # Frames read before the pause: on the next turn, not from
+            # inside the transport's write.
+            self._scheduleTurn()
+        else:
+            self._startReading()
 
     def stopProducing(self) -> None:
+        # The connection is gone (connectionLost follows): stop for good.
         self._paused = True
+        self._cancelTurn()
+
+    # -- reading: a few frames per turn, none while paused ---------------
+
+    def _stopReading(self) -> None:
+        if not self._notReading:
+            self._notReading = True
+            # The transport's own producer side: for a TCP connection this
+            # stops reading its socket (and does not call us back).
+            self.transport.pauseProducing()
+
+    def _startReading(self) -> None:
+        if self._notReading and not (self._paused or self._deaf) and self._nextTurn is None:
+            self._notReading = False
+            self.transport.resumeProducing()
+
+    def _scheduleTurn(self) -> None:
+        self._stopReading()
+        if self._nextTurn is None:
+            self._nextTurn = self.factory.clock.callLater(0, self._turn)
+
+    def _cancelTurn(self) -> None:
+        if self._nextTurn is not None:
+            if self._nextTurn.active():
+                self._nextTurn.cancel()
+            self._nextTurn = None
+
+    def _turn(self) -> None:
+        self._nextTurn = None
+        if self.state == _CLOSED:
+            return
+        self.consumeData()
+        self._startReading()
+
+    def _dataReceived(self, data: bytes) -> None:
+        if self.state != _OPEN and self.state != _CLOSING:
+            super()._dataReceived(data)  # the handshake, or nothing once closed
+            return
+        self._inbox += data
+        self.consumeData()
+
+    def consumeData(self) -> None:
+        # Autobahn handles every frame it has in one go; a client could make
+        # that a whole socket read of tiny frames, and every other client
+        # would wait. So at most framesPerTurn here, the rest on later turns
+        # (not reading meanwhile), and none while the client's answers
+        # cannot be sent.
+        if self.state != _OPEN and self.state != _CLOSING:
+            super().consumeData()  # the handshake, or nothing once closed
+            return
+        if self._deaf:
+            self.data = b""
+            self._inbox.clear()
+            return
+        if self._paused or self._nextTurn is not None:
+            return
+        self._framesThisTurn = 0
+        limit = self.factory.framesPerTurn
+        while True:
+            self._feed()
+            more = self.processData()
+            if self.state == _CLOSED:
+                return
+            if self._framesThisTurn >= limit or self._paused or self._deaf:
+                if not (self._paused or self._deaf) and (self.data or self._inbox):
+                    self._scheduleTurn()
+                return
+            if not more and not (self._inbox and len(self.data) < _SLICE):
+                return  # no whole frame left: wait for the client
+
+    def _feed(self) -> None:
+        # Autobahn copies the rest of its buffer for every frame it parses,
+        # which makes a 64 KiB read of tiny frames cost quadratic time: it is
+        # handed the bytes a slice at a time (every frame a client may send
+        # fits in one), the rest wait here.
+        data = self.data
+        if len(data) > _SLICE:
+            self._inbox[:0] = data[_SLICE:]
+            self.data = data[:_SLICE]
+        elif self._inbox and len(data) < _SLICE:
+            want = _SLICE - len(data)
+            self.data = data + bytes(self._inbox[:want])
+            del self._inbox[:want]
+
+    def onFrameEnd(self) -> bool | None:
+        self._framesThisTurn += 1
+        return super().onFrameEnd()
+
+    # -- the rate limit --------------------------------------------------
+
+    def _allow(self) -> bool:
+        """
+        Spend one of the client's tokens for a frame; a client out of them
+        is closed with 1008 (policy violation), as SPEC §7.3 has it.
+        """
+        factory = self.factory
+        now = factory.clock.seconds()
+        tokens = min(
+            factory.clientMessageBurst,
+            self._tokens + (now - self._refilledAt) * factory.clientMessageRate,
+        )
+        self._refilledAt = now
+        if tokens >= 1:
+            self._tokens = tokens - 1
+            return True
+        self._tokens = tokens
+        if self.state == _OPEN:
+            log.info(
+                "Closing {app}/{connectionId}: more than {rate} frames a second",
+                app=self.app,
+                connectionId=self.connectionId,
+                rate=factory.clientMessageRate,
+            )
+            # Autobahn's sendClose() refuses 1008; see _refuse.
+            self.sendCloseFrame(code=1008, reasonUtf8=b"Too many frames")
+            # And nothing more of the flood is parsed: the close handshake
+            # is left to time out (closeHandshakeTimeout), which aborts.
+            self._deaf = True
+            self.data = b""
+            self._inbox.clear()
+            self._stopReading()
+        return False
 
     # -- Autobahn callbacks ----------------------------------------------
 
     def onOpen(self) -> None:
         self._write = writerFor(self.transport)
+        self._sendBuffer = sendBufferOf(self.transport)
+        self._inbox = bytearray()
+        self._tokens = self.factory.clientMessageBurst
+        self._refilledAt = self.factory.clock.seconds()
         self.transport.registerProducer(self, True)
         self._registered = True
         self.factory.registry.register(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        # Once closing, what the client still sends before its close frame
+        # is not answered (Autobahn refuses to send then).
+        if self.state != _OPEN or not self._allow():
+            return
         self.factory.registry.activity(self)
         if isBinary:
             self._refuse(b"Binary frames are not accepted")
@@ -128,13 +420,20 @@ class RelayProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=1003, reasonUtf8=reason)
 
     def onPing(self, payload: bytes) -> None:
+        if self.state != _OPEN or not self._allow():
+            return
         self.factory.registry.activity(self)
         super().onPing(payload)
 
     def onPong(self, payload: bytes) -> None:
+        # Counted too: the server pings a quiet client once per half idle
+        # timeout, so a client sending more pongs than that is flooding.
+        if self.state != _OPEN or not self._allow():
+            return
         self.factory.registry.activity(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._cancelTurn()
         if self._registered:
             self._registered = False
             self.factory.registry.unregister(self)
@@ -143,9 +442,16 @@ class RelayProtocol(WebSocketServerProtocol):
 class RelayFactory(WebSocketServerFactory):
     """
     Builds L{RelayProtocol}s that share one registry.
+
+    @ivar framesPerTurn: how many frames of one connection are handled per
+        reactor turn before the others get theirs.
+    @ivar clientMessageRate: frames a second a client may send (messages,
+        pings and pongs); more closes it with 1008.
+    @ivar clientMessageBurst: how many it may send at once: twice the rate.
     """
 
     protocol = RelayProtocol
+    framesPerTurn = 32
 
     def __init__(
         self,
@@ -153,10 +459,19 @@ class RelayFactory(WebSocketServerFactory):
         maxClientBuffer: int = 8 * 1024 * 1024,
         maxMessageSize: int = 1024 * 1024,
         closeHandshakeTimeout: float = 2.0,
+        clientMessageRate: float = 20.0,
+        clock: IReactorTime | None = None,
     ) -> None:
+        """
+        @param clock: what the rate limit and the turns run on; by default
+            the registry's clock.
+        """
         super().__init__(server="Socktopus")
         self.registry = registry
+        self.clock = clock if clock is not None else registry.clock
         self.maxClientBuffer = maxClientBuffer
+        self.clientMessageRate = clientMessageRate
+        self.clientMessageBurst = 2 * clientMessageRate
         self.setProtocolOptions(
             # Clients only ever send PING and CLOSE, so incoming frames are
             # capped small. Autobahn applies the message cap to outgoing

@@ -43,7 +43,9 @@ class MariaDBDoorTests(MariaDBDatabase, DatabaseTestsMixin, TestCase):
         socketConfig = parseDatabaseUrl(self.server.socketUrl(self.name))
         self.assertIn("unix_socket", socketConfig.arguments)
         checkDatabase(socketConfig)
-        self.assertEqual(migrate(socketConfig), (1, 1))
+        # Migrated over TCP already: nothing left to do over the socket.
+        before, after = migrate(socketConfig)
+        self.assertEqual(before, after)
         overSocket = self.openDatabase(socketConfig)
         userId = yield overSocket.run(store.addUser, "wendy", "w@example.com", HASH, None, NOW)
         self.assertEqual((yield self.query(store.userNamed, "wendy")).id, userId)
