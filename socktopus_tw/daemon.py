@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_tap,tests.deploy.test_process -*-
 """
 The daemon process' lifecycle: listening with a clear error when it cannot,
-starting up with one line instead of a traceback, and shutting down in
-order (stop listening, drain the sites, then the rest).
+starting up with one line instead of a traceback (in daemon mode too), and
+shutting down in order (stop listening, drain the sites, then the rest).
 
 Nothing here knows the web layer: a listener's factory is drained if it has
 a C{drain(timeout)} method (L{Drainable}).
@@ -10,9 +10,12 @@ a C{drain(timeout)} method (L{Drainable}).
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -44,12 +47,109 @@ class Drainable(Protocol):
         """
 
 
-def complain(message: str) -> None:
+def complain(message: str, stream: IO[str] | None = None) -> None:
     """
     One line on the real stderr: by the time services start, twistd has
-    redirected C{sys.stderr} into the log.
+    redirected C{sys.stderr} into the log (and, daemonised, fd 2 to
+    C{/dev/null}: then C{stream} is the terminal's, see L{Startup}).
     """
-    (sys.__stderr__ or sys.stderr).write(f"socktopus: {message}\n")
+    out = stream or sys.__stderr__ or sys.stderr
+    out.write(f"socktopus: {message}\n")
+    out.flush()
+
+
+class StartupFailed(SystemExit, Exception):
+    """
+    Ends a start-up that failed for a reason already told to the user.
+
+    twistd reports only an C{Exception} raised while it starts the services:
+    it writes it to the pipe its parent process waits on in daemon mode (so
+    that process exits 1 at once) and removes its pidfile. A plain
+    L{SystemExit} slips past both: the parent waits forever and the pidfile
+    stays. Being both, this one is reported by twistd, which then re-raises
+    it, and the process ends with status 1 and no traceback.
+
+    Its text is what twistd's parent prints (cut at 100 bytes) after the
+    full line, C{"An error has occurred: b'...'"}: a pointer to that line
+    once the user was told, else the message itself.
+    """
+
+    def __init__(self, message: str, told: bool = False) -> None:
+        super().__init__(1)
+        self.message = message
+        self.told = told
+
+    def __str__(self) -> str:
+        return "Socktopus did not start: see the line above" if self.told else self.message
+
+
+class Startup:
+    """
+    What a start-up owes the user should it fail, prepared before twistd
+    daemonises (L{socktopus_tw.tap.Options} makes it): where to say what is
+    wrong, and the files the option checks created, to take back.
+
+    @ivar stderr: a copy of the stderr twistd was started with, when it is
+        about to daemonise; the daemon's own fd 2 is C{/dev/null} by the time
+        services start. Closed once the start is over, so the daemon does not
+        hold its caller's terminal or pipe open.
+    @ivar created: absolute paths of files created while checking the options
+        (the SQLite file the database check makes).
+    """
+
+    log = Logger()
+
+    def __init__(self, stderr: IO[str] | None = None, created: Sequence[str] = ()) -> None:
+        self.stderr = stderr
+        self.created = list(created)
+
+    @classmethod
+    def beforeDaemonising(cls, created: Sequence[str] = ()) -> Startup:
+        """
+        A L{Startup} for a process twistd is about to daemonise.
+        """
+        try:
+            stderr = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="backslashreplace")
+        except OSError:
+            stderr = None
+        return cls(stderr, created)
+
+    def fail(self, message: str) -> StartupFailed:
+        """
+        Tell the user, take back what the start created, and return the
+        exception that ends the process.
+        """
+        daemonised = self.stderr is not None
+        if daemonised:
+            # The log is then the only other place it can be read later.
+            self.log.critical("{reason}", reason=message)
+        try:
+            complain(message, self.stderr)
+            told = True
+        except (OSError, ValueError):
+            told = False
+        self.done()
+        for path in self.created:
+            for name in (path, path + "-journal", path + "-wal", path + "-shm"):
+                try:
+                    os.remove(name)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    self.log.warn("Could not remove {name}: {error}", name=name, error=e)
+        self.created = []
+        return StartupFailed(message, told=told and daemonised)
+
+    def done(self) -> None:
+        """
+        The start is over: let go of the caller's stderr.
+        """
+        stderr, self.stderr = self.stderr, None
+        if stderr is not None:
+            try:
+                stderr.close()
+            except OSError:
+                pass
 
 
 def describeAddress(address: object) -> str:
@@ -64,6 +164,30 @@ def describeAddress(address: object) -> str:
         name = address.name
         return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
     return str(address)
+
+
+def listenFailure(description: str, error: BaseException) -> str:
+    """
+    Why listening failed, as its user can act on it. Twisted's own text
+    (C{Couldn't listen on any:8080: [Errno 98] Address already in use.}) is
+    kept for anything uncommon.
+    """
+    socketError = getattr(error, "socketError", None)
+    code = getattr(socketError if socketError is not None else error, "errno", None)
+    if code == errno.EADDRINUSE:
+        return (
+            "the address is already in use: another program (or another Socktopus) "
+            "listens there; stop it or choose another --listen"
+        )
+    if code == errno.EACCES:
+        if description.startswith("unix:"):
+            return "permission denied: the socket's directory is not writable by this user"
+        return "permission denied: a port below 1024 needs root or CAP_NET_BIND_SERVICE"
+    if code == errno.EADDRNOTAVAIL:
+        return "this machine has no such address (see `ip address`; interface=0.0.0.0 is all)"
+    if code == errno.ENOENT and description.startswith("unix:"):
+        return "the socket's directory does not exist"
+    return str(error)
 
 
 class Listener(Service):
@@ -93,7 +217,7 @@ class Listener(Service):
         if not outcome:
             raise StartupError(f"--listen {self.description}: the endpoint did not start listening")
         if isinstance(outcome[0], Failure):
-            reason = outcome[0].value
+            reason = listenFailure(self.description, outcome[0].value)
             raise StartupError(f"cannot listen on {self.description}: {reason}")
         self.port = outcome[0]
         self.log.info(
@@ -118,24 +242,31 @@ class Listener(Service):
 class SocktopusService(MultiService):
     """
     The daemon: its children are composed by L{socktopus_tw.tap.makeService}.
-    A start-up failure the user can fix ends the process with one line, not a
-    traceback.
+    A start-up failure the user can fix ends the process with one line on
+    stderr, not a traceback, and exit status 1, also when twistd daemonises
+    (L{Startup}, L{StartupFailed}).
     """
 
     log = Logger()
     #: Seconds shutdown waits for in-flight requests before going on.
     drainTimeout = 10.0
 
-    def __init__(self, apps: Apps) -> None:
+    def __init__(self, apps: Apps, startup: Startup | None = None) -> None:
         super().__init__()
         self.apps = apps
+        self.startup = startup if startup is not None else Startup()
 
     def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        # Listen first: a port in use ends the start before the database is
+        # migrated (or a SQLite file made), so a failed start leaves nothing.
+        # Nothing is accepted before the reactor runs, after the migration.
+        children = sorted(self, key=lambda child: not isinstance(child, Listener))
         try:
-            super().privilegedStartService()
+            for child in children:
+                child.privilegedStartService()
         except StartupError as e:
-            complain(str(e))
-            raise SystemExit(1) from None
+            raise self.startup.fail(str(e)) from None
 
     def startService(self) -> None:
         self.log.info(
@@ -144,7 +275,11 @@ class SocktopusService(MultiService):
             count=len(self.apps),
             apps=", ".join(self.apps.names()) or "none",
         )
-        super().startService()
+        try:
+            super().startService()
+        except StartupError as e:
+            raise self.startup.fail(str(e)) from None
+        self.startup.done()
 
     def stopService(self) -> Deferred[None]:
         """

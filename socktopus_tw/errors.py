@@ -59,6 +59,26 @@ class RequestTooLarge(RelayError):
     message = "Request body too large"
 
 
+class UriTooLong(RelayError):
+    """
+    A request line longer than twisted.web reads (16 KiB): answered before
+    the connection is closed, in the relay's shape whatever the path.
+    """
+
+    status = 414
+    message = "URI too long"
+
+
+class HeadersTooLarge(RelayError):
+    """
+    A header line, or a head, longer than twisted.web reads (16 KiB), or more
+    than its 500 header lines.
+    """
+
+    status = 431
+    message = "Request header fields too large"
+
+
 class MalformedRequest(RelayError):
     status = 400
     message = "Malformed request"

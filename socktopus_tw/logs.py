@@ -10,10 +10,21 @@ errors at once), where the default writes and flushes every line with its
 own system call. The daemon logs a line per /send batch, so on a busy relay
 that is a large share of its CPU.
 
-C{twistd -n --logger socktopus_tw.logs.json socktopus} writes one JSON object
-per line (Twisted's own event format: C{log_format}, C{log_level},
-C{log_namespace}, C{log_time} and the event's fields such as C{app} and
-C{connectionId}), ready for journald, Loki or jq.
+C{twistd -n --logger socktopus_tw.logs.json socktopus} writes one flat JSON
+object per line, as log shippers (Loki, Elasticsearch, Cloud Logging, jq)
+expect them, in the same batches:
+
+    {"time": "2026-01-05T12:34:56.789Z", "level": "info",
+     "message": "Connected demo/c1", "logger": "socktopus_tw.relay.registry",
+     "app": "demo", "connectionId": "c1"}
+
+C{time} is ISO 8601 in UTC, C{level} one of C{debug}, C{info}, C{warn},
+C{error}, C{critical}, C{message} the rendered text, C{logger} the event's
+namespace; C{system} is there for events of Twisted's older logging API;
+then come the event's own fields (C{app}, C{connectionId}, C{user}, ...), and
+for a failure C{traceback}, the whole traceback as one string. A field named
+like one of those keys is left out; a value JSON cannot hold is written as
+its C{repr}.
 """
 
 from __future__ import annotations
@@ -21,16 +32,20 @@ from __future__ import annotations
 import atexit
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from typing import IO, Any
 
+import orjson
 from twisted.logger import (
     ILogObserver,
     LogEvent,
     LogLevel,
+    formatEvent,
     formatEventAsClassicLogText,
     formatTime,
-    jsonFileLogObserver,
 )
+from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
@@ -40,9 +55,32 @@ _URGENT = (LogLevel.warn, LogLevel.error, LogLevel.critical)
 
 def json() -> ILogObserver:
     """
-    JSON lines on standard output.
+    Flat JSON lines on standard output, written in batches.
     """
-    return jsonFileLogObserver(sys.stdout)
+    return BatchingJsonObserver(sys.stdout)
+
+
+def listForLog(items: list[str], limit: int = 10, width: int = 64) -> str:
+    """
+    Client-given strings (connection ids) for a log line: C{none} for none,
+    at most C{limit} of them, each cut to C{width} characters and quoted
+    with escapes when it holds anything a reader could mistake (a newline
+    would forge a log line, a comma would split one id in two), then
+    C{and N more}.
+    """
+    if not items:
+        return "none"
+    shown = []
+    for item in items[:limit]:
+        if len(item) > width:
+            item = item[:width] + "..."
+        if not item.isprintable() or "," in item or item.strip() != item or not item:
+            item = repr(item)
+        shown.append(item)
+    text = ", ".join(shown)
+    if len(items) > limit:
+        text += f" and {len(items) - limit} more"
+    return text
 
 
 def text() -> ILogObserver:
@@ -167,3 +205,135 @@ class BatchingTextObserver:
     def _write(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
+
+
+#: The keys of a JSON line; an event's field of the same name is left out.
+_FIXED = frozenset(["time", "level", "message", "logger", "system", "traceback"])
+#: What L{twisted.python.log} puts in its events besides the text.
+_LEGACY = frozenset(["message", "time", "system", "isError", "format", "failure", "why"])
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+_REPR_LIMIT = 4096
+
+
+def _fallback(value: Any) -> Any:
+    """
+    What orjson cannot write by itself: a set as a list, anything else as
+    its (cut) C{repr}. Never raises: a log line must not be lost to a value.
+    """
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} with a failing repr>"
+    return text[:_REPR_LIMIT]
+
+
+def _render(event: LogEvent) -> str:
+    """
+    The event's text. The common event (a format string of plain fields) is
+    formatted with C{str.format_map}, as L{BatchingTextObserver.format} does;
+    anything else by Twisted's L{formatEvent}, which never raises.
+    """
+    template = event.get("log_format")
+    if type(template) is str and "()" not in template:
+        try:
+            return template.format_map(event)
+        except Exception:
+            pass
+    return formatEvent(event)
+
+
+def formatEventAsJson(event: LogEvent, isoTime: Any = None) -> str:
+    """
+    One flat JSON object for C{event}, newline included; see the module's
+    documentation for its keys.
+
+    @param isoTime: turns a POSIX time into ISO 8601 text (default:
+        L{isoformat}); L{BatchingJsonObserver} passes one that caches the
+        second.
+    """
+    legacy = "isError" in event and type(event.get("message")) is tuple
+    when = event.get("log_time")
+    level = event.get("log_level")
+    record: dict[Any, Any] = {
+        "time": (isoTime or isoformat)(time.time() if when is None else when),
+        "level": getattr(level, "name", None),
+        "message": None,
+        "logger": event.get("log_namespace"),
+    }
+    if "log_system" in event:
+        record["system"] = event["log_system"]
+    failure = event.get("log_failure")
+    if failure is None and legacy:
+        failure = event.get("failure")
+    if legacy and failure is not None:
+        # The legacy text is why, then the traceback: keep them apart.
+        record["message"] = event.get("why") or "Unhandled Error"
+    else:
+        record["message"] = _render(event)
+    skip = _FIXED | _LEGACY if legacy else _FIXED
+    for key, value in event.items():
+        if type(key) is str and not key.startswith("log_") and key not in skip:
+            record[key] = value
+    if isinstance(failure, Failure):
+        try:
+            record["traceback"] = failure.getTraceback()
+        except Exception:
+            record["traceback"] = _fallback(failure)
+    try:
+        return orjson.dumps(record, default=_fallback, option=_OPTIONS).decode()
+    except (TypeError, ValueError):
+        # A value orjson refuses outright (an int over 64 bits, a string
+        # with lone surrogates, nesting too deep): that field as its repr.
+        safe = {}
+        for key, value in record.items():
+            try:
+                orjson.dumps(value, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
+            except (TypeError, ValueError):
+                value = _fallback(value)
+            safe[key if type(key) is str else _fallback(key)] = value
+        return orjson.dumps(safe, default=_fallback, option=_OPTIONS).decode()
+
+
+def isoformat(when: float) -> str:
+    """
+    A POSIX time as ISO 8601 in UTC, to the millisecond: C{2026-01-05T12:34:56.789Z}.
+    """
+    second, microseconds = _split(when)
+    return f"{_second(second)}.{microseconds // 1000:03d}Z"
+
+
+def _split(when: float) -> tuple[int, int]:
+    # Whole microseconds first, as datetime does: 0.001 is not 0.000999.
+    return divmod(round(when * 1_000_000), 1_000_000)
+
+
+def _second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@implementer(ILogObserver)
+class BatchingJsonObserver(BatchingTextObserver):
+    """
+    L{formatEventAsJson} lines, written in batches as L{BatchingTextObserver}
+    writes its lines.
+    """
+
+    def __init__(self, out: IO[str], reactor: Any = None) -> None:
+        super().__init__(out, reactor)
+        self._isoCached: tuple[int, str] = (-1, "")
+
+    def _isoTime(self, when: float) -> str:
+        second, microseconds = _split(when)
+        # One tuple, read and replaced whole: events come from several threads.
+        cached = self._isoCached
+        if cached[0] != second:
+            cached = self._isoCached = (second, _second(second))
+        return f"{cached[1]}.{microseconds // 1000:03d}Z"
+
+    def format(self, event: LogEvent) -> str | None:
+        """
+        The event as one flat JSON object and a newline.
+        """
+        return formatEventAsJson(event, self._isoTime)

@@ -12,6 +12,7 @@ real environment always wins over the file, and the command line over both.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,14 @@ from socktopus_tw.accounts.mail import parseSmtpUrl
 from socktopus_tw.accounts.recaptcha import DEFAULT_VERIFY_URL, loadTrustRoot
 from socktopus_tw.accounts.rules import checkEmail
 from socktopus_tw.apps import Apps
-from socktopus_tw.db import DEFAULT_DATABASE, DatabaseError, checkDatabase, parseDatabaseUrl
+from socktopus_tw.db import (
+    DEFAULT_DATABASE,
+    DatabaseConfig,
+    DatabaseError,
+    checkDatabase,
+    parseDatabaseUrl,
+)
+from socktopus_tw.db.dialect import SQLITE
 from socktopus_tw.errors import ApiError
 
 ENV_PREFIX = "SOCKTOPUS_"
@@ -297,17 +305,43 @@ def defaultListen(environ: Mapping[str, str]) -> list[str]:
     return [f"tcp:{DEFAULT_PORT}"]
 
 
+#: C{tcp:127.0.0.1:8093}, the way other programs write an address, where a
+#: Twisted endpoint has the port first and the address as C{interface=}.
+_HOST_FIRST = re.compile(
+    r"(?P<kind>tcp6?|ssl):(?P<host>\[[^\]]*\]|[^:=\[\]]*[^:=\[\]\d][^:=\[\]]*)"
+    r":(?P<port>\d+)(?P<rest>:.*)?",
+    re.DOTALL,
+)
+
+
+def _hostFirstHint(description: str) -> str | None:
+    """
+    The endpoint string meant by C{tcp:HOST:PORT...}, if that is what
+    C{description} is.
+    """
+    match = _HOST_FIRST.fullmatch(description)
+    if match is None:
+        return None
+    kind, host, port = match["kind"], match["host"], match["port"]
+    if host.startswith("["):
+        # An IPv6 address: tcp6, and its colons escaped for the endpoint parser.
+        kind = "tcp6" if kind == "tcp" else kind
+        host = host[1:-1].replace(":", "\\:")
+    return f"{kind}:{port}:interface={host}{match['rest'] or ''}"
+
+
 def checkEndpoint(option: str, description: str, reactor: Any = None) -> None:
     """
     Raise L{ConfigurationError} unless C{description} is a server endpoint
-    string that can be built here; C{option} names where it came from.
+    string that can be built here, with a port in range; C{option} names
+    where it came from.
     """
     if reactor is None:
         # Imported late: importing the reactor installs the default one, and
         # twistd may still be about to install the one --reactor asked for.
         from twisted.internet import reactor
     try:
-        serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, description)
     except Exception as e:
         # Outside systemd socket activation, the systemd: parser fails on a
         # missing environment variable; say what to do, not which variable.
@@ -317,14 +351,45 @@ def checkEndpoint(option: str, description: str, reactor: Any = None) -> None:
                 "LISTEN_FDNAMES); start the daemon through socktopus.socket, or use "
                 "--listen tcp:8080"
             ) from None
+        meant = _hostFirstHint(description)
+        if meant is not None:
+            raise ConfigurationError(
+                f"{option} {description!r}: a Twisted endpoint puts the port first "
+                f"and the address in interface=; use {meant}"
+            ) from None
+        reason = str(e) or "not a Twisted endpoint string"
+        if isinstance(e, ValueError) and reason.startswith("invalid literal for int()"):
+            reason = "the port must be a number from 0 to 65535"
         raise ConfigurationError(
-            f"{option} {description!r}: {e or 'not a Twisted endpoint string'}; "
+            f"{option} {description!r}: {reason}; "
             "examples: tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/socktopus.sock"
         ) from None
+    # The TCP and TLS endpoints keep their port as _port (every Twisted
+    # since 10.1); checked here, 99999 is one line before anything is done,
+    # not an OverflowError after the database was created and migrated.
+    port = getattr(endpoint, "_port", None)
+    if type(port) is int and not 0 <= port <= 65535:
+        raise ConfigurationError(
+            f"{option} {description!r}: port {port} is out of range; a port is 0 to 65535 "
+            "(0 picks a free one)"
+        )
+
+
+def _newSqliteFile(database: DatabaseConfig) -> str | None:
+    """
+    The absolute path of the SQLite file C{database} names, if it does not
+    exist yet (the start-up check will create it).
+    """
+    if database.module != SQLITE.module:
+        return None
+    path = os.path.abspath(database.arguments["database"])
+    return None if os.path.exists(path) else path
 
 
 def resolveConfiguration(
-    given: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    given: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    created: list[str] | None = None,
 ) -> dict[str, Any]:
     """
     The daemon's whole configuration, parsed and checked.
@@ -333,10 +398,14 @@ def resolveConfiguration(
         where it was not given, and C{"listen"}, a list of endpoint strings.
     @param environ: the process environment (default: C{os.environ}); it is
         laid over the C{.env} file in the working directory.
+    @param created: if given, the absolute paths of files the checks created
+        (a new SQLite file) are appended, for a failed start to remove.
     @return: every setting parsed, C{"listen"}, C{"database"} as a
         L{socktopus_tw.db.DatabaseConfig}, the merged C{"environ"}, and the
         C{"apps"} it configures.
-    @raise ConfigurationError: for the first thing wrong, in option order.
+    @raise ConfigurationError: for the first thing wrong, in option order;
+        everything that needs no disk or network is checked before the
+        database is.
     """
     environ = loadEnvironment(environ)
     # "environ" first: callers update their options with this dict in order.
@@ -373,9 +442,12 @@ def resolveConfiguration(
 
     try:
         config["database"] = parseDatabaseUrl(config["database"])
+        newFile = _newSqliteFile(config["database"])
         checkDatabase(config["database"])
     except DatabaseError as e:
         raise ConfigurationError(str(e)) from None
+    if newFile is not None and created is not None and os.path.exists(newFile):
+        created.append(newFile)
 
     config["apps"] = Apps.fromEnvironment(environ)
     return config

@@ -8,18 +8,20 @@ L{socktopus_tw.daemon}.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+import socktopus_tw
 from socktopus_tw.accounts.api import routes as accountsRoutes
 from socktopus_tw.accounts.mail import Mailer
 from socktopus_tw.accounts.passwords import Passwords
 from socktopus_tw.accounts.recaptcha import Recaptcha
 from socktopus_tw.accounts.service import Accounts
-from socktopus_tw.daemon import Listener, SocktopusService, StopOnTerm, complain
+from socktopus_tw.daemon import Listener, SocktopusService, Startup, StopOnTerm, complain
 from socktopus_tw.db import Database, DatabaseService, openPool
 from socktopus_tw.health import Health, Ready
 from socktopus_tw.http.fastpath import FastPathSite
@@ -56,6 +58,15 @@ class SocktopusOptions(usage.Options):
         super().__init__()
         self._given = environ
         self["listen"] = []
+        #: Files the checks created (a new SQLite file), for a failed start to remove.
+        self.created: list[str] = []
+
+    def opt_version(self) -> None:
+        """
+        Print Socktopus' version and exit.
+        """
+        print(f"socktopus {socktopus_tw.__version__}")
+        sys.exit(0)
 
     def opt_listen(self, endpoint: str) -> None:
         self["listen"].append(endpoint)
@@ -69,7 +80,7 @@ class SocktopusOptions(usage.Options):
 
     def postOptions(self) -> None:
         try:
-            self.update(resolveConfiguration(self, self._given))
+            self.update(resolveConfiguration(self, self._given, self.created))
         except ConfigurationError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -77,7 +88,8 @@ class SocktopusOptions(usage.Options):
 class Options(SocktopusOptions):
     """
     What twistd parses: a mistake is one line on stderr and exit status 2,
-    not twistd's whole usage text.
+    not twistd's whole usage text. Parsed before twistd daemonises, so this
+    is where the L{Startup} that reports a later failure is made.
     """
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -87,6 +99,13 @@ class Options(SocktopusOptions):
             complain(str(e))
             raise SystemExit(2) from None
         self["exitZeroOnTerm"] = True
+        # twistd's own options are the parent; without -n (or --debug) it
+        # forks and points fd 2 at /dev/null before the services start.
+        twistd = getattr(self, "parent", None)
+        if twistd is not None and not (twistd.get("nodaemon") or twistd.get("debug")):
+            self["startup"] = Startup.beforeDaemonising(self.created)
+        else:
+            self["startup"] = Startup(created=self.created)
 
 
 def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusService:
@@ -96,7 +115,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     if reactor is None:
         from twisted.internet import reactor
     apps = config["apps"]
-    top = SocktopusService(apps)
+    top = SocktopusService(apps, config.get("startup"))
 
     metrics = Metrics()
     registry = LocalRegistry(

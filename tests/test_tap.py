@@ -143,33 +143,33 @@ class DefaultsTests(OptionsTestCase):
 
     def test_defaults(self) -> None:
         """
-        With no options the daemon does not listen on 8080 with the SQLite file and spec values.
+        With no options the daemon listens on tcp:8080, with the SQLite file and the spec's values.
         """
         self.assertEqual(self.parsed([]), DEFAULTS)
 
     def test_defaultDatabaseIsInWorkingDirectory(self) -> None:
         """
-        The default SQLite file is not created in the working directory.
+        The default SQLite file is created in the working directory.
         """
         self.parse([])
         self.assertTrue(os.path.exists(os.path.join(self.directory, "socktopus.sqlite3")))
 
     def test_portEnvironment(self) -> None:
         """
-        On a platform that sets PORT (as the original honoured) the daemon listens elsewhere.
+        On a platform that sets PORT (as the original honoured) the daemon listens on tcp:$PORT.
         """
         self.assertEqual(self.parsed([], {"PORT": "9123"}), self.expected(listen=["tcp:9123"]))
         self.assertEqual(self.parsed([], {"PORT": " 9124\n"}), self.expected(listen=["tcp:9124"]))
 
     def test_emptyPortIgnored(self) -> None:
         """
-        An empty PORT variable makes the daemon fail instead of using 8080.
+        An empty PORT variable is ignored: the daemon uses 8080.
         """
         self.assertEqual(self.parsed([], {"PORT": ""}), DEFAULTS)
 
     def test_listenEnvironment(self) -> None:
         """
-        SOCKTOPUS_LISTEN with several endpoints is not split on spaces.
+        SOCKTOPUS_LISTEN with several endpoints is split on any whitespace.
         """
         environ = {"SOCKTOPUS_LISTEN": "tcp:9001:interface=127.0.0.1  unix:sock\ttcp:9002 "}
         self.assertEqual(
@@ -179,21 +179,21 @@ class DefaultsTests(OptionsTestCase):
 
     def test_listenEnvironmentBeatsPort(self) -> None:
         """
-        The generic PORT variable overrides the explicit SOCKTOPUS_LISTEN.
+        The explicit SOCKTOPUS_LISTEN wins over the generic PORT variable.
         """
         environ = {"SOCKTOPUS_LISTEN": "tcp:9001", "PORT": "9002"}
         self.assertEqual(self.parsed([], environ)["listen"], ["tcp:9001"])
 
     def test_commandLineListenWins(self) -> None:
         """
-        --listen on the command line is overridden or extended by the environment.
+        --listen on the command line replaces the environment's endpoints.
         """
         environ = {"SOCKTOPUS_LISTEN": "tcp:9001", "PORT": "9002"}
         self.assertEqual(self.parsed(["--listen", "tcp:9003"], environ)["listen"], ["tcp:9003"])
 
     def test_repeatedListen(self) -> None:
         """
-        Only the last of several --listen options is used.
+        Every one of several --listen options is used, in order.
         """
         arguments = [
             "--listen",
@@ -210,7 +210,7 @@ class DefaultsTests(OptionsTestCase):
 
     def test_freshListenListPerInstance(self) -> None:
         """
-        Two option parsers in one process share their --listen list.
+        Each option parser has its own --listen list.
         """
         self.parse(["--listen", "tcp:9001"])
         self.assertEqual(self.parsed([])["listen"], ["tcp:8080"])
@@ -223,7 +223,7 @@ class ValuesTests(OptionsTestCase):
 
     def test_everythingOnCommandLine(self) -> None:
         """
-        Options given on the command line are not the ones the daemon uses.
+        Every option given on the command line is parsed into the value the daemon uses.
         """
         path = self.sqlitePath()
         arguments = [
@@ -261,7 +261,7 @@ class ValuesTests(OptionsTestCase):
 
     def test_everythingFromEnvironment(self) -> None:
         """
-        SOCKTOPUS_<OPTION> variables are ignored.
+        Every option can come from its SOCKTOPUS_<OPTION> variable.
         """
         path = self.sqlitePath()
         environ = {
@@ -291,7 +291,7 @@ class ValuesTests(OptionsTestCase):
 
     def test_commandLineBeatsEnvironment(self) -> None:
         """
-        An environment variable overrides what the user typed on the command line.
+        The command line wins over the environment (whose bad value is then never read).
         """
         environ = {
             "SOCKTOPUS_TOKEN_LIFESPAN": "9",
@@ -307,7 +307,7 @@ class ValuesTests(OptionsTestCase):
 
     def test_sizeUnits(self) -> None:
         """
-        Sizes written with a unit, as the help suggests, are refused or misread.
+        Sizes written with a unit, as the help suggests, are read in bytes.
         """
         for text, value in [
             ("1", 1),
@@ -335,14 +335,14 @@ class ValuesTests(OptionsTestCase):
 
     def test_secondsFractions(self) -> None:
         """
-        A sub-second lifespan or timeout is refused or rounded.
+        A sub-second lifespan and a timeout in exponent notation are kept as given.
         """
         result = self.parsed(["--token-lifespan", "0.25", "--idle-timeout", "1e1"])
         self.assertEqual((result["token-lifespan"], result["idle-timeout"]), (0.25, 10.0))
 
     def test_apps(self) -> None:
         """
-        Apps configured in the environment are not served.
+        Apps configured in the environment are found, their names case-insensitive.
         """
         options = self.parse(
             [], {"DEMO_SOCKTOPUS_SECRET": "s1", "Other_SOCKTOPUS_SECRET": "s2", "PATH": "/bin"}
@@ -352,7 +352,7 @@ class ValuesTests(OptionsTestCase):
 
     def test_environGiven(self) -> None:
         """
-        The environment given to the options is not the one the daemon reads.
+        The environment given to the options is the one the daemon reads.
         """
         options = self.parse([], {"DEMO_SOCKTOPUS_SECRET": "s1"})
         self.assertEqual(options["environ"], {"DEMO_SOCKTOPUS_SECRET": "s1"})
@@ -365,7 +365,7 @@ class DotEnvOptionsTests(OptionsTestCase):
 
     def test_dotEnvRead(self) -> None:
         """
-        Settings and apps in .env are ignored.
+        Settings, PORT and apps in .env are read.
         """
         self.writeDotEnv(
             "# socktopus settings\n"
@@ -381,7 +381,7 @@ class DotEnvOptionsTests(OptionsTestCase):
 
     def test_environmentBeatsDotEnv(self) -> None:
         """
-        A stale .env overrides the real environment (the original never did).
+        The real environment wins over .env, which still adds what the environment lacks.
         """
         self.writeDotEnv(
             "SOCKTOPUS_TOKEN_LIFESPAN=8\nDEMO_SOCKTOPUS_SECRET=from-file\n"
@@ -396,7 +396,7 @@ class DotEnvOptionsTests(OptionsTestCase):
 
     def test_commandLineBeatsDotEnv(self) -> None:
         """
-        A .env setting overrides the command line.
+        The command line wins over .env.
         """
         self.writeDotEnv("SOCKTOPUS_TOKEN_LIFESPAN=8\nSOCKTOPUS_LISTEN=tcp:9001\n")
         result = self.parsed(["--token-lifespan", "2", "--listen", "tcp:9002"])
@@ -404,35 +404,35 @@ class DotEnvOptionsTests(OptionsTestCase):
 
     def test_noDotEnv(self) -> None:
         """
-        The daemon refuses to start without a .env file.
+        Without a .env file the daemon starts with its defaults.
         """
         self.assertFalse(os.path.exists(".env"))
         self.assertEqual(self.parsed([]), DEFAULTS)
 
     def test_malformedLine(self) -> None:
         """
-        A typo in .env is a traceback, or an error that does not say which line.
+        A typo in .env is one line naming the file, the line number and the text.
         """
         self.writeDotEnv("# comment\nSOCKTOPUS_TOKEN_LIFESPAN=8\nTHIS IS NOT A SETTING\n")
         self.assertUsageError([], ".env", "line 3", "THIS IS NOT A SETTING")
 
     def test_badValueInDotEnv(self) -> None:
         """
-        A bad value from .env is reported without saying which variable it came from.
+        A bad value from .env names the variable it came from.
         """
         self.writeDotEnv("SOCKTOPUS_IDLE_TIMEOUT=soon\n")
         self.assertUsageError([], "SOCKTOPUS_IDLE_TIMEOUT", "soon")
 
     def test_dotEnvNotUtf8(self) -> None:
         """
-        A .env saved in a legacy encoding crashes the daemon with a traceback.
+        A .env saved in a legacy encoding is one line naming the file, not a traceback.
         """
         self.writeDotEnv(b"DEMO_SOCKTOPUS_SECRET=caf\xe9\n")
         self.assertUsageError([], ".env")
 
     def test_dotEnvUnreadable(self) -> None:
         """
-        A .env that cannot be read (here: a directory) crashes with a traceback.
+        A .env that cannot be read (here: a directory) is one line naming it, not a traceback.
         """
         os.mkdir(".env")
         self.assertUsageError([], ".env")
@@ -445,7 +445,7 @@ class MistakeTests(OptionsTestCase):
 
     def test_badEndpoint(self) -> None:
         """
-        A mistyped --listen is a traceback, or an error that does not name it.
+        A mistyped --listen is one line naming the option and the endpoint.
         """
         for endpoint in [
             "bogus:1",
@@ -458,32 +458,32 @@ class MistakeTests(OptionsTestCase):
 
     def test_badEndpointFromEnvironment(self) -> None:
         """
-        A bad SOCKTOPUS_LISTEN or PORT is a traceback.
+        A bad SOCKTOPUS_LISTEN or PORT is one line naming the endpoint.
         """
         self.assertUsageError([], "bogus:1", environ={"SOCKTOPUS_LISTEN": "tcp:8080 bogus:1"})
         self.assertUsageError([], "tcp:eighty", environ={"PORT": "eighty"})
 
     def test_unknownOption(self) -> None:
         """
-        A misspelt option is silently ignored.
+        A misspelt option is refused, named.
         """
         self.assertUsageError(["--tokenlifespan", "5"], "--tokenlifespan")
 
     def test_extraArgument(self) -> None:
         """
-        A stray argument (e.g. a forgotten --listen) is silently ignored.
+        A stray argument (e.g. a forgotten --listen) is refused.
         """
         self.assertUsageError(["tcp:8080"])
 
     def test_missingValue(self) -> None:
         """
-        An option given without its value is a traceback.
+        An option given without its value is one line naming it.
         """
         self.assertUsageError(["--idle-timeout"], "idle-timeout")
 
     def test_badSeconds(self) -> None:
         """
-        A negative, zero or non-numeric time is accepted or a traceback.
+        A negative, zero, non-numeric or infinite time is refused, naming the option and the value.
         """
         for option in ["--token-lifespan", "--idle-timeout"]:
             for value in ["-1", "0", "abc", "5s", "", "nan", "inf", "-inf", "1e400"]:
@@ -491,7 +491,7 @@ class MistakeTests(OptionsTestCase):
 
     def test_badSecondsFromEnvironment(self) -> None:
         """
-        A bad SOCKTOPUS_IDLE_TIMEOUT is reported without naming the variable.
+        A bad SOCKTOPUS_IDLE_TIMEOUT is reported naming the variable.
         """
         self.assertUsageError(
             [], "SOCKTOPUS_IDLE_TIMEOUT", "-3", environ={"SOCKTOPUS_IDLE_TIMEOUT": "-3"}
@@ -499,7 +499,7 @@ class MistakeTests(OptionsTestCase):
 
     def test_badSize(self) -> None:
         """
-        A malformed, zero or negative size is accepted or a traceback.
+        A malformed, zero or negative size is refused, naming the option and the value.
         """
         for option in ["--max-body-size", "--max-message-size", "--max-client-buffer"]:
             for value in [
@@ -519,14 +519,14 @@ class MistakeTests(OptionsTestCase):
 
     def test_infiniteSize(self) -> None:
         """
-        --max-body-size inf (or 1e400) is an OverflowError traceback, not a usage error.
+        --max-body-size inf (or 1e400) is a usage error, not an OverflowError traceback.
         """
         for value in ["inf", "1e400", "infKiB"]:
             self.assertUsageError(["--max-body-size", value], "--max-body-size", repr(value))
 
     def test_badSizeFromEnvironment(self) -> None:
         """
-        A bad SOCKTOPUS_MAX_BODY_SIZE is reported without naming the variable.
+        A bad SOCKTOPUS_MAX_BODY_SIZE is reported naming the variable.
         """
         self.assertUsageError(
             [], "SOCKTOPUS_MAX_BODY_SIZE", environ={"SOCKTOPUS_MAX_BODY_SIZE": "big"}
@@ -534,7 +534,7 @@ class MistakeTests(OptionsTestCase):
 
     def test_unknownDatabaseScheme(self) -> None:
         """
-        --database postgres://... or a bare path is a traceback or silently misread.
+        --database postgres://... or a bare path is refused with the two forms accepted.
         """
         for url in [
             "postgres://u:p@localhost/db",
@@ -547,13 +547,13 @@ class MistakeTests(OptionsTestCase):
 
     def test_emptySqlitePath(self) -> None:
         """
-        --database sqlite: with no file is a traceback or an in-memory database.
+        --database sqlite: with no file is refused, not a traceback or an in-memory database.
         """
         self.assertUsageError(["--database", "sqlite:"], "sqlite:")
 
     def test_sqliteDirectoryMissing(self) -> None:
         """
-        A SQLite file in a directory that does not exist fails later, or obscurely.
+        A SQLite file in a missing directory is refused at once, named; no directory is made.
         """
         path = os.path.join(self.directory, "no", "such", "dir", "data.sqlite3")
         self.assertUsageError(["--database", "sqlite:" + path], path)
@@ -561,7 +561,7 @@ class MistakeTests(OptionsTestCase):
 
     def test_sqliteReadOnlyDirectory(self) -> None:
         """
-        A SQLite file the daemon cannot create or write fails later, at the first request.
+        A SQLite file the daemon cannot create or write is refused at once, naming the path.
         """
         readOnly = os.path.join(self.directory, "readonly")
         os.mkdir(readOnly)
@@ -582,7 +582,7 @@ class MistakeTests(OptionsTestCase):
 
     def test_sqliteFileNotADatabase(self) -> None:
         """
-        Pointing --database at some other file is a traceback or fails at the first request.
+        Pointing --database at some other file is refused at once, naming it.
         """
         path = self.sqlitePath("notes.txt")
         with open(path, "w") as f:
@@ -591,7 +591,7 @@ class MistakeTests(OptionsTestCase):
 
     def test_mysqlWithoutDatabaseName(self) -> None:
         """
-        A MySQL URL that names no database is accepted or a traceback.
+        A MySQL URL that names no database is refused, saying so.
         """
         for url in [
             "mysql://user:pw@localhost:3306/",
@@ -602,19 +602,19 @@ class MistakeTests(OptionsTestCase):
 
     def test_mysqlBadPort(self) -> None:
         """
-        A MySQL URL with a non-numeric port is a traceback.
+        A MySQL URL with a non-numeric port is refused, naming the port.
         """
         self.assertUsageError(["--database", "mysql://user:pw@localhost:port/db"], "port")
 
     def test_databaseFromEnvironment(self) -> None:
         """
-        A bad SOCKTOPUS_DATABASE is a traceback.
+        A bad SOCKTOPUS_DATABASE is one line with the forms accepted.
         """
         self.assertUsageError([], "sqlite:", environ={"SOCKTOPUS_DATABASE": "oracle:x"})
 
     def test_duplicateListen(self) -> None:
         """
-        The same --listen given twice is a RuntimeError traceback from makeService.
+        The same --listen twice is a usage error or two listeners, never a RuntimeError.
         """
         # Either answer is fine: refuse it as a usage error, or serve both
         # (tcp:0 twice is two ports). A traceback is not.
@@ -660,38 +660,38 @@ class TwistdOptionsTests(InTemporaryDirectory, SynchronousTestCase):
 
     def test_isSocktopusOptions(self) -> None:
         """
-        twistd's options behave differently from the documented ones.
+        twistd's options are the documented ones.
         """
         self.assertTrue(issubclass(tap.Options, SocktopusOptions))
 
     def test_unknownOption(self) -> None:
         """
-        A misspelt option under twistd prints a traceback or the whole usage text.
+        A misspelt option under twistd prints one line and exits 2.
         """
         self.assertOneLineExit(["--bogus"], {}, "--bogus")
 
     def test_badValue(self) -> None:
         """
-        A bad value under twistd prints a traceback or the whole usage text.
+        A bad value under twistd prints one line and exits 2.
         """
         self.assertOneLineExit(["--idle-timeout", "-5"], {}, "--idle-timeout", "-5")
 
     def test_badEnvironment(self) -> None:
         """
-        A bad environment variable under twistd prints a traceback.
+        A bad environment variable under twistd prints one line and exits 2.
         """
         self.assertOneLineExit([], {"SOCKTOPUS_DATABASE": "nope"}, "nope")
 
     def test_badDotEnv(self) -> None:
         """
-        A broken .env under twistd prints a traceback.
+        A broken .env under twistd prints one line naming the file and line, and exits 2.
         """
         self.writeDotEnv("OK=1\nbroken line\n")
         self.assertOneLineExit([], {}, ".env", "line 2")
 
     def test_good(self) -> None:
         """
-        Valid options under twistd print something or exit.
+        Valid options under twistd are parsed silently.
         """
         options = tap.Options(environ={})
         options.parseOptions(["--listen", "tcp:0", "--token-lifespan", "6"])
@@ -717,7 +717,7 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
 
     def test_children(self) -> None:
         """
-        The daemon is missing its registry, its database or a listener.
+        The daemon has its registry, its database and a listener per --listen, all its own children.
         """
         socket = os.path.join(self.directory, "socktopus.sock")
         config = self.config("--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:" + socket)
@@ -735,7 +735,7 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
 
     def test_registryConfigured(self) -> None:
         """
-        --idle-timeout and --token-lifespan do not reach the registry.
+        --idle-timeout and --token-lifespan reach the registry, with the reactor as its clock.
         """
         config = self.config(
             "--listen", "tcp:0:interface=127.0.0.1", "--idle-timeout", "42", "--token-lifespan", "7"
@@ -747,14 +747,14 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
 
     def test_appsServed(self) -> None:
         """
-        The daemon does not serve the apps found in the environment.
+        The daemon serves the apps found in the environment.
         """
         service = makeService(self.config("--listen", "tcp:0"), MemoryReactorClock())
         self.assertEqual(service.apps.names(), ["demo"])
 
     def test_startAndStopOnFakeReactor(self) -> None:
         """
-        The composed daemon does not listen where asked, or does not stop.
+        The composed daemon listens where asked and stops.
         """
         fake = MemoryReactorClock()
         service = makeService(self.config("--listen", "tcp:0:interface=127.0.0.1"), fake)
@@ -790,7 +790,7 @@ class MakeServiceOnReactorTests(InTemporaryDirectory, TestCase):
     @inlineCallbacks
     def test_listensAndStops(self) -> None:
         """
-        The daemon does not listen on the port it was given, or never releases it.
+        The daemon listens on the port it was given and releases it when stopped.
         """
         service = makeService(self.config("--listen", "tcp:0:interface=127.0.0.1"), reactor)
         service.privilegedStartService()
@@ -807,7 +807,7 @@ class MakeServiceOnReactorTests(InTemporaryDirectory, TestCase):
     @inlineCallbacks
     def test_portInUse(self) -> None:
         """
-        A port already in use is a traceback, not one line and exit status 1.
+        A port already in use is one line naming the endpoint and exit status 1, not a traceback.
         """
         taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
         self.addCleanup(taken.stopListening)
@@ -828,7 +828,7 @@ class MakeServiceOnReactorTests(InTemporaryDirectory, TestCase):
     @inlineCallbacks
     def test_unixSocketDirectoryMissing(self) -> None:
         """
-        A unix socket in a missing directory is a traceback, not one line and exit status 1.
+        A unix socket in a missing directory is one line naming the path and exit status 1.
         """
         path = os.path.join(self.directory, "missing", "socktopus.sock")
         service = makeService(self.config("--listen", "unix:" + path), reactor)

@@ -255,15 +255,15 @@ class Accounts:
         Record C{signed} in the database, or refuse it as a replay: headers
         this daemon accepted before a restart, or another daemon on the same
         database accepted, are refused too. The rows whose headers the time
-        check refuses anyway are dropped every L{WINDOW} seconds.
+        check refuses anyway are dropped every L{WINDOW} seconds, in a
+        transaction of their own (see L{store.acceptHeaders}).
         """
-        forgetBefore = None
-        if now >= self._forgetDue:
-            self._forgetDue = now + WINDOW
-            forgetBefore = int(now) - WINDOW - 1
         try:
+            if now >= self._forgetDue:
+                await self.database.run(store.forgetHeaders, int(now) - WINDOW - 1)
+                self._forgetDue = now + WINDOW
             await self.database.run(store.acceptHeaders, int(signed.timeSent), signed.userId,
-                                    signed.mac, forgetBefore)
+                                    signed.mac)
         except Conflict:
             raise NotAuthorized() from None
         except Unreachable:

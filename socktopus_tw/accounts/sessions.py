@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.accounts.test_sessions -*-
+# -*- test-case-name: tests.accounts.test_sessions,tests.accounts.test_faults -*-
 """
 Session secrets: stored in the database, so a restart logs nobody out, and
 cached in memory, so a signed request costs no query.
@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from socktopus_tw.accounts import store
-from socktopus_tw.db import Database
+from socktopus_tw.db import Database, Unreachable
 
 SHORT_LIFE = 30 * 60
 LONG_LIFE = 7 * 24 * 60 * 60
@@ -140,12 +140,24 @@ class Sessions:
         """
         Slide the expiry. The database is written when the expiry has moved
         far enough to matter, not on every request.
+
+        A write-back the database does not answer is not the request's
+        failure: the new expiry holds in memory and the next request writes
+        it. Failing here would answer 503 to a request whose Auth Headers
+        were recorded as used already, and the client could not send them
+        again.
         """
         session.expiresAt = self._now() + self._life(session.stayLoggedIn)
         if session.expiresAt - session.storedExpiresAt >= WRITE_BACK_AFTER:
-            await self.database.run(store.extendSession, session.userId, session.secret,
-                                    session.expiresAt, session.stayLoggedIn)
-            session.storedExpiresAt = session.expiresAt
+            expiresAt = session.expiresAt
+            try:
+                await self.database.run(store.extendSession, session.userId, session.secret,
+                                        expiresAt, session.stayLoggedIn)
+            except Unreachable:
+                # The door logged the outage; storedExpiresAt still says
+                # the row is behind.
+                return
+            session.storedExpiresAt = max(session.storedExpiresAt, expiresAt)
 
     async def close(self, userId: int) -> None:
         """

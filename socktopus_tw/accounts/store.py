@@ -171,17 +171,25 @@ def idsNamed(cursor: Any, names: list[str]) -> dict[str, int]:
     return found
 
 
-def acceptHeaders(cursor: Any, timeSent: int, userId: int, mac: bytes,
-                  forgetBefore: int | None = None) -> None:
+def acceptHeaders(cursor: Any, timeSent: int, userId: int, mac: bytes) -> None:
     """
     Note a set of Auth Headers as used. Used before (by this daemon before a
     restart, or by another on this database), the insert raises the driver's
     IntegrityError: the primary key decides, so two daemons given the same
-    headers at once cannot both accept them. With C{forgetBefore}, the
-    headers sent before that Unix time, which the time check refuses anyway,
-    are forgotten first.
+    headers at once cannot both accept them.
+
+    The insert is its transaction's only statement: joined with the DELETE of
+    L{forgetHeaders}, two daemons' transactions each waited for the gap lock
+    the other's DELETE took (an InnoDB deadlock).
     """
-    if forgetBefore is not None:
-        cursor.execute("DELETE FROM seen_headers WHERE time_sent < ?", (forgetBefore,))
     cursor.execute("INSERT INTO seen_headers (time_sent, user_id, mac) VALUES (?, ?, ?)",
                    (timeSent, userId, mac.hex()))
+
+
+def forgetHeaders(cursor: Any, before: int) -> None:
+    """
+    Forget the headers sent before the Unix time C{before}, which the time
+    check refuses anyway: what L{acceptHeaders} keeps does not grow without
+    bound.
+    """
+    cursor.execute("DELETE FROM seen_headers WHERE time_sent < ?", (before,))

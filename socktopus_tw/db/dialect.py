@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 #: during query, lost while reading the handshake.
 _LOST_CONNECTION = frozenset({2006, 2013, 2055})
 
+#: MySQL server errors meaning a lock conflict with another transaction cost
+#: ours its work: deadlock (1213, the server rolled the transaction back) and
+#: lock wait timeout (1205, the statement undone; the pool rolls back the
+#: rest). Nothing was committed, and trying again is what the server asks.
+_CONTENDED = frozenset({1205, 1213})
+
 #: Seconds PyMySQL waits for the server to read or answer before it gives the
 #: connection up. The door answers the request at its own, shorter deadline
 #: (L{socktopus_tw.db.door.TIMEOUT}); this bounds how long a pool thread
@@ -92,6 +98,14 @@ class Dialect:
         the pool will replace it and the work may be tried again.
         """
         return isinstance(error, adbapi.ConnectionLost)
+
+    def contended(self, error: Exception) -> bool:
+        """
+        Whether C{error} says the work lost a lock conflict with another
+        transaction and was rolled back whole: the database is up, nothing
+        was committed, and the work may be tried again.
+        """
+        return False
 
 
 class SQLite(Dialect):
@@ -185,6 +199,13 @@ class MySQL(Dialect):
             isinstance(error, pymysql.err.OperationalError)
             and bool(error.args)
             and error.args[0] in _LOST_CONNECTION
+        )
+
+    def contended(self, error: Exception) -> bool:
+        return (
+            isinstance(error, _pymysql().err.OperationalError)
+            and bool(error.args)
+            and error.args[0] in _CONTENDED
         )
 
 

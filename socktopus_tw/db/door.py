@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.db.test_door,tests.accounts.test_store -*-
+# -*- test-case-name: tests.db.test_door,tests.db.test_frozen,tests.accounts.test_store -*-
 """
 The one door to the database: L{Database} runs blocking store functions in a
 transaction on a L{Pool}'s threads, each within a deadline, and
@@ -29,6 +29,10 @@ T = TypeVar("T")
 #: (a frozen server, a lock held elsewhere), and the client is better told.
 TIMEOUT = 5.0
 
+#: Times work that lost a lock conflict (a deadlock between two daemons'
+#: transactions, say) is tried again before the caller is told.
+CONTENDED_RETRIES = 2
+
 
 def openPool(config: DatabaseConfig, reactor: Any) -> Pool:
     """
@@ -53,6 +57,14 @@ class Conflict(Exception):
 class Unreachable(Exception):
     """
     The database did not answer: down, restarting, frozen, or the connection broke.
+    """
+
+
+class Contended(Unreachable):
+    """
+    The database answered, but the work kept losing lock conflicts with other
+    transactions and was rolled back each time: nothing was done. Not an
+    outage; callers that answer L{Unreachable} with 503 answer this alike.
     """
 
 
@@ -91,7 +103,9 @@ class Database:
     The one door to the database. C{run(f, *args)} runs the blocking function
     C{f(cursor, *args)} in one transaction on the pool's threads and maps the
     drivers' errors to L{Conflict} and L{Unreachable}; a query that has not
-    answered by its deadline is L{Unreachable} too.
+    answered by its deadline is L{Unreachable} too. Work that lost a lock
+    conflict (a deadlock) is rolled back and tried again, up to
+    L{CONTENDED_RETRIES} times, then fails with L{Contended}.
 
     An outage is logged once, as a warning when the first request fails and
     one line when the database answers again, however many requests failed
@@ -157,12 +171,19 @@ class Database:
                 # has nobody to go to (and answering twice would raise).
                 return
             expiry.cancel()
-            if isinstance(result, Failure):
-                if result.check(Unreachable):
+            # Any answer of the database ends an outage, a refusal too
+            # (a Conflict, a lost lock conflict): only silence is one.
+            if isinstance(result, Failure) and result.check(Unreachable):
+                if result.check(Contended):
+                    self._counted()
+                    self._answered()
+                else:
                     self._failed(job, result.value, f)
-                answer.errback(result)
             else:
                 self._answered()
+            if isinstance(result, Failure):
+                answer.errback(result)
+            else:
                 answer.callback(result)
 
         Deferred.fromCoroutine(self._run(f, arguments, job)).addBoth(settle)
@@ -186,16 +207,24 @@ class Database:
         # dialect pings first, each interaction first asks "SELECT 1", so a
         # write that may have reached the server (lost during its COMMIT,
         # say) is never done twice. Nor is anything retried once given up.
-        for attempt in range(self.pool.max + 1):
+        # Work that lost a lock conflict is retried even though it ran: the
+        # server (or the pool's rollback) undid all of it.
+        lost = contended = 0
+        while True:
             try:
                 return await self.pool.runJob(job, self._interaction, f, arguments, job)
             except Abandoned:
                 raise
             except Exception as e:
-                last = attempt == self.pool.max
-                if job.started or job.abandoned or last or not self.dialect.lostConnection(e):
+                if job.abandoned:
                     raise self._translate(e) from None
-        raise AssertionError("unreachable")
+                if not job.started and lost < self.pool.max and self.dialect.lostConnection(e):
+                    lost += 1
+                elif contended < CONTENDED_RETRIES and self.dialect.contended(e):
+                    contended += 1
+                    job.started = False
+                else:
+                    raise self._translate(e) from None
 
     def _interaction(
         self, transaction: Any, f: Callable[..., T], arguments: tuple, job: Job
@@ -216,15 +245,20 @@ class Database:
         return self.run(_selectOne, timeout=timeout)
 
     def _translate(self, error: Exception) -> Exception:
+        if self.dialect.contended(error):
+            return Contended(str(error))
         if isinstance(error, self.dialect.conflicts):
             return Conflict(str(error))
         if isinstance(error, self.dialect.unreachable):
             return Unreachable(str(error))
         return error
 
-    def _failed(self, job: Job, error: Exception, f: Callable[..., Any]) -> None:
+    def _counted(self) -> None:
         if self.metrics is not None:
             self.metrics.databaseErrors.inc()
+
+    def _failed(self, job: Job, error: Exception, f: Callable[..., Any]) -> None:
+        self._counted()
         if self._outSince is not None:
             self._failures += 1
         elif job.number >= self._firstJobSinceOutage:

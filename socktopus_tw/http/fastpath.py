@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_fastpath -*-
+# -*- test-case-name: tests.http.test_fastpath,tests.http.test_hostile_requests -*-
 """
 A lean HTTP/1.1 path for the relay's backend calls, C{POST /send} and
 C{POST /kick}, and for its WebSocket upgrades, in front of twisted.web.
@@ -28,6 +28,14 @@ HTTP feature the path below does not implement behave exactly as they do
 without it. Both paths answer with the same bytes (both encode through
 L{socktopus_tw.http.respond}); the tests compare them.
 
+A body that takes more than one read counts against the site's budget of
+body bytes held at once (L{SocktopusSite.reserveBody}, shared with
+twisted.web's requests) until it is answered; past the budget the request
+is answered 503 at once, and the rest of its body read and dropped before
+the connection is closed. The channel stops being its transport's producer
+before it closes a connection (L{FastPathChannel.loseConnection}): a
+transport whose buffer had filled would otherwise resume it, not close.
+
 The routes it serves are the resource tree's: L{FastPathSite.route} puts an
 endpoint in the tree and, when it provides L{IDirectEndpoint} or
 L{IDirectUpgrade}, in the fast path's tables too, so a request handed over
@@ -49,8 +57,9 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from zope.interface import Attribute, Interface
 
+from socktopus_tw.errors import ApiError, ServiceUnavailable
 from socktopus_tw.http.respond import encodeAnswer, errorFor, responseHead
-from socktopus_tw.http.site import SocktopusSite, handOver
+from socktopus_tw.http.site import SocktopusSite, answerAndLinger, handOver
 from socktopus_tw.http.writing import writerFor
 
 #: A head longer than this, or with more header lines, is left to
@@ -125,9 +134,19 @@ class FastPathChannel(Protocol, TimeoutMixin):
     #: is paused until it drains.
     _writeBlocked = False
     _write: Any = None
+    #: No more requests are served: the last was answered with
+    #: Connection: close, or refused (L{_refuse}) and C{_dropping} more
+    #: bytes of it are read and dropped before the connection is closed.
     _closing = False
+    _dropping = 0
     _gone = False
     _registered = False
+    #: This channel is its transport's producer (from connectionMade until
+    #: the connection closes or is handed over).
+    _producer = False
+    #: Bytes of the site's body budget the request being received or
+    #: handled holds (L{SocktopusSite.reserveBody}).
+    _reserved = 0
     _aborting: Any = None
     abortTimeout = HTTPChannel.abortTimeout
 
@@ -140,6 +159,7 @@ class FastPathChannel(Protocol, TimeoutMixin):
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
+        self._producer = True
         self.setTimeout(self.timeOut)
 
     # -- IPushProducer, for the transport: a client that does not read its
@@ -162,6 +182,11 @@ class FastPathChannel(Protocol, TimeoutMixin):
             self.web.dataReceived(data)
             return
         if self._closing:
+            self._dropping -= len(data)
+            if self._dropping <= 0:
+                self.transport.loseConnection()
+            else:
+                self.resetTimeout()
             return
         self.resetTimeout()
         if self._pending is not None:
@@ -175,6 +200,7 @@ class FastPathChannel(Protocol, TimeoutMixin):
             if len(partial) < self._need:
                 return
             data, self._partial = bytes(partial), None
+            del partial  # not a second copy of the body while it is served
         self._parse(data)
 
     def _parse(self, data: bytes) -> None:
@@ -203,6 +229,12 @@ class FastPathChannel(Protocol, TimeoutMixin):
             endpoint, length, close = head
             need = end + 4 + length
             if len(data) < need:
+                # A body that takes more than one read counts against the
+                # site's budget until it is answered; past it, refused now.
+                if not self.site.reserveBody(length):
+                    self._refuse(ServiceUnavailable(), need - len(data))
+                    return
+                self._reserved = length
                 self._partial, self._need = bytearray(data), need
                 return
             body, data = data[end + 4 : need], data[need:]
@@ -229,6 +261,10 @@ class FastPathChannel(Protocol, TimeoutMixin):
         if type(result) is not dict and isinstance(result, Deferred):
             self._pending = result
             self.site.busy(self)
+            if not self._reserved:
+                # Whole in one read, but held while it is handled: counted.
+                self._reserved = len(body)
+                self.site.reserveBody(len(body), force=True)
             # As twisted.web: no reading and no idle timer while it works.
             self.transport.pauseProducing()
             self.setTimeout(None)
@@ -258,6 +294,7 @@ class FastPathChannel(Protocol, TimeoutMixin):
             return False
         self.setTimeout(None)
         self.site.untrack(self)
+        self._producer = False  # handOver unregisters it
         handOver(self.transport, protocol)
         protocol.dataReceived(head + b"\r\n\r\n" + rest)
         return True
@@ -273,6 +310,9 @@ class FastPathChannel(Protocol, TimeoutMixin):
 
     def _answer(self, status: int, result: object, endpoint: IDirectEndpoint,
                 started: float, close: bool) -> None:
+        if self._reserved:
+            self.site.releaseBody(self._reserved)
+            self._reserved = 0
         if self._gone:
             return
         status, body = encodeAnswer(status, result, "POST", endpoint.path)
@@ -282,7 +322,7 @@ class FastPathChannel(Protocol, TimeoutMixin):
         self._write(response)
         if close:
             self._closing = True
-            self.transport.loseConnection()
+            self.loseConnection()
         metrics = self.site.metrics
         if metrics is not None:
             metrics.observeRequest(type(endpoint).__name__, perf_counter() - started)
@@ -301,6 +341,38 @@ class FastPathChannel(Protocol, TimeoutMixin):
         if self._pending is None:
             self.site.done(self)
 
+    def _refuse(self, error: ApiError, rest: int) -> None:
+        """
+        Answer C{error} before the body has come, serve nothing more, and
+        read and drop the C{rest} bytes of the body still to come (a client
+        closed on while it sends would get a reset instead of its answer);
+        then close.
+        """
+        self._closing = True
+        self._dropping = rest
+        self._unregister()
+        if self._writeBlocked:
+            self.transport.resumeProducing()
+        answerAndLinger(self.transport, error, self.site.httpDate())
+
+    def _unregister(self) -> None:
+        if self._producer:
+            self._producer = False
+            self.transport.unregisterProducer()
+
+    def loseConnection(self) -> None:
+        """
+        Close once what is queued is sent, as twisted.web's channel does: no
+        longer the transport's producer first, or a transport whose buffer
+        had filled (a big answer, a client reading slowly) would resume this
+        producer when it drains instead of closing.
+        """
+        if self.web is not None:
+            self.web.loseConnection()
+            return
+        self._unregister()
+        self.transport.loseConnection()
+
     def _handOver(self, data: bytes) -> None:
         """
         Give the connection to twisted.web, starting with C{data}: the bytes
@@ -310,7 +382,7 @@ class FastPathChannel(Protocol, TimeoutMixin):
         # The twisted.web channel is the transport's producer from now on,
         # and the one a shutdown closes (which, once the connection is a
         # WebSocket, it must leave to the registry and its CLOSE).
-        self.transport.unregisterProducer()
+        self._unregister()
         self.site.untrack(self)
         web = self.web = self.site.buildWebChannel(self.addr)
         web.makeConnection(self.transport)
@@ -320,7 +392,7 @@ class FastPathChannel(Protocol, TimeoutMixin):
         # As twisted.web's channel: close, and abort if the client does not
         # read what is still queued for it within abortTimeout seconds.
         self._aborting = self.callLater(self.abortTimeout, self.transport.abortConnection)
-        self.transport.loseConnection()
+        self.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:
         self._gone = True
@@ -330,7 +402,11 @@ class FastPathChannel(Protocol, TimeoutMixin):
         if self.web is not None:
             self.web.connectionLost(reason)
         elif self._pending is None:
+            # (A request still being handled gives its share back when answered.)
             self.site.untrack(self)
+            if self._reserved:
+                self.site.releaseBody(self._reserved)
+                self._reserved = 0
 
 
 def parseUpgrade(head: bytes, routes: dict[bytes, IDirectUpgrade]

@@ -38,6 +38,29 @@ JSON_TYPE = b"application/json"
 #: What a handler returns when it has answered (or taken over) the request itself.
 HANDLED = object()
 
+#: Reason phrases, both paths: twisted.web's table with RFC 9110's names for
+#: what it names the old way (413, 414) or lacks (426, 429, 431), which it
+#: would write as "Unknown Status".
+REASONS: dict[int, bytes] = {
+    **RESPONSES,
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    426: b"Upgrade Required",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+}
+
+
+def forLog(text: str, limit: int = 64) -> str:
+    """
+    Text a client sent (an app name, a connection id), as a log line may show
+    it: escaped as C{repr} escapes it, so no newline or control character
+    reaches the log, and cut after C{limit} characters.
+    """
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
 
 def encodeJson(value: Any) -> bytes:
     """
@@ -81,7 +104,7 @@ def responseHead(status: int, date: bytes, length: int, close: bool) -> bytes:
     (byte for byte: the fast path's tests compare the two).
     """
     return b"HTTP/1.1 %d %s\r\n%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
-        status, RESPONSES.get(status, b"Unknown Status"),
+        status, REASONS.get(status, b"Unknown Status"),
         b"Connection: close\r\n" if close else b"", date, JSON_TYPE, length)
 
 
@@ -94,7 +117,7 @@ def writeJson(request: Request, status: int, body: Any) -> None:
     if request.finished or request._disconnected:
         return
     status, data = encodeAnswer(status, body, request.method, request.path)
-    request.setResponseCode(status)
+    request.setResponseCode(status, REASONS.get(status))
     request.setHeader(b"content-type", JSON_TYPE)
     request.setHeader(b"content-length", b"%d" % len(data))
     request.write(data)

@@ -7,7 +7,14 @@ connections to close gracefully).
 
 The fast path (L{socktopus_tw.http.fastpath}) keeps the same books through
 the small interface here: L{SocktopusSite.busy}, L{SocktopusSite.done},
-L{SocktopusSite.track} and L{SocktopusSite.untrack}.
+L{SocktopusSite.track} and L{SocktopusSite.untrack}; and the budget of body
+bytes held at once, L{SocktopusSite.reserveBody} and
+L{SocktopusSite.releaseBody}.
+
+What twisted.web drops a connection for without an answer, or answers too
+late, is answered here at once and in JSON (L{SocktopusChannel.refuse}):
+a request line or head too long (414, 431), an upload it would refuse
+(413 to a client waiting for C{100 Continue}, 503 past the body budget).
 """
 
 from __future__ import annotations
@@ -27,6 +34,14 @@ from twisted.web.http import HTTPChannel, datetimeToString, unquote
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from socktopus_tw.errors import (
+    ApiError,
+    HeadersTooLarge,
+    RequestTooLarge,
+    ServiceUnavailable,
+    UriTooLong,
+)
+from socktopus_tw.http.respond import encodeJson, responseHead
 from socktopus_tw.http.writing import writerFor
 
 if TYPE_CHECKING:
@@ -51,6 +66,28 @@ def handOver(transport: Any, protocol: IProtocol) -> None:
     transport.resumeProducing()
 
 
+#: The least budget of body bytes a site holds at once (see
+#: L{SocktopusSite.bodyBudget}): four bodies of the default largest size.
+BODY_BUDGET_MINIMUM = 64 * 1024 * 1024
+
+
+def answerAndLinger(transport: Any, error: ApiError, date: bytes) -> None:
+    """
+    Answer a request refused before its body has come (C{error}, in JSON,
+    with C{Connection: close}), and end the daemon's side of the connection
+    but not the client's: a client still sending that is closed on would
+    get a reset, and most lose the answer with it. The caller reads and
+    drops what still comes, and closes.
+    """
+    body = encodeJson(error.body())
+    transport.write(responseHead(error.status, date, len(body), True) + body)
+    if isinstance(transport, ProtocolWrapper) or not hasattr(transport, "loseWriteConnection"):
+        # TLS: a half-close would bypass it. Closed whole, as before.
+        transport.loseConnection()
+    else:
+        transport.loseWriteConnection()
+
+
 class LimitedRequest(Request):
     """
     A request whose body is held in memory up to the site's C{maxBodySize}.
@@ -59,12 +96,22 @@ class LimitedRequest(Request):
     bounded and the client still gets a clean C{413} instead of a reset.
     Bodies are never spooled to a temporary file: that would be blocking disk
     I/O on the reactor thread.
+
+    Its body counts against the site's budget (L{SocktopusSite.reserveBody})
+    from its head (its C{Content-Length}; a chunked body as it comes) until
+    it is answered; past the budget it is refused at once, 503.
     """
 
     #: The body was over the limit and dropped: the resource answers 413
     #: (in its own error shape) instead of handling the request.
     tooLarge = False
+    #: The request was answered, with this error, before its body came
+    #: (L{SocktopusChannel.refuse}): its body is dropped, and it is not
+    #: processed.
+    refusal: ApiError | None = None
     _bodySize = 0
+    #: Bytes of the site's body budget this request holds.
+    _reserved = 0
     _started = 0.0
     #: The label request latency is counted under: the answering resource.
     endpoint = "other"
@@ -73,18 +120,44 @@ class LimitedRequest(Request):
         self.content = BytesIO()
         if length is not None and length > self.channel.site.maxBodySize:
             self.tooLarge = True
+        elif length:
+            self._reserve(length)
+
+    def _reserve(self, size: int) -> bool:
+        if self.channel.site.reserveBody(size):
+            self._reserved += size
+            return True
+        self.refusal = ServiceUnavailable()
+        self.content = BytesIO()
+        self._releaseBody()
+        return False
+
+    def _releaseBody(self) -> None:
+        if self._reserved:
+            self.channel.site.releaseBody(self._reserved)
+            self._reserved = 0
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self.tooLarge:
+        if self.tooLarge or self.refusal is not None:
             return
         self._bodySize += len(data)
         if self._bodySize > self.channel.site.maxBodySize:
             self.tooLarge = True
             self.content = BytesIO()
+            self._releaseBody()
+            return
+        if self._bodySize > self._reserved and not self._reserve(self._bodySize - self._reserved):
+            # A chunked body that no longer fits: refused as it comes.
+            self.channel.refuse(self.refusal)
             return
         self.content.write(data)
 
     def process(self) -> None:
+        if self.refusal is not None:
+            # Answered when it was refused; its body, all dropped, is all
+            # in: nothing the client sends is left unread to close on.
+            self.channel.loseConnection()
+            return
         self._started = perf_counter()
         site = self.site = self.channel.site
         site.busy(self)
@@ -102,6 +175,7 @@ class LimitedRequest(Request):
             self.processingFailed(Failure())
 
     def finish(self) -> None:
+        self._releaseBody()
         super().finish()
         self.site.done(self)
         metrics = self.site.metrics
@@ -109,6 +183,7 @@ class LimitedRequest(Request):
             metrics.observeRequest(self.endpoint, perf_counter() - self._started)
 
     def connectionLost(self, reason: Failure) -> None:
+        self._releaseBody()
         super().connectionLost(reason)
         # Before process() (the body was still arriving) there is no site yet.
         site = getattr(self, "site", None)
@@ -124,9 +199,19 @@ class SocktopusChannel(HTTPChannel):
     A response's head is held until its first body bytes, and both leave in
     one direct write when nothing is queued (see L{writerFor}): the buffered
     path costs an epoll registration and a reactor pass per response.
+
+    Requests twisted.web would drop the connection for, answer with a bare
+    400, or answer only after their whole body, are refused at once in
+    JSON (L{refuse}): a request line over C{MAX_LENGTH} (414), a header line
+    over it, a head over C{totalHeadersSize} or with over C{maxHeaders}
+    lines (431), an upload waiting for C{100 Continue} that would be
+    refused (413, 503), a body past the site's budget (503).
     """
 
     _host = _peer = None
+    #: The connection was refused (L{refuse}): what comes is dropped.
+    _refused = False
+    _dropping = 0
     _head: bytes | None = None
     _write: Callable[[bytes], None] | None = None
     #: The protocol this connection was handed to (a WebSocket). Bytes that
@@ -149,6 +234,93 @@ class SocktopusChannel(HTTPChannel):
         handOver(transport, protocol)
         self._switchedTo = protocol
         protocol.dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        # twisted.web answers a head over its size with a bare 400.
+        if self.persistent and self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self.refuse(UriTooLong() if self._HTTPChannel__first_line else HeadersTooLarge())
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # A line longer than MAX_LENGTH: twisted.web drops the connection.
+        self.refuse(UriTooLong() if self._HTTPChannel__first_line else HeadersTooLarge())
+
+    def headerReceived(self, line: bytes) -> bool:
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self.refuse(HeadersTooLarge())
+            return False
+        return super().headerReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        # twisted.web's, but for a request it will refuse whatever its body
+        # is: that one is answered now, not sent 100 Continue (after which
+        # a client uploads 16 MiB to read its 413).
+        request = self.requests[-1]
+        request.parseCookies()
+        self.persistent = self.checkPersistence(request, self._version)
+        request.gotLength(self.length)
+        expect = request.requestHeaders.getRawHeaders(b"expect")
+        waiting = (bool(expect) and expect[0].lower() == b"100-continue"
+                   and self._version == b"HTTP/1.1")
+        if request.refusal is None and request.tooLarge and waiting:
+            request.refusal = self._tooLargeFor(request)
+        if request.refusal is not None:
+            rest = None if self.length is None else max(0, self.length - len(self._buffer))
+            self.refuse(request.refusal, rest)
+        elif waiting:
+            self._send100Continue()
+
+    def _tooLargeFor(self, request: Request) -> ApiError:
+        """
+        The 413 of the endpoint C{request} is for, in its error shape.
+        """
+        request.prepath = []
+        path = self._path.split(b"?", 1)[0]
+        request.postpath = list(map(unquote, path[1:].split(b"/")))
+        resource = self.site.getResourceFor(request)
+        return getattr(resource, "requestTooLarge", RequestTooLarge)()
+
+    def refuse(self, error: ApiError, rest: int | None = None) -> None:
+        """
+        Answer C{error} now (JSON, C{Connection: close}) and serve nothing
+        more on this connection. What the client still sends (C{rest}
+        bytes of a body, or up to C{maxBodySize} when that is not known) is
+        read and dropped, so that it reads its answer instead of a reset;
+        the connection is closed once the client closes it, once that much
+        is dropped, or at the idle timeout.
+        """
+        if self._refused:
+            return
+        self._refused = True
+        self.persistent = False
+        # What this read still holds, past the line being parsed, is dropped
+        # with it: LineReceiver reads it from here.
+        self._buffer = b""
+        limit = self.site.maxBodySize
+        self._dropping = limit if rest is None else min(rest, limit)
+        self.dataReceived = self._drop  # type: ignore[method-assign]
+        # Not the transport's producer any more (or it would wait for us
+        # instead of closing), and reading, whatever paused it.
+        self._networkProducer.unregisterProducer()
+        self._networkProducer.resumeProducing()
+        answerAndLinger(self.transport, error, self.site.httpDate())
+        if rest == 0:
+            self.transport.loseConnection()
+
+    def _drop(self, data: bytes) -> None:
+        self._dropping -= len(data)
+        if self._dropping <= 0:
+            self.transport.loseConnection()
+        else:
+            self.resetTimeout()
+
+    def loseConnection(self) -> None:
+        if self._refused:
+            # Its producer is already unregistered.
+            self.transport.loseConnection()
+        else:
+            super().loseConnection()
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._switchedTo is not None:
@@ -212,6 +384,13 @@ class SocktopusSite(Site):
         super().__init__(root, parsePOSTFormSubmission=False)
         self.maxBodySize = maxBodySize
         self.metrics = metrics
+        #: Bytes of request bodies being received or decoded at once, on
+        #: every connection, beyond which a request is refused at once, 503:
+        #: four of the largest, and at least 64 MiB. (Decoding a body costs
+        #: several times its size; nothing else bounds how many come at once.)
+        self.bodyBudget = max(BODY_BUDGET_MINIMUM, 4 * maxBodySize)
+        #: Bytes of that budget held now.
+        self.bodiesHeld = 0
         #: Requests being answered (and fast-path channels answering one).
         self.working: set[object] = set()
         #: Connections that served HTTP, for a graceful close at shutdown.
@@ -242,6 +421,23 @@ class SocktopusSite(Site):
             idle, self._idle = self._idle, []
             for d in idle:
                 d.callback(None)
+
+    def reserveBody(self, size: int, force: bool = False) -> bool:
+        """
+        Count C{size} bytes of a body being received or decoded, until
+        L{releaseBody}: unless (but for C{force}, a body already in memory)
+        that would pass L{bodyBudget}.
+        """
+        if self.bodiesHeld + size > self.bodyBudget and not force:
+            return False
+        self.bodiesHeld += size
+        return True
+
+    def releaseBody(self, size: int) -> None:
+        """
+        A body counted by L{reserveBody} is answered or gone.
+        """
+        self.bodiesHeld -= size
 
     def track(self, channel: Any) -> None:
         """
@@ -275,9 +471,13 @@ class SocktopusSite(Site):
         deadline = self.reactor.seconds() + timeout
         await self.whenIdle(timeout)
         # WebSocket connections are not HTTP any more: their channel has no transport.
-        transports = [c.transport for c in self.channels if c.transport is not None]
-        for transport in transports:
-            transport.loseConnection()
+        channels = [c for c in self.channels if c.transport is not None]
+        transports = [c.transport for c in channels]
+        for channel in channels:
+            # The channel's own loseConnection, which first stops it being
+            # the transport's producer: a transport whose buffer filled up
+            # (a big answer) would otherwise wait for it, never closing.
+            channel.loseConnection()
         while any(t.connected for t in transports) and self.reactor.seconds() < deadline:
             await deferLater(self.reactor, 0.05, lambda: None)
 

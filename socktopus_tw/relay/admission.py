@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from socktopus_tw.apps import Apps
 from socktopus_tw.errors import RelayError
+from socktopus_tw.http.respond import forLog
 from socktopus_tw.relay.registry import IRegistry
 from socktopus_tw.relay.tokens import ExpiredToken, parseToken
 
@@ -47,10 +48,12 @@ class Gatekeeper:
             secret = self.apps.secretFor(parsed.app)
             parsed.checkSignature(secret)
         except RelayError as e:
+            # The token's names are the client's (a 3 kB app name, newlines):
+            # escaped and cut, or a client could write lines into the log.
             log.info(
                 "Refused connection {app}/{connectionId}: {why}",
-                app=parsed.app,
-                connectionId=parsed.connectionId,
+                app=forLog(parsed.app),
+                connectionId=forLog(parsed.connectionId),
                 why=e.message,
             )
             raise
@@ -60,8 +63,8 @@ class Gatekeeper:
             # original, which made kicks stick by waiting for tokens to expire.
             log.info(
                 "Refused connection {app}/{connectionId}: kicked",
-                app=app,
-                connectionId=parsed.connectionId,
+                app=forLog(app),
+                connectionId=forLog(parsed.connectionId),
             )
             raise ExpiredToken()
         return app, parsed.connectionId

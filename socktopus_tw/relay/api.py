@@ -4,9 +4,11 @@ C{POST /send} and C{POST /kick} (SPEC §3.3, §3.4): the backend's side of the r
 
 C{/send} is the hot path: one JSON decode and one encode per request, no
 Deferred, log line or re-encode per message. A body over C{inlineLimit} is
-decoded, checked, delivered and answered a slice at a time, a few slices per
-reactor turn (see L{socktopus_tw.relay.slices}), so a 16 MiB request does
-not stall every other connection.
+authenticated first, from its credentials alone (wherever they are in it),
+then decoded, checked, delivered and answered a slice at a time, a few
+slices per reactor turn (see L{socktopus_tw.relay.slices}), so a 16 MiB
+request does not stall every other connection, and costs its size, no
+more, to whoever does not know the secret.
 """
 
 from __future__ import annotations
@@ -17,19 +19,20 @@ from itertools import chain
 from typing import Any
 
 import orjson
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from socktopus_tw.apps import Apps
 from socktopus_tw.errors import ApiError, MalformedRequest
 from socktopus_tw.http.fastpath import IDirectEndpoint
-from socktopus_tw.http.respond import JsonResource
+from socktopus_tw.http.respond import JsonResource, forLog
 from socktopus_tw.metrics import Metrics
 from socktopus_tw.relay.registry import IRegistry
-from socktopus_tw.relay.slices import decodeInSlices, encodeInSlices
+from socktopus_tw.relay.slices import credentialsInSlices, decodeInSlices, encodeInSlices
 
 log = Logger()
 
@@ -121,6 +124,9 @@ class BackendResource(JsonResource):
     path: str
     inlineLimit = 256 * 1024
     sliceSize = 1000
+    #: Bytes of a big body's array skipped per step while its credentials,
+    #: after it, are looked for.
+    skipWindow = 256 * 1024
 
     def __init__(self, apps: Apps, registry: IRegistry, reactor: Any) -> None:
         super().__init__()
@@ -154,7 +160,7 @@ class BackendResource(JsonResource):
         def run() -> Iterator[None]:
             try:
                 result = yield from work
-            except BaseException:
+            except Exception:
                 done.errback()
                 return
             if isinstance(result, Deferred):
@@ -172,6 +178,15 @@ class BackendResource(JsonResource):
         raise NotImplementedError()
 
     def decodeInSlices(self, body: bytes) -> Generator[None, None, dict[str, Any]]:
+        """
+        Decode a big body a slice at a time, once its credentials are found
+        right: nobody without the secret makes the daemon build the objects
+        of a 16 MiB body (several times its size).
+        """
+        credentials = yield from credentialsInSlices(body, self.fields, self.arrayField,
+                                                     self.skipWindow)
+        checkText(*credentials.values())
+        self.authenticate(credentials)
         value = yield from decodeInSlices(body, self.fields, self.arrayField, self.sliceSize)
         return checkFields(value, self.fields)
 
@@ -184,8 +199,9 @@ class BackendResource(JsonResource):
         try:
             return self.apps.authenticate(value["secretName"], value["secret"])
         except ApiError as e:
-            log.info("Refused {path} for app {app!r}: {why}", path=self.path,
-                     app=value["secretName"][:64], why=e.message)
+            # The name is the client's: escaped and cut (see forLog).
+            log.info("Refused {path} for app {app}: {why}", path=self.path,
+                     app=forLog(value["secretName"]), why=e.message)
             raise
 
     def handle(self, value: dict[str, Any]) -> object:
@@ -293,6 +309,8 @@ class SendResource(BackendResource):
             return self._answer(app, sortMessages(messages, outcomes), big)
         waiting = gatherResults([some if isinstance(some, Deferred) else succeed(some)
                                  for some in outcomes], consumeErrors=True)
+        # A registry's own error (e.g. a node unreachable), not gatherResults' wrapper.
+        waiting.addErrback(lambda failure: failure.trap(FirstError) and failure.value.subFailure)
         return waiting.addCallback(
             lambda outcomes: self._answer(app, sortMessages(messages, outcomes), big))
 
@@ -352,10 +370,14 @@ class KickResource(BackendResource):
             outcome = self.registry.kick(app, some)
             if type(outcome) is not tuple:
                 # Other nodes answer later; the cooperator waits for them.
-                answered: list[tuple[list[str], list[str]]] = []
-                outcome.addCallback(answered.append)
+                # (The cooperator does not throw a failure into the
+                # generator: it is caught here and raised from it.)
+                answered: list[Any] = []
+                outcome.addBoth(answered.append)
                 yield outcome
                 outcome = answered[0]
+                if isinstance(outcome, Failure):
+                    outcome.raiseException()
             kicked, notConnected = outcome
             result["kicked"] += kicked
             result["notConnected"] += notConnected

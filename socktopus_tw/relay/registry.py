@@ -28,6 +28,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from socktopus_tw.logs import listForLog
+
 if TYPE_CHECKING:
     from socktopus_tw.metrics import Metrics
 
@@ -305,11 +307,14 @@ class LocalRegistry(Service):
             else:
                 kicked.append(connectionId)
                 self._evict(connection)
+        # The ids come from the request: listForLog cuts and escapes them.
         self.log.info(
-            "Kicked {app}/{kicked}; not connected: {notConnected}",
+            "Kick for {app}: kicked {kicked}; not connected: {notConnected}",
             app=app,
-            kicked=",".join(kicked),
-            notConnected=",".join(notConnected),
+            kicked=listForLog(kicked),
+            notConnected=listForLog(notConnected),
+            kickedCount=len(kicked),
+            notConnectedCount=len(notConnected),
         )
         return kicked, notConnected
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.relay.test_slices -*-
+# -*- test-case-name: tests.relay.test_slices,tests.http.test_hostile_requests -*-
 """
 JSON for big backend requests, a slice at a time.
 
@@ -78,6 +78,110 @@ _PAIR = _STRING + _SPACE + ":" + _SPACE + _STRING + _SPACE
 #: The extent of an object whose values are all strings, found before it is
 #: decoded (by the scanner, which checks the rest).
 _FLAT_OBJECT = re.compile(r"\{" + _SPACE + "(?:" + _PAIR + "(?:," + _SPACE + _PAIR + ")*+)?\\}")
+
+
+#: The same, in the bytes of a body, for finding extents before decoding.
+_BYTES_SPACE = re.compile(rb"[ \t\n\r]*+")
+_BYTES_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+#: What an array of strings and flat objects holds up to its end: runs of
+#: anything but quotes and brackets, and whole strings. It stops at a
+#: bracket (the end, or a nested array: refused) or at a string that does
+#: not end within the window matched.
+_ARRAY_RUN = re.compile(rb'(?:[^"\[\]]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+#: A key longer than this is no field name, however it is escaped.
+_MAX_KEY = 128
+
+
+def credentialsInSlices(body: bytes, fields: set[str], arrayField: str,
+                        window: int) -> Generator[None, None, dict[str, str]]:
+    """
+    The string fields of a backend request (its credentials: all of
+    C{fields} but C{arrayField}), read from the bytes of C{body} before
+    anything else is decoded, so a request whose credentials are wrong is
+    refused for the cost of finding them.
+
+    They may come anywhere in the object: an C{arrayField} before them is
+    skipped, not decoded, C{window} bytes per step (a regular expression
+    over its strings and punctuation, which builds no object), yielding
+    between steps. Reading stops once every credential is found: one
+    repeated after that is the decoded request's (the last counts), so the
+    caller authenticates the decoded request again.
+
+    What cannot be such a request, as far as it is read, is refused with
+    L{MalformedRequest}: the same answer L{decodeInSlices} would give.
+    """
+    wanted = fields - {arrayField}
+    found: dict[str, str] = {}
+    try:
+        skip = _BYTES_SPACE.match
+        position = skip(body).end()
+        if body[position : position + 1] != b"{":
+            raise MalformedRequest()
+        position = skip(body, position + 1).end()
+        while found.keys() != wanted:
+            if body[position : position + 1] != b'"':
+                raise MalformedRequest()  # no key: "}" before every credential
+            key = _BYTES_STRING.match(body, position, position + _MAX_KEY)
+            if key is None:
+                raise MalformedRequest()
+            name = json.loads(key[0])
+            if name not in fields:
+                raise MalformedRequest()
+            position = skip(body, key.end()).end()
+            if body[position : position + 1] != b":":
+                raise MalformedRequest()
+            position = skip(body, position + 1).end()
+            start = body[position : position + 1]
+            if name == arrayField and start == b"[":
+                position = yield from _skipArray(body, position + 1, window)
+            elif name != arrayField and start == b'"':
+                value = _BYTES_STRING.match(body, position)
+                if value is None:
+                    raise MalformedRequest()
+                found[name] = json.loads(value[0])
+                position = value.end()
+            else:
+                raise MalformedRequest()
+            position = skip(body, position).end()
+            separator = body[position : position + 1]
+            position = skip(body, position + 1).end()
+            if separator == b"}":
+                if found.keys() != wanted:
+                    raise MalformedRequest()
+                break
+            if separator != b",":
+                raise MalformedRequest()
+    except ValueError:
+        # A key or credential that is not JSON text (bad escapes, control
+        # characters, bad UTF-8: all ValueErrors).
+        raise MalformedRequest() from None
+    return found
+
+
+def _skipArray(body: bytes, position: int, window: int) -> Generator[None, None, int]:
+    """
+    The position after the array whose first element starts at or after
+    C{body[position]}, found C{window} bytes at a time.
+    """
+    run = _ARRAY_RUN.match
+    while True:
+        end = min(position + window, len(body))
+        position = run(body, position, end).end()
+        if position == end:
+            if end == len(body):
+                raise MalformedRequest()  # no end
+        else:
+            stop = body[position : position + 1]
+            if stop == b"]":
+                return position + 1
+            if stop == b"[":
+                raise MalformedRequest()  # a nested array
+            # A string that goes on past the window: found whole.
+            string = _BYTES_STRING.match(body, position)
+            if string is None:
+                raise MalformedRequest()
+            position = string.end()
+        yield None
 
 
 def decodeInSlices(body: bytes, fields: set[str], arrayField: str,

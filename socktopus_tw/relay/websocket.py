@@ -48,6 +48,16 @@ _SLICE = 4096
 # How every close frame we send begins (FIN, opcode 8).
 _CLOSE_FRAME = b"\x88"
 
+#: Seconds between looks at a paused client's backlog: whether it took any
+#: of it since the last look (see RelayProtocol._lookAtProgress).
+PROGRESS_INTERVAL = 0.5
+
+#: The most frames a client's kernel could hold for us while we did not read
+#: it: a generous receive buffer (256 KiB) of the smallest frame a client can
+#: send (6 bytes, an empty masked one). It bounds the rate limit's credit
+#: for the time a client was not read.
+_KERNEL_FRAMES = 256 * 1024 // 6
+
 _measurable: dict[type, bool] = {}
 
 
@@ -109,16 +119,22 @@ class RelayProtocol(WebSocketServerProtocol):
     closes; anything else, binary frames included, closes the connection.
 
     It is its transport's streaming producer. While the transport's buffer
-    is full (Twisted pauses it past 64 KiB) the client is not read, so it
-    cannot make us queue answers; and everything queued for it, relayed
-    messages and Autobahn's own frames alike, is measured against
-    C{maxClientBuffer}: a client past that is cut off, so one slow reader can
-    neither slow others down nor grow the daemon's memory. A client that
-    reads is never cut off while its backlog stays under the cap.
+    is full (Twisted pauses it past 64 KiB) the client is not read unless it
+    shows it reads: every L{PROGRESS_INTERVAL} (and at each keepalive) its
+    backlog is looked at, and it is read until the next look only if it took
+    some of it since the last one. So a client that never reads cannot make
+    us queue answers, and one that reads a steady stream (which keeps the
+    buffer from ever emptying, when Twisted resumes us) is still heard. And
+    everything queued for it, relayed messages and Autobahn's own frames
+    alike, is measured against C{maxClientBuffer}: a client past that is cut
+    off, so one slow reader can neither slow others down nor grow the
+    daemon's memory. A client that reads is never cut off while its backlog
+    stays under the cap.
 
     Its frames are handled at most C{factory.framesPerTurn} per reactor turn,
     and a client that sends more than C{factory.clientMessageRate} frames a
-    second (bursts of C{clientMessageBurst}) is closed with 1008.
+    second (bursts of C{clientMessageBurst}) is closed with 1008; the time
+    it was not read is credited, since its frames waited in its kernel.
     """
 
     app: str = ""
@@ -126,6 +142,12 @@ class RelayProtocol(WebSocketServerProtocol):
     _registered = False
     # The transport asked us to pause: its send buffer is full.
     _paused = False
+    # Not read because paused, and the client has not shown since the last
+    # look that it reads (see _lookAtProgress); since when.
+    _held = False
+    _heldSince = 0.0
+    # The next look at a paused client's backlog.
+    _watch: IDelayedCall | None = None
     # Whether we asked the transport to stop reading the client.
     _notReading = False
     # Closed for sending too fast: nothing more it sends is read.
@@ -143,9 +165,11 @@ class RelayProtocol(WebSocketServerProtocol):
     # The rest of this turn's frames, once framesPerTurn were handled.
     _nextTurn: IDelayedCall | None = None
     _framesThisTurn = 0
-    # The client's token bucket for the rate limit.
+    # The client's token bucket for the rate limit, and the frames credited
+    # beyond it for the time it was not read.
     _tokens = 0.0
     _refilledAt = 0.0
+    _credit = 0.0
 
     # -- IRelayConnection ------------------------------------------------
 
@@ -164,12 +188,10 @@ class RelayProtocol(WebSocketServerProtocol):
     def keepalive(self) -> None:
         if self.state != _OPEN:
             return
-        if self._paused and self._hasRead():
-            # Its frames wait unread while its buffer is full, so they cannot
-            # show it is alive; that it took some of its backlog since the
-            # last look does. A vanished client takes nothing and is closed
-            # as idle.
-            self.factory.registry.activity(self)
+        if self._paused:
+            self._lookAtProgress()
+            if self.state != _OPEN:
+                return
         self.sendPing()
 
     def evict(self) -> None:
@@ -208,6 +230,57 @@ class RelayProtocol(WebSocketServerProtocol):
         self.dropConnection(abort=True)
         return False
 
+    def _lookAtProgress(self) -> None:
+        """
+        While paused: read the client until the next look if it took some of
+        its backlog since the last one, else hold its reading.
+
+        Its frames may wait unread meanwhile, so they cannot show it is
+        alive; that it reads does. A vanished client takes nothing: it is
+        not read, and is closed as idle.
+        """
+        if self._hasRead():
+            self.factory.registry.activity(self)
+            if self._held:
+                self._release()
+        elif not self._held:
+            self._hold()
+
+    def _watchProgress(self) -> None:
+        self._watch = None
+        if not self._paused or self.state == _CLOSED:
+            return
+        self._watch = self.factory.clock.callLater(PROGRESS_INTERVAL, self._watchProgress)
+        self._lookAtProgress()
+
+    def _cancelWatch(self) -> None:
+        if self._watch is not None:
+            if self._watch.active():
+                self._watch.cancel()
+            self._watch = None
+
+    def _hold(self) -> None:
+        self._held = True
+        self._heldSince = self.factory.clock.seconds()
+        self._stopReading()
+
+    def _release(self) -> None:
+        """
+        Read the client again: what it sent while it was held waited in its
+        kernel, so the rate limit is credited for that time (as much as the
+        kernel could have held), and the frames are handled on the next turn.
+        """
+        self._held = False
+        factory = self.factory
+        held = factory.clock.seconds() - self._heldSince
+        self._credit = min(self._credit + held * factory.clientMessageRate, _KERNEL_FRAMES)
+        if (self.data or self._inbox) and self.state != _CLOSED:
+            # Frames read before: on the next turn, not from inside the
+            # transport's write.
+            self._scheduleTurn()
+        else:
+            self._startReading()
+
     def _hasRead(self) -> bool:
         """
         Whether the client took any of its backlog since the last call (or
@@ -245,23 +318,28 @@ class RelayProtocol(WebSocketServerProtocol):
         self._queuedWhilePaused = 0
         if self._sendBuffer is not None:
             self._drainMark = _pendingBytes(self._sendBuffer)
-        self._stopReading()
+            # Twisted resumes us only once the buffer is empty, which a
+            # steady stream may never let happen: look at the client's
+            # progress meanwhile.
+            if self._watch is None and self.state != _CLOSED:
+                self._watch = self.factory.clock.callLater(PROGRESS_INTERVAL, self._watchProgress)
+        self._hold()
 
     def resumeProducing(self) -> None:
         # Twisted calls this once its buffer is empty.
         self._paused = False
         self._queuedWhilePaused = 0
-        if (self.data or self._inbox) and self.state != _CLOSED:
-            # Frames read before the pause: on the next turn, not from
-            # inside the transport's write.
-            self._scheduleTurn()
+        self._cancelWatch()
+        if self._held:
+            self._release()
         else:
             self._startReading()
 
     def stopProducing(self) -> None:
         # The connection is gone (connectionLost follows): stop for good.
-        self._paused = True
+        self._paused = self._held = True
         self._cancelTurn()
+        self._cancelWatch()
 
     # -- reading: a few frames per turn, none while paused ---------------
 
@@ -273,7 +351,7 @@ class RelayProtocol(WebSocketServerProtocol):
             self.transport.pauseProducing()
 
     def _startReading(self) -> None:
-        if self._notReading and not (self._paused or self._deaf) and self._nextTurn is None:
+        if self._notReading and not (self._held or self._deaf) and self._nextTurn is None:
             self._notReading = False
             self.transport.resumeProducing()
 
@@ -306,8 +384,8 @@ class RelayProtocol(WebSocketServerProtocol):
         # Autobahn handles every frame it has in one go; a client could make
         # that a whole socket read of tiny frames, and every other client
         # would wait. So at most framesPerTurn here, the rest on later turns
-        # (not reading meanwhile), and none while the client's answers
-        # cannot be sent.
+        # (not reading meanwhile), and none while the client is held (its
+        # answers cannot be sent, and it does not show it reads).
         if self.state != _OPEN and self.state != _CLOSING:
             super().consumeData()  # the handshake, or nothing once closed
             return
@@ -315,7 +393,7 @@ class RelayProtocol(WebSocketServerProtocol):
             self.data = b""
             self._inbox.clear()
             return
-        if self._paused or self._nextTurn is not None:
+        if self._held or self._nextTurn is not None:
             return
         self._framesThisTurn = 0
         limit = self.factory.framesPerTurn
@@ -324,8 +402,8 @@ class RelayProtocol(WebSocketServerProtocol):
             more = self.processData()
             if self.state == _CLOSED:
                 return
-            if self._framesThisTurn >= limit or self._paused or self._deaf:
-                if not (self._paused or self._deaf) and (self.data or self._inbox):
+            if self._framesThisTurn >= limit or self._held or self._deaf:
+                if not (self._held or self._deaf) and (self.data or self._inbox):
                     self._scheduleTurn()
                 return
             if not more and not (self._inbox and len(self.data) < _SLICE):
@@ -367,6 +445,9 @@ class RelayProtocol(WebSocketServerProtocol):
             self._tokens = tokens - 1
             return True
         self._tokens = tokens
+        if self._credit >= 1:
+            self._credit -= 1
+            return True
         if self.state == _OPEN:
             log.info(
                 "Closing {app}/{connectionId}: more than {rate} frames a second",
@@ -434,6 +515,7 @@ class RelayProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._cancelTurn()
+        self._cancelWatch()
         if self._registered:
             self._registered = False
             self.factory.registry.unregister(self)

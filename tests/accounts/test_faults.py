@@ -9,6 +9,7 @@ time matters; the daemon end to end where the composition is the point.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -16,6 +17,8 @@ import bcrypt
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from socktopus_tw.accounts import store
@@ -399,3 +402,143 @@ class PasswordCostTests(SQLiteDatabase, AccountsTestsMixin, TestCase):
         replaced = await self.query(store.rehashPassword, userId, user.passwordHash, hashedAt(4))
         self.assertFalse(replaced)
         self.assertEqual(await self.storedHash("olga"), changed)
+
+
+# -- review findings: the write-back of a session, two nodes at once ----------
+
+
+class ExpiryWriteBackTests(SQLiteDatabase, AccountsTestsMixin, TestCase):
+    """
+    README: "Auth Headers answered 503 may be sent again." The sliding
+    expiry is written back after the headers are recorded as used, so a
+    write-back the database does not answer must not answer 503.
+    """
+
+    async def test_aWriteBackTheDatabaseDoesNotAnswerIsNotA503(self):
+        """
+        The database freezes after the headers' row was inserted, while the
+        session's expiry is written back: the request is served all the
+        same (its headers were used), and the next request writes the new
+        expiry.
+        """
+        userId = await self.addUser("kim", passwordHash=hashedAt(self.rounds))
+        secret = (await self.accounts.login("kim", PASSWORD, False)).secret
+        stored = (await self.query(store.sessionOf, userId)).expiresAt
+        # A minute on: this request also writes the sliding expiry back.
+        self.clock.advance(61)
+        run = self.database.run
+        thaw = []
+
+        def freezingAfterTheInsert(f: Any, *arguments: Any, **keywords: Any) -> Deferred:
+            if f is not store.extendSession:
+                return run(f, *arguments, **keywords)
+            thaw.append(lockFile(self, self.config.arguments["database"]))
+            answer = run(f, *arguments, **keywords)
+            self.clock.advance(self.database.timeout)
+            return answer
+
+        self.patch(self.database, "run", freezingAfterTheInsert)
+        signed = signedAt(userId, secret, "/authHeaders", self.clock.seconds())
+        session = await self.accounts.authenticate(signed, None)
+        self.assertEqual((session.userId, len(thaw)), (userId, 1))
+        thaw[0]()
+        self.patch(self.database, "run", run)
+        self.assertEqual((await self.query(store.sessionOf, userId)).expiresAt, stored)
+        with self.assertRaises(NotAuthorized):
+            await self.accounts.authenticate(signed, None)
+        fresh = signedAt(userId, secret, "/authHeaders", self.clock.seconds())
+        await self.accounts.authenticate(fresh, None)
+        self.assertEqual(
+            (await self.query(store.sessionOf, userId)).expiresAt, session.expiresAt
+        )
+
+
+class Barrier:
+    """
+    A cursor for C{store.acceptHeaders} that waits, after its first
+    statement, until every other node has run its own: the nodes' two
+    transactions interleaved as two daemons given a request at the same
+    moment interleave them.
+    """
+
+    def __init__(self, cursor: Any, barrier: threading.Barrier) -> None:
+        self._cursor = cursor
+        self._barrier = barrier
+        self._first = True
+
+    def execute(self, query: str, arguments: Any = ()) -> None:
+        self._cursor.execute(query, arguments)
+        if self._first:
+            self._first = False
+            self._barrier.wait()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class TwoNodesTests(MariaDBDatabase, AccountsTestsMixin, TestCase):
+    """
+    Two daemons on one MariaDB database, as the persisted replay guard is
+    for.
+    """
+
+    async def loggedIn(self, accounts: Accounts, name: str) -> tuple[int, str]:
+        userId = await self.addUser(name, passwordHash=hashedAt(self.rounds))
+        session = await accounts.login(name, PASSWORD, False)
+        return userId, session.secret
+
+    async def test_twoNodesAcceptDistinctHeadersAtOnce(self):
+        """
+        Two users' Auth Headers reaching two daemons at the same moment after
+        a quiet spell are both served, and nothing warns: the old rows are
+        forgotten in a transaction of their own, so neither daemon's insert
+        waits for a gap lock the other's DELETE took (InnoDB deadlock 1213).
+        """
+        other = Accounts(self.openDatabase(self.config), self.passwords, self.clock)
+        first = await self.loggedIn(self.accounts, "kim")
+        second = await self.loggedIn(other, "lee")
+        barrier = threading.Barrier(2, timeout=10)
+        accept = store.acceptHeaders
+        calls = itertools.count()
+
+        def interleaved(cursor: Any, *arguments: Any) -> None:
+            # The two nodes' first transactions meet; any retry runs freely.
+            accept(Barrier(cursor, barrier) if next(calls) < 2 else cursor, *arguments)
+
+        self.patch(store, "acceptHeaders", interleaved)
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        now = self.clock.seconds()
+        outcomes = await gatherResults(
+            [
+                Deferred.fromCoroutine(
+                    node.authenticate(signedAt(userId, secret, "/authHeaders", now), None)
+                ).addErrback(lambda f: f.value)
+                for node, (userId, secret) in ((self.accounts, first), (other, second))
+            ]
+        )
+        warnings = [e for e in observer if e["log_level"] >= LogLevel.warn]
+        self.assertEqual(
+            [getattr(outcome, "userId", outcome) for outcome in outcomes],
+            [first[0], second[0]],
+        )
+        self.assertEqual(warnings, [])
+
+    async def test_aDeadlockIsRetried(self):
+        """
+        Work the server rolled back as a deadlock's victim is tried again:
+        the caller gets its answer, and no outage is logged.
+        """
+        import pymysql
+        userId = await self.addUser("kim", passwordHash=hashedAt(self.rounds))
+        calls = itertools.count()
+
+        def deadlockedOnce(cursor: Any, userId: int) -> Any:
+            if next(calls) == 0:
+                raise pymysql.err.OperationalError(1213, "Deadlock found")
+            return store.userWithId(cursor, userId)
+
+        deadlockedOnce.__name__ = "userWithId"
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        user = await self.database.run(deadlockedOnce, userId)
+        self.assertEqual((user.id, next(calls)), (userId, 2))
+        self.assertEqual([e for e in observer if "outage" in e], [])

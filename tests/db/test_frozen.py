@@ -30,6 +30,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from socktopus_tw.accounts import store
 from socktopus_tw.db import (
+    Conflict,
     Database,
     DatabaseConfig,
     DatabaseError,
@@ -307,3 +308,36 @@ class MariaDBFrozenTests(MariaDBDatabase, FrozenTestsMixin, TestCase):
             outageLines(observer), [(LogLevel.warn, "began"), (LogLevel.info, "ended")]
         )
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class OutageLogTests(SQLiteDatabase, DatabaseTestsMixin, TestCase):
+    """
+    README: "one warning when an outage begins and one line when the
+    database answers again".
+    """
+
+    def openDatabase(self, config: DatabaseConfig) -> Database:
+        self.clock = Clock()
+        pool = openPool(config, reactor)
+        pool.start()
+        self.addCleanup(pool.close)
+        return Database(pool, config, clock=self.clock)
+
+    async def test_anAnswerThatIsARefusalEndsTheOutage(self):
+        """
+        After a freeze the database answers again, but its first answer is a
+        refusal (a duplicate user name: a Conflict): that is an answer all
+        the same, and the log says the database is back.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        await self.addUser("taken")
+        thaw = lockFile(self, self.config.arguments["database"])
+        answer = self.query(store.userNamed, "taken")
+        self.clock.advance(self.database.timeout)
+        self.failureResultOf(answer, Unreachable)
+        thaw()
+        with self.assertRaises(Conflict):
+            await self.addUser("taken")
+        self.assertEqual(
+            outageLines(observer), [(LogLevel.warn, "began"), (LogLevel.info, "ended")]
+        )

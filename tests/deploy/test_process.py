@@ -258,7 +258,7 @@ class LogTests(DaemonProcessTests):
                       "socktopus", "--listen", "tcp:0:interface=127.0.0.1",
                       "--bcrypt-rounds", "4",
                       env={f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET})
-        match = yield process.waitFor(rb'"address": "127\.0\.0\.1:(\d+)"')
+        match = yield process.waitFor(rb'"address": ?"127\.0\.0\.1:(\d+)"')
         daemon = self.clientFor(int(match.group(1)))
 
         token = daemon.token("c1")
@@ -291,7 +291,7 @@ class LogTests(DaemonProcessTests):
         log = process.output + process.errors
         events = [json.loads(line) for line in process.output.decode().splitlines()
                   if line.strip()]
-        connects = [e for e in events if e.get("log_format", "").startswith("Connected")]
+        connects = [e for e in events if e.get("message", "").startswith("Connected")]
         self.assertEqual([(e["app"], e["connectionId"]) for e in connects], [(APP, "c1")])
         for forbidden in [SECRET, token.rsplit("h", 1)[1], password, newPassword, secret,
                           mac.hexdigest(), "private message"]:

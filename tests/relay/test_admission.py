@@ -43,22 +43,22 @@ class GatekeeperTests(SynchronousTestCase):
         self.assertEqual(error.status, status)
 
     def test_validTokenIsAdmitted(self) -> None:
-        """A backend's freshly signed token is refused."""
+        """A backend's freshly signed token is admitted."""
         token = makeToken(APP, SECRET, "conn-1", NOW_MS)
         self.assertEqual(self.gatekeeper.admit(token), (APP, "conn-1"))
 
     def test_appNameIsCaseInsensitive(self) -> None:
-        """A token naming the app as DEMO cannot connect to app demo."""
+        """A token naming the app as DeMo is admitted to app demo."""
         token = makeToken("DeMo", SECRET, "conn-1", NOW_MS)
         self.assertEqual(self.gatekeeper.admit(token), (APP, "conn-1"))
 
     def test_unicodeConnectionIdIsAdmitted(self) -> None:
-        """Connection ids outside ASCII cannot connect."""
+        """A connection id outside ASCII is admitted as it was signed."""
         token = makeToken(APP, SECRET, "\u00fcser-\u2603", NOW_MS)
         self.assertEqual(self.gatekeeper.admit(token), (APP, "\u00fcser-\u2603"))
 
     def test_malformedTokens(self) -> None:
-        """A garbled token gets something other than 400 Malformed token."""
+        """Every garbled token gets 400 Malformed token."""
         good = makeToken(APP, SECRET, "c1", NOW_MS)
         stamp, app, connectionId, signature = good.split("h")
         cases = [
@@ -85,63 +85,63 @@ class GatekeeperTests(SynchronousTestCase):
             self.assertRefused(token, 400, "Malformed token")
 
     def test_longestConnectionIdIsAdmitted(self) -> None:
-        """A 256-byte connection id, which the spec allows, is refused."""
+        """A 256-byte connection id, which the spec allows, is admitted."""
         token = makeToken(APP, SECRET, "x" * 256, NOW_MS)
         self.assertEqual(self.gatekeeper.admit(token), (APP, "x" * 256))
 
     def test_expiredToken(self) -> None:
-        """A stolen old token still opens a connection."""
+        """A token older than its lifespan is refused as expired."""
         for age in [5001, 60_000, NOW_MS]:
             token = makeToken(APP, SECRET, "c1", NOW_MS - age)
             self.assertRefused(token, 401, "Token expired")
 
     def test_tokenAtLifespanIsAdmitted(self) -> None:
-        """A token exactly five seconds old is refused while the spec says it is valid."""
+        """A token exactly five seconds old is admitted, as the spec says it is valid."""
         token = makeToken(APP, SECRET, "c1", NOW_MS - 5000)
         self.assertEqual(self.gatekeeper.admit(token), (APP, "c1"))
 
     def test_futureToken(self) -> None:
-        """A token stamped far in the future works forever, as in the Go original."""
+        """A token stamped past the lifespan in the future is refused (the Go original took it)."""
         for ahead in [5001, 60_000, 10**12]:
             token = makeToken(APP, SECRET, "c1", NOW_MS + ahead)
             self.assertRefused(token, 401, "Token expired")
 
     def test_clockMovesTokenOutOfLifespan(self) -> None:
-        """A token stays valid forever once it was valid."""
+        """A token admitted once is refused as expired once the clock passes its lifespan."""
         token = makeToken(APP, SECRET, "c1", NOW_MS)
         self.gatekeeper.admit(token)
         self.clock.advance(5.001)
         self.assertRefused(token, 401, "Token expired")
 
     def test_unknownApp(self) -> None:
-        """A token for an app the daemon does not serve gets the wrong error."""
+        """A token for an app the daemon does not serve gets 404 Secret not found."""
         token = makeToken("nosuchapp", SECRET, "c1", NOW_MS)
         self.assertRefused(token, 404, "Secret not found")
 
     def test_expiryIsCheckedBeforeApp(self) -> None:
-        """Errors come in a different order than the spec's table."""
+        """Expiry is checked before the app, in the order of the spec's table."""
         token = makeToken("nosuchapp", SECRET, "c1", NOW_MS - 60_000)
         self.assertRefused(token, 401, "Token expired")
 
     def test_wrongSignature(self) -> None:
-        """A token forged without the secret opens a connection."""
+        """A token signed without the secret is refused: Invalid signature."""
         self.assertRefused(makeToken(APP, OTHER_SECRET, "c1", NOW_MS), 401, "Invalid signature")
         self.assertRefused(makeToken(APP, SECRET[:-1], "c1", NOW_MS), 401, "Invalid signature")
 
     def test_signatureCoversConnectionId(self) -> None:
-        """A client can swap the connection id inside a signed token."""
+        """A token whose connection id was swapped is refused: the signature covers it."""
         stamp, app, _, signature = makeToken(APP, SECRET, "c1", NOW_MS).split("h")
         forged = fields(stamp, app, b"c2".hex(), signature)
         self.assertRefused(forged, 401, "Invalid signature")
 
     def test_signatureCoversStamp(self) -> None:
-        """A client can refresh an old token by editing its stamp."""
+        """A token whose stamp was edited is refused: the signature covers it."""
         _, app, connectionId, signature = makeToken(APP, SECRET, "c1", NOW_MS - 1).split("h")
         forged = fields(str(NOW_MS).encode().hex(), app, connectionId, signature)
         self.assertRefused(forged, 401, "Invalid signature")
 
     def test_kickedIdIsRefusedAsExpired(self) -> None:
-        """A kicked client reconnects at once with its still-valid token."""
+        """A kicked id's tokens stamped at or before the kick are refused as expired."""
         token = makeToken(APP, SECRET, "c1", NOW_MS)
         self.registry.kick(APP, ["c1"])
         self.assertRefused(token, 401, "Token expired")
@@ -149,7 +149,7 @@ class GatekeeperTests(SynchronousTestCase):
         self.assertRefused(makeToken(APP, SECRET, "c1", NOW_MS - 1000), 401, "Token expired")
 
     def test_kickDoesNotAffectOtherIdsOrApps(self) -> None:
-        """Kicking one client locks out others."""
+        """A kick refuses only that id of that app: other ids and apps are admitted."""
         self.registry.kick(APP, ["c1"])
         self.assertEqual(self.gatekeeper.admit(makeToken(APP, SECRET, "c2", NOW_MS)), (APP, "c2"))
         self.assertEqual(
@@ -158,14 +158,14 @@ class GatekeeperTests(SynchronousTestCase):
         )
 
     def test_tokenStampedAfterKickIsAdmitted(self) -> None:
-        """A kicked user can never come back, even with a new token."""
+        """A token stamped after the kick is admitted: a kicked user can come back."""
         self.registry.kick(APP, ["c1"])
         self.clock.advance(0.001)
         token = makeToken(APP, SECRET, "c1", NOW_MS + 1)
         self.assertEqual(self.gatekeeper.admit(token), (APP, "c1"))
 
     def test_kickOfUppercaseAppNameStillRefused(self) -> None:
-        """A kicked client comes back by spelling its app name in upper case."""
+        """A kicked id stays refused when its token spells the app in upper case."""
         self.registry.kick(APP, ["c1"])
         token = makeToken("DEMO", SECRET, "c1", NOW_MS)
         self.assertRefused(token, 401, "Token expired")

@@ -85,7 +85,7 @@ class BadBodyTests(RelayApiTestCase):
     """
 
     def test_sendRejectsBadJson(self):
-        """A typo in my backend's JSON gets a 500, a hang or a non-JSON answer instead of a 400."""
+        """A typo in my backend's JSON gets a JSON 400 Malformed request, not a 500 or a hang."""
         good = raw(sendBody())
         return self.assertMalformed(
             "/send",
@@ -104,12 +104,12 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_kickRejectsBadJson(self):
-        """A typo in my backend's /kick JSON gets anything other than a clean 400."""
+        """A typo in my backend's /kick JSON gets a clean 400."""
         good = raw(kickBody())
         return self.assertMalformed("/kick", [b"", b"{", b"nope", good[:-1], good + b"]"])
 
     def test_sendRejectsNonObjects(self):
-        """A JSON array or string posted to /send is treated as a request."""
+        """A JSON array, string, number or null posted to /send is a 400, not a request."""
         return self.assertMalformed(
             "/send",
             [
@@ -125,7 +125,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_kickRejectsNonObjects(self):
-        """A JSON array or number posted to /kick is treated as a request."""
+        """A JSON array, string, number or null posted to /kick is a 400, not a request."""
         return self.assertMalformed(
             "/kick",
             [
@@ -139,7 +139,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_sendRejectsMissingFields(self):
-        """A request missing a field is accepted with a guessed default."""
+        """A /send missing a field is a 400, not accepted with a guessed default."""
         return self.assertMalformed(
             "/send",
             [
@@ -151,7 +151,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_kickRejectsMissingFields(self):
-        """A /kick missing a field is accepted with a guessed default."""
+        """A /kick missing a field is a 400, not accepted with a guessed default."""
         return self.assertMalformed(
             "/kick",
             [
@@ -164,7 +164,7 @@ class BadBodyTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_unknownFieldsAreRejected(self):
-        """A misspelt field is silently ignored, as the Go original never allowed."""
+        """A misspelt or unknown field is a 400, as in the Go original."""
         yield self.assertMalformed(
             "/send",
             [
@@ -185,7 +185,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_sendRejectsWrongFieldTypes(self):
-        """A request with a number where a string belongs is accepted or crashes the daemon."""
+        """A /send with a value of the wrong type in any field is a 400."""
         return self.assertMalformed(
             "/send",
             [
@@ -205,7 +205,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_sendRejectsBadMessages(self):
-        """One odd message in a batch crashes the request or is delivered half-formed."""
+        """One odd message in a batch makes the whole request a 400."""
         good = {"recipient": "c1", "content": "hi"}
         return self.assertMalformed(
             "/send",
@@ -235,7 +235,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_kickRejectsWrongFieldTypes(self):
-        """A /kick with a number where a string belongs is accepted or crashes the daemon."""
+        """A /kick with a value of the wrong type in any field is a 400."""
         return self.assertMalformed(
             "/kick",
             [
@@ -254,7 +254,7 @@ class BadBodyTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_deeplyNestedJsonIsRejected(self):
-        """A hostile, deeply nested body crashes the daemon with a RecursionError."""
+        """A hostile, deeply nested body is a 400, not a RecursionError."""
         deep = b"[" * 100000
         closed = b"[" * 100000 + b"]" * 100000
         inField = (
@@ -264,7 +264,7 @@ class BadBodyTests(RelayApiTestCase):
         yield self.assertMalformed("/kick", [deep, closed])
 
     def test_invalidUtf8IsRejected(self):
-        """Bytes that are not UTF-8 are accepted as text or crash the request."""
+        """Bytes that are not UTF-8, anywhere in the body, are a 400."""
 
         def body(
             secretName: bytes = b"demo",
@@ -303,7 +303,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_loneSurrogateInContentIsRejected(self):
-        """A lone surrogate in content crashes the request or reaches the client."""
+        """A lone surrogate in content is a 400 and reaches no client."""
         return self.assertMalformed(
             "/send",
             [
@@ -319,7 +319,7 @@ class BadBodyTests(RelayApiTestCase):
         )
 
     def test_loneSurrogateInRecipientIsRejected(self):
-        """A lone surrogate in a recipient makes /send answer 500 instead of 400."""
+        """A lone surrogate in a recipient is a 400, not a 500."""
         return self.assertMalformed(
             "/send",
             [
@@ -329,17 +329,17 @@ class BadBodyTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_loneSurrogateInSecretIsRejected(self):
-        """A lone surrogate in the secret makes /send and /kick answer 500 instead of 400."""
+        """A lone surrogate in the secret is a 400 on /send and /kick, not a 500."""
         yield self.assertMalformed("/send", [sendBody(secret="\ud800")])
         yield self.assertMalformed("/kick", [kickBody(secret="\ud800")])
 
     def test_loneSurrogateInKickedIdIsRejected(self):
-        """A lone surrogate in a kicked id makes /kick answer 500 instead of 400."""
+        """A lone surrogate in a kicked id is a 400 on /kick, not a 500."""
         return self.assertMalformed("/kick", [kickBody(connections=["\ud800"])])
 
     @inlineCallbacks
     def test_largeMalformedBodiesAreRejected(self):
-        """A big malformed request (decoded off the reactor thread) gets a 500 or no answer."""
+        """A big malformed request (over 256 KiB, decoded in slices) gets a 400."""
         pad = "x" * (300 * 1024)
         yield self.assertMalformed(
             "/send",
@@ -368,7 +368,7 @@ class AuthenticationTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_unknownAppIsSecretNotFound(self):
-        """A backend with a typo in its app name gets the wrong error."""
+        """A backend with a typo in its app name gets 404 Secret not found."""
         yield self.assertAnswers(
             "/send",
             [
@@ -384,7 +384,7 @@ class AuthenticationTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_wrongSecretIsInvalidSecret(self):
-        """Anyone can send to my users without knowing my app's secret."""
+        """A wrong secret, or another app's, gets 401 Invalid secret."""
         yield self.assertAnswers(
             "/send",
             [
@@ -411,7 +411,7 @@ class AuthenticationTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_appNameIsCaseInsensitive(self):
-        """My backend that writes its app name in capitals is refused."""
+        """A backend that writes its app name in capitals reaches its clients."""
         client = yield self.daemon.connect("c1")
         status, answer, _ = yield self.daemon.send(
             [{"recipient": "c1", "content": "hi"}], app="DEMO"
@@ -422,7 +422,7 @@ class AuthenticationTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_refusedRequestsDeliverNothing(self):
-        """A malformed or unauthorised request still delivers some of its messages."""
+        """A malformed or unauthorised request delivers none of its messages and kicks nobody."""
         client = yield self.daemon.connect("c1")
         toC1 = {"recipient": "c1", "content": "bad"}
         refused = [
@@ -451,7 +451,7 @@ class AuthenticationTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_loneSurrogateRecipientInBatchDeliversNothing(self):
-        """An error answer that still delivered its good messages makes my retry duplicate them."""
+        """A batch answered with an error delivered none of its messages; retrying is safe."""
         client = yield self.daemon.connect("c1")
         status, answer, _ = yield self.daemon.post(
             "/send",
@@ -470,7 +470,7 @@ class AuthenticationTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_loneSurrogateInKickListKicksNobody(self):
-        """A /kick answered with an error still kicked some of my users."""
+        """A /kick answered with an error kicked nobody."""
         client = yield self.daemon.connect("c1")
         status, answer, _ = yield self.daemon.post(
             "/kick", raw(kickBody(connections=["c1", "\ud800"]))
@@ -487,13 +487,13 @@ class SendTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_emptyBatch(self):
-        """An empty batch is refused or answers something other than two empty lists."""
+        """An empty batch answers two empty lists."""
         status, answer, _ = yield self.daemon.send([])
         self.assertEqual((status, answer), (200, {"succeeded": [], "failed": []}))
 
     @inlineCallbacks
     def test_responseEchoesMessagesExactly(self):
-        """The answer changes my messages, so my backend cannot match them up."""
+        """The answer echoes each message exactly, so a backend can match them up."""
         yield self.daemon.connect("c1")
         yield self.daemon.connect("\u00fcser \u2603")
         messages = [
@@ -512,7 +512,7 @@ class SendTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_metacharactersAreDeliveredLiterally(self):
-        """Quotes, SQL or HTML in a message are escaped, mangled or executed along the way."""
+        """Quotes, SQL or HTML in ids and messages are delivered and echoed literally."""
         nasty = 'x\'); DROP TABLE users; -- <script>alert("&amp;")</script> %s {0} ${x}'
         client = yield self.daemon.connect(nasty)
         messages = [
@@ -532,7 +532,7 @@ class SendTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_largeMessagesAreDelivered(self):
-        """Messages bigger than a WebSocket frame never reach my client."""
+        """Messages bigger than a WebSocket frame reach the client whole."""
         client = yield self.daemon.connect("c1")
         contents = ["x" * 2000, "y" * (200 * 1024), "z" * (1024 * 1024)]
         status, answer, _ = yield self.daemon.send(
@@ -544,7 +544,7 @@ class SendTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_kickAnswersKickedAndNotConnected(self):
-        """/kick does not tell me which of my users were actually connected."""
+        """/kick answers which ids were connected and which were not, and kicks only those."""
         c1 = yield self.daemon.connect("c1")
         c2 = yield self.daemon.connect("c2")
         status, answer, _ = yield self.daemon.kick(["c1", "c3", "' OR 1=1 --"])
@@ -559,7 +559,7 @@ class SendTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_kickEmptyList(self):
-        """Kicking nobody is refused or kicks somebody."""
+        """Kicking nobody answers two empty lists and kicks nobody."""
         client = yield self.daemon.connect("c1")
         status, answer, _ = yield self.daemon.kick([])
         self.assertEqual((status, answer), (200, {"kicked": [], "notConnected": []}))
@@ -600,7 +600,7 @@ class LimitTests(TestCase):
 
     @inlineCallbacks
     def test_bodyOverLimitIs413AndDaemonKeepsServing(self):
-        """An oversized request kills the connection or the daemon instead of getting a 413."""
+        """An oversized request gets a JSON 413, delivers nothing, and the daemon keeps serving."""
         daemon = Daemon(self, "--max-body-size", "1KiB")
         client = yield daemon.connect("c1")
         big = raw(sendBody(messages=[{"recipient": "c1", "content": "x" * 2048}]))
@@ -617,7 +617,7 @@ class LimitTests(TestCase):
 
     @inlineCallbacks
     def test_kickBodyOverLimitIs413(self):
-        """An oversized /kick is processed or answered with something other than 413."""
+        """An oversized /kick gets a 413."""
         daemon = Daemon(self, "--max-body-size", "1KiB")
         status, answer, _ = yield daemon.post(
             "/kick", raw(kickBody(connections=[f"c{i}" for i in range(400)]))
@@ -627,7 +627,7 @@ class LimitTests(TestCase):
 
     @inlineCallbacks
     def test_bodyAtLimitIsAccepted(self):
-        """A body exactly as large as the limit is refused."""
+        """A body exactly as large as the limit is accepted; one byte more is a 413."""
         daemon = Daemon(self, "--max-body-size", "1KiB")
         empty = raw(sendBody(messages=[{"recipient": "c1", "content": ""}]))
         body = raw(sendBody(messages=[{"recipient": "c1", "content": "x" * (1024 - len(empty))}]))
@@ -639,7 +639,7 @@ class LimitTests(TestCase):
 
     @inlineCallbacks
     def test_chunkedBodyOverLimitIs413(self):
-        """A client that sends a huge body without Content-Length gets past the limit."""
+        """A chunked body over the limit (no Content-Length) gets a 413; a small one is served."""
         daemon = Daemon(self, "--max-body-size", "1KiB")
         big = raw(sendBody(messages=[{"recipient": "c1", "content": "x" * 2048}]))
         response = yield treq.request(
@@ -663,7 +663,7 @@ class LimitTests(TestCase):
 
     @inlineCallbacks
     def test_defaultLimitIs16MiB(self):
-        """The daemon takes in bodies beyond the documented 16 MiB."""
+        """By default a body over 16 MiB gets a 413."""
         daemon = Daemon(self)
         body = b" " * (16 * 1024 * 1024 + 1)
         status, answer, _ = yield daemon.post("/send", body)
@@ -674,7 +674,7 @@ class LimitTests(TestCase):
 
     @inlineCallbacks
     def test_oversizedMessageFailsAndRestOfBatchArrivesInOrder(self):
-        """One message over the size cap fails the whole batch or reorders the rest."""
+        """A message over the size cap fails alone; the rest of the batch arrives in order."""
         daemon = Daemon(self, "--max-message-size", "10")
         client = yield daemon.connect("c1")
         messages = [
@@ -699,7 +699,7 @@ class LimitTests(TestCase):
 
     @inlineCallbacks
     def test_messageSizeCountsUtf8Bytes(self):
-        """Non-ASCII messages slip past the size cap because characters are counted, not bytes."""
+        """The size cap counts a message's UTF-8 bytes, not its characters."""
         daemon = Daemon(self, "--max-message-size", "10")
         client = yield daemon.connect("c1")
         messages = [
@@ -724,7 +724,7 @@ class RoutingTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_unknownPathsAreJson404(self):
-        """A mistyped URL gets an HTML error page my backend cannot parse."""
+        """A mistyped URL gets a JSON 404 a backend can parse."""
         for method, path in [
             ("GET", "/nope"),
             ("POST", "/send/extra"),
@@ -745,7 +745,7 @@ class RoutingTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_wrongMethodsAreJson405WithAllow(self):
-        """A wrong method gets an HTML page or no Allow header telling me the right one."""
+        """A wrong method gets a JSON 405 with an Allow header naming the right one."""
         for method, path, allowed in [
             ("GET", "/send", b"POST"),
             ("PUT", "/kick", b"POST"),

@@ -43,7 +43,7 @@ class TokenOverHttpTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_malformedTokens(self):
-        """A garbled token gets something other than 400 Malformed token."""
+        """A missing or garbled token gets a JSON 400 Malformed token before the upgrade."""
         good = self.daemon.token("c1")
         stamp, app, connectionId, signature = good.split("h")
         for query in [
@@ -62,7 +62,7 @@ class TokenOverHttpTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_expiredAndFutureTokens(self):
-        """A token a minute old, or a minute in the future, still opens a connection."""
+        """A token a minute old, or a minute in the future, gets 401 Token expired."""
         for stamp in [nowMilliseconds() - 60_000, nowMilliseconds() + 60_000]:
             yield self.assertRecieve(
                 "?token=" + self.daemon.token("c1", stamp=stamp), 401, TOKEN_EXPIRED
@@ -70,20 +70,20 @@ class TokenOverHttpTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_unknownApp(self):
-        """A token for an app the daemon does not serve gets the wrong error."""
+        """A token for an app the daemon does not serve gets 404 Secret not found."""
         token = self.daemon.token("c1", app="nosuchapp", secret="whatever")
         yield self.assertRecieve("?token=" + token, 404, SECRET_NOT_FOUND)
 
     @inlineCallbacks
     def test_wrongSignature(self):
-        """A token signed with the wrong secret is let in."""
+        """A token signed with the wrong secret gets 401 Invalid signature."""
         for secret in ["wrong", OTHER_SECRET]:
             token = self.daemon.token("c1", secret=secret)
             yield self.assertRecieve("?token=" + token, 401, INVALID_SIGNATURE)
 
     @inlineCallbacks
     def test_validTokenWithoutUpgradeIs426(self):
-        """A plain GET with a good token hangs or gets HTML instead of a JSON 426."""
+        """A plain GET with a good token gets a JSON 426 and registers no connection."""
         for path in ["/recieve", "/receive"]:
             code, answer, response = yield self.daemon.request(
                 "GET", path + "?token=" + self.daemon.token("c1")
@@ -98,7 +98,7 @@ class TokenOverHttpTests(RelayApiTestCase):
 
     @inlineCallbacks
     def test_receiveIsAnAlias(self):
-        """Clients using the correctly spelt /receive cannot connect."""
+        """The correctly spelt /receive checks tokens and connects as /recieve does."""
         yield self.assertRecieve("?token=zz", 400, MALFORMED_TOKEN, path="/receive")
         token = self.daemon.token("c1", stamp=nowMilliseconds() - 60_000)
         yield self.assertRecieve("?token=" + token, 401, TOKEN_EXPIRED, path="/receive")
