@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.relay.test_api,tests.relay.test_slices,tests.relay.test_registry_seam -*-
+# -*- test-case-name: tests.relay.test_api,tests.relay.test_registry_seam -*-
 """
 C{POST /send} and C{POST /kick} (SPEC §3.3, §3.4): the backend's side of the relay.
 
