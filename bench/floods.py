@@ -91,16 +91,19 @@ def makeToken(app: str, secret: str, connectionId: str, nowMilliseconds: int) ->
     """
     stamp = str(int(nowMilliseconds))
     signature = hmac.digest(secret.encode(), (stamp + connectionId).encode(), hashlib.sha256)
-    return "h".join([stamp.encode().hex(), app.encode().hex(), connectionId.encode().hex(),
-                     signature.hex()])
+    return "h".join(
+        [stamp.encode().hex(), app.encode().hex(), connectionId.encode().hex(), signature.hex()]
+    )
 
 
 def handshake(port: int, connectionId: str) -> bytes:
     token = makeToken(APP, SECRET, connectionId, int(time.time() * 1000))
     key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET /recieve?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    return (
+        f"GET /recieve?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 def clientFrame(opcode: int, payload: bytes) -> bytes:
@@ -150,16 +153,16 @@ class FrameParser:
             if length == 126:
                 if size - position < 4:
                     break
-                length = int.from_bytes(buffer[start:start + 2], "big")
+                length = int.from_bytes(buffer[start : start + 2], "big")
                 start += 2
             elif length == 127:
                 if size - position < 10:
                     break
-                length = int.from_bytes(buffer[start:start + 8], "big")
+                length = int.from_bytes(buffer[start : start + 8], "big")
                 start += 8
             if size - start < length:
                 break
-            self.onFrame(opcode, buffer[start:start + length])
+            self.onFrame(opcode, buffer[start : start + length])
             position = start + length
         self.buffer = buffer[position:]
 
@@ -190,7 +193,7 @@ def tailCloseCode(tail: bytes) -> int | None:
     """
     for n in range(0, 126):
         if len(tail) >= n + 2 and tail[-(n + 2)] == 0x88 and tail[-(n + 1)] == n:
-            return closeCode(tail[len(tail) - n:]) if n else 1005
+            return closeCode(tail[len(tail) - n :]) if n else 1005
     return None
 
 
@@ -216,8 +219,11 @@ def drainForClose(s: socket.socket, budget: float = 3.0) -> dict:
             break
         total += len(data)
         tail = (tail + data)[-256:]
-    return {"read_after_bytes": total, "read_after_end": ended or "still open",
-            "close_code": tailCloseCode(tail)}
+    return {
+        "read_after_bytes": total,
+        "read_after_end": ended or "still open",
+        "close_code": tailCloseCode(tail),
+    }
 
 
 # -- the victim -------------------------------------------------------------
@@ -250,7 +256,7 @@ class Victim(asyncio.Protocol):
                 return
             self.upgraded = True
             self.opened.set_result(self)
-            data, self.head = self.head[end + 4:], b""
+            data, self.head = self.head[end + 4 :], b""
         self.parser.feed(data)
 
     def frame(self, opcode: int, payload: bytes) -> None:
@@ -276,8 +282,9 @@ class Victim(asyncio.Protocol):
 async def victim(port: int, interval: float) -> dict:
     loop = asyncio.get_running_loop()
     opened = loop.create_future()
-    await loop.create_connection(lambda: Victim(handshake(port, "victim"), opened),
-                                 "127.0.0.1", port)
+    await loop.create_connection(
+        lambda: Victim(handshake(port, "victim"), opened), "127.0.0.1", port
+    )
     client = await opened
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -295,9 +302,13 @@ async def victim(port: int, interval: float) -> dict:
             await asyncio.wait_for(stop.wait(), delay)
         except TimeoutError:
             pass
-    return {"samples": client.samples, "unanswered": list(client.outstanding),
-            "stopped": time.time_ns(), "closed_at": client.closedAt,
-            "close_code": client.closeCode}
+    return {
+        "samples": client.samples,
+        "unanswered": list(client.outstanding),
+        "stopped": time.time_ns(),
+        "closed_at": client.closedAt,
+        "close_code": client.closeCode,
+    }
 
 
 # -- the attackers ------------------------------------------------------------
@@ -334,11 +345,20 @@ def floodPings(port: int, seconds: float) -> dict:
         offset = (offset + n) % len(chunk)
     end = time.time_ns()
     finished = time.monotonic()
-    perSecond = [round((b - a) / MiB, 1) for (_, a), (_, b) in
-                 zip(marks[::10], [*marks[10::10], (finished, sent)], strict=True)]
-    report = {"start": start, "end": end, "bytes_sent": sent, "frames_sent": sent // len(frame),
-              "mib_sent": round(sent / MiB, 1), "mib_sent_each_second": perSecond,
-              "closed_at": closed, "write_error": error}
+    perSecond = [
+        round((b - a) / MiB, 1)
+        for (_, a), (_, b) in zip(marks[::10], [*marks[10::10], (finished, sent)], strict=True)
+    ]
+    report = {
+        "start": start,
+        "end": end,
+        "bytes_sent": sent,
+        "frames_sent": sent // len(frame),
+        "mib_sent": round(sent / MiB, 1),
+        "mib_sent_each_second": perSecond,
+        "closed_at": closed,
+        "write_error": error,
+    }
     if closed is not None:
         report.update(drainForClose(s))
     s.close()
@@ -394,8 +414,13 @@ async def floodTextPing(port: int, seconds: float) -> dict:
     writer.transport.abort()
     await asyncio.wait([reading], timeout=1)
     reading.cancel()
-    return {"start": start, "end": end, "frames_sent": sent, "pongs_received": state["pongs"],
-            **{k: v for k, v in state.items() if k != "pongs"}}
+    return {
+        "start": start,
+        "end": end,
+        "frames_sent": sent,
+        "pongs_received": state["pongs"],
+        **{k: v for k, v in state.items() if k != "pongs"},
+    }
 
 
 class Upload(asyncio.Protocol):
@@ -455,11 +480,14 @@ def bigBody(size: int, credentialsLast: bool) -> bytes:
     return body
 
 
-async def floodBigBodies(port: int, seconds: float, concurrency: int, size: int,
-                         credentialsLast: bool) -> dict:
+async def floodBigBodies(
+    port: int, seconds: float, concurrency: int, size: int, credentialsLast: bool
+) -> dict:
     body = bigBody(size, credentialsLast)
-    request = (b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(body))
+    request = (
+        b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
     loop = asyncio.get_running_loop()
     statuses: dict[str, int] = {}
     durations: list[float] = []
@@ -480,15 +508,18 @@ async def floodBigBodies(port: int, seconds: float, concurrency: int, size: int,
             await upload.writable.wait()
             if upload.lost or upload.done.done():
                 break
-            upload.transport.write(view[offset:offset + (1 << 20)])
+            upload.transport.write(view[offset : offset + (1 << 20)])
         try:
             data = await asyncio.wait_for(asyncio.shield(upload.done), 60)
         except TimeoutError:
             data = b""
         if not upload.lost and not upload.transport.is_closing():
             upload.transport.abort()
-        status = data[9:12].decode("latin-1") if data.startswith(b"HTTP/1.") else (
-            "reset" if upload.lost else "timeout")
+        status = (
+            data[9:12].decode("latin-1")
+            if data.startswith(b"HTTP/1.")
+            else ("reset" if upload.lost else "timeout")
+        )
         statuses[status] = statuses.get(status, 0) + 1
         if status not in messages and b"\r\n\r\n" in data:
             messages[status] = data.split(b"\r\n\r\n", 1)[1][:200].decode("latin-1")
@@ -499,24 +530,38 @@ async def floodBigBodies(port: int, seconds: float, concurrency: int, size: int,
             await one()
 
     await asyncio.gather(*(repeat() for _ in range(concurrency)))
-    return {"start": start, "end": time.time_ns(), "body_bytes": len(body),
-            "credentials": "last" if credentialsLast else "first",
-            "requests": len(durations), "statuses": statuses, "bodies": messages,
-            "request_p50_s": round(percentile(durations, 50), 2),
-            "request_max_s": round(max(durations, default=float("nan")), 2)}
+    return {
+        "start": start,
+        "end": time.time_ns(),
+        "body_bytes": len(body),
+        "credentials": "last" if credentialsLast else "first",
+        "requests": len(durations),
+        "statuses": statuses,
+        "bodies": messages,
+        "request_p50_s": round(percentile(durations, 50), 2),
+        "request_max_s": round(max(durations, default=float("nan")), 2),
+    }
 
 
-async def floodSlowConsumer(port: int, seconds: float, batch: int, senders: int,
-                            longest: float) -> dict:
+async def floodSlowConsumer(
+    port: int, seconds: float, batch: int, senders: int, longest: float
+) -> dict:
     """
     A client that never reads, and backends sending it 1-byte messages in
     batches: for SECONDS, and on until it is cut off (at most LONGEST).
     """
     s = rawUpgrade(port, "slow")
-    body = json.dumps({"secretName": APP, "secret": SECRET,
-                       "messages": [{"recipient": "slow", "content": "x"}] * batch}).encode()
-    request = (b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    body = json.dumps(
+        {
+            "secretName": APP,
+            "secret": SECRET,
+            "messages": [{"recipient": "slow", "content": "x"}] * batch,
+        }
+    ).encode()
+    request = (
+        b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
     totals = {"requests": 0, "succeeded": 0, "failed": 0}
     cut: dict = {}
     errors: dict[str, int] = {}
@@ -546,18 +591,27 @@ async def floodSlowConsumer(port: int, seconds: float, batch: int, senders: int,
             totals["succeeded"] += len(result["succeeded"])
             totals["failed"] += len(result["failed"])
             if result["failed"] and not cut:
-                cut.update(at=time.time_ns(), succeeded=totals["succeeded"],
-                           inBatch=len(result["succeeded"]))
+                cut.update(
+                    at=time.time_ns(),
+                    succeeded=totals["succeeded"],
+                    inBatch=len(result["succeeded"]),
+                )
         writer.close()
 
     await asyncio.gather(*(backend() for _ in range(senders)))
     end = time.time_ns()
-    report = {"start": start, "end": end, "senders": senders, "batch": batch, **totals,
-              "errors": errors,
-              "cut_off_after_s": round((cut["at"] - start) / 1e9, 2) if cut else None,
-              "succeeded_before_cut_off": cut.get("succeeded"),
-              "send_p50_ms": round(percentile(latencies, 50) * 1000, 1),
-              "send_p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+    report = {
+        "start": start,
+        "end": end,
+        "senders": senders,
+        "batch": batch,
+        **totals,
+        "errors": errors,
+        "cut_off_after_s": round((cut["at"] - start) / 1e9, 2) if cut else None,
+        "succeeded_before_cut_off": cut.get("succeeded"),
+        "send_p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "send_p99_ms": round(percentile(latencies, 99) * 1000, 1),
+    }
     report.update(drainForClose(s, budget=2.0) if cut else {"read_after_end": "not cut off"})
     s.close()
     return report
@@ -570,11 +624,15 @@ def attack(name: str, port: int, seconds: float, options: argparse.Namespace) ->
         return asyncio.run(floodTextPing(port, seconds))
     if name in ("big-bodies", "big-bodies-last"):
         last = name == "big-bodies-last" or options.big_credentials == "last"
-        return asyncio.run(floodBigBodies(port, seconds, options.big_concurrency,
-                                          int(options.big_mib * MiB), last))
+        return asyncio.run(
+            floodBigBodies(port, seconds, options.big_concurrency, int(options.big_mib * MiB), last)
+        )
     if name == "slow-consumer":
-        return asyncio.run(floodSlowConsumer(port, seconds, options.slow_batch,
-                                             options.slow_senders, options.slow_max_seconds))
+        return asyncio.run(
+            floodSlowConsumer(
+                port, seconds, options.slow_batch, options.slow_senders, options.slow_max_seconds
+            )
+        )
     raise SystemExit(f"unknown flood {name}")
 
 
@@ -598,13 +656,25 @@ class Daemon:
         loggerArgs = [] if logger == "twistd" else ["--logger", logger]
         self.logPath = os.path.join(workdir, "daemon.log")
         self.logFile = open(self.logPath, "wb")
-        self.command = [PYTHON, "-c", DAEMON, "-n", "--pidfile=", *loggerArgs, "socktopus",
-                        "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
-                        "--database", f"sqlite:{workdir}/floods.sqlite3",
-                        "--idle-timeout", "120"]
+        self.command = [
+            PYTHON,
+            "-c",
+            DAEMON,
+            "-n",
+            "--pidfile=",
+            *loggerArgs,
+            "socktopus",
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
+            "--database",
+            f"sqlite:{workdir}/floods.sqlite3",
+            "--idle-timeout",
+            "120",
+        ]
         self.cwd = cwd
-        self.process = subprocess.Popen(self.command, stdout=self.logFile,
-                                        stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        self.process = subprocess.Popen(
+            self.command, stdout=self.logFile, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        )
         self.lines: list[tuple[float, str]] = []  # (wall time seen, line)
         self._offset = 0
         self._partial = b""
@@ -622,8 +692,14 @@ class Daemon:
             self.stop()
             text = "".join(line + "\n" for _, line in self.lines[-30:])
             raise RuntimeError(f"the daemon did not start:\n{text}")
-        self.tree = next((line.split(" from ", 1)[1] for _, line in self.lines
-                          if line.startswith("floods: socktopus_tw from")), "?")
+        self.tree = next(
+            (
+                line.split(" from ", 1)[1]
+                for _, line in self.lines
+                if line.startswith("floods: socktopus_tw from")
+            ),
+            "?",
+        )
 
     def readLog(self) -> None:
         with open(self.logPath, "rb") as f:
@@ -683,8 +759,11 @@ class Sampler(threading.Thread):
 
 
 def child(role: str, *arguments: object) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, os.path.abspath(__file__), role, *map(str, arguments),
-                             *childOptions], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [PYTHON, os.path.abspath(__file__), role, *map(str, arguments), *childOptions],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 childOptions: list[str] = []
@@ -712,10 +791,13 @@ def latencyFigures(samples: list, unanswered: list, stopped: int, start: int, en
     answered = [latency / 1e6 for sent, latency in samples if start <= sent < end]
     pending = [(stopped - sent) / 1e6 for sent in unanswered if start <= sent < end]
     everything = answered + pending
-    return {"pings": len(everything), "unanswered": len(pending),
-            "p50_ms": round(percentile(everything, 50), 2),
-            "p99_ms": round(percentile(everything, 99), 2),
-            "max_ms": round(max(everything, default=float("nan")), 1)}
+    return {
+        "pings": len(everything),
+        "unanswered": len(pending),
+        "p50_ms": round(percentile(everything, 50), 2),
+        "p99_ms": round(percentile(everything, 99), 2),
+        "max_ms": round(max(everything, default=float("nan")), 1),
+    }
 
 
 def runFlood(name: str, options: argparse.Namespace) -> dict:
@@ -730,12 +812,19 @@ def runFlood(name: str, options: argparse.Namespace) -> dict:
                     return {"name": name, "error": str(e)[-2000:]}
                 print(f"[{name}] retrying in {options.retry_wait} s", file=sys.stderr)
                 time.sleep(options.retry_wait)
-        print(f"[{name}] daemon pid {daemon.process.pid} on port {daemon.port}, "
-              f"socktopus_tw from {daemon.tree}", file=sys.stderr)
+        print(
+            f"[{name}] daemon pid {daemon.process.pid} on port {daemon.port}, "
+            f"socktopus_tw from {daemon.tree}",
+            file=sys.stderr,
+        )
         sampler = Sampler(daemon)
         sampler.start()
-        report: dict = {"name": name, "tree": daemon.tree, "tree_state": treeState(daemon.tree),
-                        "port": daemon.port}
+        report: dict = {
+            "name": name,
+            "tree": daemon.tree,
+            "tree_state": treeState(daemon.tree),
+            "port": daemon.port,
+        }
         try:
             victim = child("_victim", daemon.port, options.victim_interval_ms)
             ready = victim.stdout.readline()
@@ -767,41 +856,55 @@ def runFlood(name: str, options: argparse.Namespace) -> dict:
             report["daemon_log_tail"] = [line for _, line in daemon.lines[-20:]]
             return report
         start, end = attacked.pop("start"), attacked.pop("end")
-        report.update({
-            "seconds": round((end - start) / 1e9, 2),
-            "rss_before_mib": round(before / MiB, 1),
-            "rss_peak_mib": round(sampler.peak(start / 1e9) / MiB, 1),
-            "rss_after_mib": round(after["VmRSS"] / MiB, 1),
-            "vm_hwm_mib": round(after["VmHWM"] / MiB, 1),
-            "daemon_cpu_s": round(cpu1 - cpu0, 2),
-        })
+        report.update(
+            {
+                "seconds": round((end - start) / 1e9, 2),
+                "rss_before_mib": round(before / MiB, 1),
+                "rss_peak_mib": round(sampler.peak(start / 1e9) / MiB, 1),
+                "rss_after_mib": round(after["VmRSS"] / MiB, 1),
+                "vm_hwm_mib": round(after["VmHWM"] / MiB, 1),
+                "daemon_cpu_s": round(cpu1 - cpu0, 2),
+            }
+        )
         stopped = victimReport["stopped"]
         # The baseline: the victim alone, before the attacker's process starts.
         report["victim_baseline"] = latencyFigures(
-            victimReport["samples"], victimReport["unanswered"], stopped,
-            spawned - int(options.baseline * 0.8e9), spawned)
-        report["victim_flood"] = latencyFigures(victimReport["samples"],
-                                                victimReport["unanswered"], stopped, start, end)
+            victimReport["samples"],
+            victimReport["unanswered"],
+            stopped,
+            spawned - int(options.baseline * 0.8e9),
+            spawned,
+        )
+        report["victim_flood"] = latencyFigures(
+            victimReport["samples"], victimReport["unanswered"], stopped, start, end
+        )
         if victimReport["closed_at"] is not None:
-            report["victim_closed"] = {"after_s": round((victimReport["closed_at"] - start) / 1e9,
-                                                        2), "code": victimReport["close_code"]}
+            report["victim_closed"] = {
+                "after_s": round((victimReport["closed_at"] - start) / 1e9, 2),
+                "code": victimReport["close_code"],
+            }
         for key in ("closed_at", "close_frame_at"):
             if attacked.get(key) is not None:
-                attacked[key.replace("_at", "_after_s")] = round((attacked.pop(key) - start)
-                                                                 / 1e9, 2)
+                attacked[key.replace("_at", "_after_s")] = round(
+                    (attacked.pop(key) - start) / 1e9, 2
+                )
             else:
                 attacked.pop(key, None)
         report["attacker"] = attacked
         who = {"slow-consumer": "bench/slow"}.get(name, "bench/attacker")
         entries = [
-            (t - start / 1e9, re.sub(r"^\S+ \[[^\]]*\] ", "", line)) for t, line in daemon.lines
-            if (who in line and "Connected" not in line) or "bench/victim" in line
-            or (re.search(r"\b(Refused|Cutting|Closing|rate|limit|1008|budget)\b", line, re.I)
-                and "Sent " not in line)]
+            (t - start / 1e9, re.sub(r"^\S+ \[[^\]]*\] ", "", line))
+            for t, line in daemon.lines
+            if (who in line and "Connected" not in line)
+            or "bench/victim" in line
+            or (
+                re.search(r"\b(Refused|Cutting|Closing|rate|limit|1008|budget)\b", line, re.I)
+                and "Sent " not in line
+            )
+        ]
         report["daemon_log"] = [f"+{offset:.1f}s {line}" for offset, line in entries[:12]]
         report["daemon_tracebacks"] = tracebacks([line for _, line in daemon.lines])
-        report["attacker_closed"] = attackerClosed(name, attacked, entries,
-                                                   (end - start) / 1e9)
+        report["attacker_closed"] = attackerClosed(name, attacked, entries, (end - start) / 1e9)
     return report
 
 
@@ -815,7 +918,7 @@ def tracebacks(lines: list[str], most: int = 3) -> list[str]:
         if "Traceback (most recent call last)" not in line or len(found) >= most:
             continue
         block = [line]
-        for following in lines[index + 1:index + 80]:
+        for following in lines[index + 1 : index + 80]:
             block.append(following)
             if re.search(r"^\S+ \[[^\]]*\]\s+[\w.]+(Error|Exception|Exit)\b", following):
                 break
@@ -830,24 +933,34 @@ def treeState(tree: str) -> dict:
     """
     root = os.path.dirname(os.path.dirname(tree))
     try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        diff = subprocess.run(["git", "-C", root, "diff", "HEAD", "--", "socktopus_tw"],
-                              capture_output=True, timeout=30).stdout
-        untracked = subprocess.run(["git", "-C", root, "ls-files", "--others",
-                                    "--exclude-standard", "socktopus_tw"],
-                                   capture_output=True, timeout=30).stdout.split()
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        diff = subprocess.run(
+            ["git", "-C", root, "diff", "HEAD", "--", "socktopus_tw"],
+            capture_output=True,
+            timeout=30,
+        ).stdout
+        untracked = subprocess.run(
+            ["git", "-C", root, "ls-files", "--others", "--exclude-standard", "socktopus_tw"],
+            capture_output=True,
+            timeout=30,
+        ).stdout.split()
         for name in untracked:
             with open(os.path.join(root, name.decode()), "rb") as f:
                 diff += b"\0" + name + b"\0" + f.read()
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    return {"head": head, "uncommitted_socktopus_tw_diff_sha1":
-            hashlib.sha1(diff).hexdigest()[:12] if diff else None}
+    return {
+        "head": head,
+        "uncommitted_socktopus_tw_diff_sha1": hashlib.sha1(diff).hexdigest()[:12] if diff else None,
+    }
 
 
-def attackerClosed(name: str, attacked: dict, log: list[tuple[float, str]],
-                   seconds: float) -> str:
+def attackerClosed(name: str, attacked: dict, log: list[tuple[float, str]], seconds: float) -> str:
     """
     One phrase: did the daemon close the attacker, when, with which code.
     """
@@ -869,11 +982,15 @@ def attackerClosed(name: str, attacked: dict, log: list[tuple[float, str]],
         return "not closed"
     if attacked.get("closed_after_s") is not None:
         code = attacked.get("close_code")
-        return (f"closed after {attacked['closed_after_s']} s ({attacked['write_error']})"
-                + (f", close {code}" if code else ", no close frame seen"))
+        return f"closed after {attacked['closed_after_s']} s ({attacked['write_error']})" + (
+            f", close {code}" if code else ", no close frame seen"
+        )
     # A client that never reads may not notice: ask the daemon's log.
-    dropped = [(offset, line) for offset, line in log
-               if ("Disconnected" in line or "Cutting" in line) and offset < seconds - 0.1]
+    dropped = [
+        (offset, line)
+        for offset, line in log
+        if ("Disconnected" in line or "Cutting" in line) and offset < seconds - 0.1
+    ]
     if dropped:
         return f"dropped at +{dropped[0][0]:.1f} s, unnoticed by the client ({dropped[0][1]})"
     rates = attacked.get("mib_sent_each_second") or []
@@ -881,9 +998,19 @@ def attackerClosed(name: str, attacked: dict, log: list[tuple[float, str]],
     return f"not closed ({attacked.get('mib_sent')} MiB sent{stalled})"
 
 
-COLUMNS = [("flood", 15), ("s", 5), ("RSS before", 10), ("peak", 7), ("after", 7), ("HWM", 7),
-           ("CPU s", 6), ("base p50/p99", 13), ("flood p50/p99 ms", 17), ("unans", 6),
-           ("attacker", 0)]
+COLUMNS = [
+    ("flood", 15),
+    ("s", 5),
+    ("RSS before", 10),
+    ("peak", 7),
+    ("after", 7),
+    ("HWM", 7),
+    ("CPU s", 6),
+    ("base p50/p99", 13),
+    ("flood p50/p99 ms", 17),
+    ("unans", 6),
+    ("attacker", 0),
+]
 
 
 def table(results: list[dict]) -> str:
@@ -897,13 +1024,22 @@ def table(results: list[dict]) -> str:
         if "victim_closed" in r:
             closed = r["victim_closed"]
             latency = f"victim closed {closed['code']} at {closed['after_s']:+} s"
-        cells = [r["name"], r["seconds"], f"{r['rss_before_mib']} MiB", r["rss_peak_mib"],
-                 r["rss_after_mib"],
-                 r["vm_hwm_mib"], r["daemon_cpu_s"], f"{base['p50_ms']}/{base['p99_ms']}",
-                 latency, flood["unanswered"],
-                 r["attacker_closed"]]
-        lines.append("  ".join(f"{c!s:{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True))
-                     .rstrip())
+        cells = [
+            r["name"],
+            r["seconds"],
+            f"{r['rss_before_mib']} MiB",
+            r["rss_peak_mib"],
+            r["rss_after_mib"],
+            r["vm_hwm_mib"],
+            r["daemon_cpu_s"],
+            f"{base['p50_ms']}/{base['p99_ms']}",
+            latency,
+            flood["unanswered"],
+            r["attacker_closed"],
+        ]
+        lines.append(
+            "  ".join(f"{c!s:{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)).rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -912,40 +1048,71 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each flood")
     parser.add_argument("--only", help="comma-separated floods: " + ",".join(FLOODS + EXTRA))
     parser.add_argument("--json", default=os.path.join(HERE, "floods-results.json"))
-    parser.add_argument("--logger", default="socktopus_tw.logs.text",
-                        help="twistd's --logger for the daemon ('twistd': its default)")
-    parser.add_argument("--victim-interval-ms", type=float, default=100.0,
-                        help="the victim's PING interval (within the daemon's default "
-                             "limit of 20 frames a second)")
+    parser.add_argument(
+        "--logger",
+        default="socktopus_tw.logs.text",
+        help="twistd's --logger for the daemon ('twistd': its default)",
+    )
+    parser.add_argument(
+        "--victim-interval-ms",
+        type=float,
+        default=100.0,
+        help="the victim's PING interval (within the daemon's default limit of 20 frames a second)",
+    )
     parser.add_argument("--logs", help="a directory to keep each flood's daemon log in")
-    parser.add_argument("--baseline", type=float, default=1.0,
-                        help="seconds of victim PINGs before each flood")
-    parser.add_argument("--settle", type=float, default=2.0,
-                        help="seconds after the attacker left before RSS 'after'")
+    parser.add_argument(
+        "--baseline", type=float, default=1.0, help="seconds of victim PINGs before each flood"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds after the attacker left before RSS 'after'",
+    )
     parser.add_argument("--big-concurrency", type=int, default=8)
     parser.add_argument("--big-mib", type=float, default=15.7)
     parser.add_argument("--big-credentials", choices=["first", "last"], default="first")
     parser.add_argument("--slow-batch", type=int, default=1000)
-    parser.add_argument("--slow-senders", type=int, default=1,
-                        help="concurrent backends sending to the slow consumer")
-    parser.add_argument("--slow-max-seconds", type=float, default=60.0,
-                        help="the slow-consumer flood goes on past --seconds until the client "
-                             "is cut off, at most this long")
-    parser.add_argument("--retries", type=int, default=0,
-                        help="times to retry a daemon that does not start")
+    parser.add_argument(
+        "--slow-senders",
+        type=int,
+        default=1,
+        help="concurrent backends sending to the slow consumer",
+    )
+    parser.add_argument(
+        "--slow-max-seconds",
+        type=float,
+        default=60.0,
+        help="the slow-consumer flood goes on past --seconds until the client "
+        "is cut off, at most this long",
+    )
+    parser.add_argument(
+        "--retries", type=int, default=0, help="times to retry a daemon that does not start"
+    )
     parser.add_argument("--retry-wait", type=float, default=60.0)
     parser.add_argument("--label", help="a name for this run in the JSON (e.g. the tree)")
-    parser.add_argument("--append", action="store_true",
-                        help="add this run to the JSON file's runs instead of replacing them")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add this run to the JSON file's runs instead of replacing them",
+    )
     options = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    childOptions[:] = ["--big-concurrency", str(options.big_concurrency),
-                       "--big-mib", str(options.big_mib),
-                       "--big-credentials", options.big_credentials,
-                       "--slow-batch", str(options.slow_batch),
-                       "--slow-senders", str(options.slow_senders),
-                       "--slow-max-seconds", str(options.slow_max_seconds)]
+    childOptions[:] = [
+        "--big-concurrency",
+        str(options.big_concurrency),
+        "--big-mib",
+        str(options.big_mib),
+        "--big-credentials",
+        options.big_credentials,
+        "--slow-batch",
+        str(options.slow_batch),
+        "--slow-senders",
+        str(options.slow_senders),
+        "--slow-max-seconds",
+        str(options.slow_max_seconds),
+    ]
     floods = (options.only or ",".join(FLOODS)).split(",")
     for name in floods:
         if name not in FLOODS + EXTRA:
@@ -955,14 +1122,19 @@ def main() -> None:
     for name in floods:
         results.append(runFlood(name, options))
         print(table(results[-1:]).splitlines()[-1], file=sys.stderr)
-    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "label": options.label,
-              "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()},
-              "command": " ".join(["bench/floods.py", *sys.argv[1:]]),
-              "pythonpath": os.environ.get("PYTHONPATH", ""),
-              "uvloop": uvloopInstalled(),
-              "results": results}
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": options.label,
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "command": " ".join(["bench/floods.py", *sys.argv[1:]]),
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
+        "uvloop": uvloopInstalled(),
+        "results": results,
+    }
     runs = []
     if options.append and os.path.exists(options.json):
         with open(options.json) as f:
@@ -992,6 +1164,7 @@ def childMain() -> None:
     role = sys.argv[1]
     if uvloopInstalled():
         import uvloop
+
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     parser = argparse.ArgumentParser()
     parser.add_argument("--big-concurrency", type=int)

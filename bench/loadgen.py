@@ -52,9 +52,11 @@ class Reservoir:
 
 def handshake(port: int, token: str) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET /recieve?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    return (
+        f"GET /recieve?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 def maskedText(payload: bytes) -> bytes:
@@ -68,8 +70,14 @@ class Receiver(asyncio.Protocol):
     the nanosecond stamp at the start of each content.
     """
 
-    def __init__(self, stats: dict, latencies: Reservoir, opened: asyncio.Future,
-                 request: bytes, pongs: asyncio.Queue | None = None) -> None:
+    def __init__(
+        self,
+        stats: dict,
+        latencies: Reservoir,
+        opened: asyncio.Future,
+        request: bytes,
+        pongs: asyncio.Queue | None = None,
+    ) -> None:
         self.stats = stats
         self.latencies = latencies
         self.opened = opened
@@ -95,7 +103,7 @@ class Receiver(asyncio.Protocol):
                 return
             self.upgraded = True
             self.opened.set_result(self)
-            buffer = buffer[end + 4:]
+            buffer = buffer[end + 4 :]
         now = time.time_ns()
         position, size = 0, len(buffer)
         while size - position >= 2:
@@ -105,16 +113,16 @@ class Receiver(asyncio.Protocol):
             if length == 126:
                 if size - position < 4:
                     break
-                length = int.from_bytes(buffer[start:start + 2], "big")
+                length = int.from_bytes(buffer[start : start + 2], "big")
                 start += 2
             elif length == 127:
                 if size - position < 10:
                     break
-                length = int.from_bytes(buffer[start:start + 8], "big")
+                length = int.from_bytes(buffer[start : start + 8], "big")
                 start += 8
             if size - start < length:
                 break
-            payload = buffer[start:start + length]
+            payload = buffer[start : start + length]
             position = start + length
             if opcode == 1:
                 if payload.startswith(b"DATA:"):
@@ -134,8 +142,15 @@ class Receiver(asyncio.Protocol):
             self.opened.set_exception(ConnectionError("closed during the handshake"))
 
 
-async def openConnections(port: int, app: str, secret: str, ids: list[str], stats: dict,
-                          latencies: Reservoir, parallel: int = 200) -> list:
+async def openConnections(
+    port: int,
+    app: str,
+    secret: str,
+    ids: list[str],
+    stats: dict,
+    latencies: Reservoir,
+    parallel: int = 200,
+) -> list:
     loop = asyncio.get_running_loop()
     semaphore = asyncio.Semaphore(parallel)
     connections = []
@@ -143,10 +158,10 @@ async def openConnections(port: int, app: str, secret: str, ids: list[str], stat
     async def one(connectionId: str) -> None:
         async with semaphore:
             opened = loop.create_future()
-            request = handshake(port, makeToken(app, secret, connectionId,
-                                                int(time.time() * 1000)))
+            request = handshake(port, makeToken(app, secret, connectionId, int(time.time() * 1000)))
             await loop.create_connection(
-                lambda: Receiver(stats, latencies, opened, request), "127.0.0.1", port)
+                lambda: Receiver(stats, latencies, opened, request), "127.0.0.1", port
+            )
             connections.append(await opened)
 
     await asyncio.gather(*(one(i) for i in ids))
@@ -175,26 +190,53 @@ async def receive(port: int, app: str, secret: str, first: int, count: int) -> d
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     mark = cpuSeconds()
     await stop.wait()
-    return {"received": stats["received"], "closed": stats["closed"],
-            "latencies": latencies.samples, "cpu": cpuSeconds() - mark}
+    return {
+        "received": stats["received"],
+        "closed": stats["closed"],
+        "latencies": latencies.samples,
+        "cpu": cpuSeconds() - mark,
+    }
 
 
-async def send(port: int, app: str, secret: str, senders: int, recipients: int,
-               batch: int, size: int, seconds: float) -> dict:
+async def send(
+    port: int,
+    app: str,
+    secret: str,
+    senders: int,
+    recipients: int,
+    batch: int,
+    size: int,
+    seconds: float,
+) -> dict:
     """
     SENDERS concurrent closed loops of /send requests, each on its own
     keep-alive connection and owning every SENDERS-th recipient.
     """
     mark = cpuSeconds()
-    results = await asyncio.gather(*(
-        sendLoop(port, app, secret, sender, senders, recipients, batch, size, seconds)
-        for sender in range(senders)))
-    return {"requests": sum(r[0] for r in results), "sent": sum(r[1] for r in results),
-            "cpu": cpuSeconds() - mark}
+    results = await asyncio.gather(
+        *(
+            sendLoop(port, app, secret, sender, senders, recipients, batch, size, seconds)
+            for sender in range(senders)
+        )
+    )
+    return {
+        "requests": sum(r[0] for r in results),
+        "sent": sum(r[1] for r in results),
+        "cpu": cpuSeconds() - mark,
+    }
 
 
-async def sendLoop(port: int, app: str, secret: str, sender: int, senders: int,
-                   recipients: int, batch: int, size: int, seconds: float) -> tuple[int, int]:
+async def sendLoop(
+    port: int,
+    app: str,
+    secret: str,
+    sender: int,
+    senders: int,
+    recipients: int,
+    batch: int,
+    size: int,
+    seconds: float,
+) -> tuple[int, int]:
     mine = [f"r{n}" for n in range(sender, recipients, senders)]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     padding = "x" * max(0, size - 20)
@@ -209,8 +251,10 @@ async def sendLoop(port: int, app: str, secret: str, sender: int, senders: int,
             parts.append(f'{{"recipient":"{mine[cursor]}","content":"{stamp}{padding}"}}')
             cursor = (cursor + 1) % len(mine)
         body = (prefix + ",".join(parts) + "]}").encode()
-        writer.write(b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
-                     b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        writer.write(
+            b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
         await readOk(reader)
         requests += 1
         sent += batch
@@ -228,7 +272,9 @@ async def ping(port: int, app: str, secret: str, seconds: float) -> dict:
     request = handshake(port, makeToken(app, secret, "pinger", int(time.time() * 1000)))
     await loop.create_connection(
         lambda: Receiver({"received": 0, "closed": 0}, Reservoir(), opened, request, pongs),
-        "127.0.0.1", port)
+        "127.0.0.1",
+        port,
+    )
     connection = await opened
     delays = []
     deadline = time.monotonic() + seconds
@@ -245,8 +291,9 @@ async def login(port: int, seconds: float, concurrency: int = 8) -> dict:
     CONCURRENCY closed loops of POST /login for the user run.py registered.
     """
     body = json.dumps({"User": "bench", "Password": "benchmark password"}).encode()
-    request = (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n"
-               % len(body) + body)
+    request = (
+        b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
     deadline = time.monotonic() + seconds
     mark, started = cpuSeconds(), time.monotonic()
 
@@ -261,8 +308,11 @@ async def login(port: int, seconds: float, concurrency: int = 8) -> dict:
         return count
 
     counts = await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return {"logins": sum(counts), "seconds": time.monotonic() - started,
-            "cpu": cpuSeconds() - mark}
+    return {
+        "logins": sum(counts),
+        "seconds": time.monotonic() - started,
+        "cpu": cpuSeconds() - mark,
+    }
 
 
 def main() -> None:
@@ -280,8 +330,9 @@ def main() -> None:
         result = asyncio.run(receive(port, app, secret, int(rest[0]), int(rest[1])))
     elif role == "send":
         senders, recipients, batch, size = map(int, rest[:4])
-        result = asyncio.run(send(port, app, secret, senders, recipients, batch, size,
-                                  float(rest[4])))
+        result = asyncio.run(
+            send(port, app, secret, senders, recipients, batch, size, float(rest[4]))
+        )
     elif role == "login":
         result = asyncio.run(login(port, float(rest[0])))
     elif role == "ping":

@@ -56,9 +56,16 @@ def build():
         protocol.state = WebSocketProtocol.STATE_OPEN
         registry._apps.setdefault("bench", {})[protocol.connectionId] = protocol
     send = SendResource(Apps({"bench": "secret"}), registry, clock, metrics=metrics)
-    body = json.dumps({"secretName": "bench", "secret": "secret", "messages": [
-        {"recipient": f"r{n % 1000}", "content": f"{n:019d};" + "x" * 44} for n in range(BATCH)
-    ]}).encode()
+    body = json.dumps(
+        {
+            "secretName": "bench",
+            "secret": "secret",
+            "messages": [
+                {"recipient": f"r{n % 1000}", "content": f"{n:019d};" + "x" * 44}
+                for n in range(BATCH)
+            ],
+        }
+    ).encode()
 
     def one() -> bytes:
         return encodeJson(send.handle(decodeRequest(body, send.fields)))
@@ -93,10 +100,17 @@ def build():
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
-    single = json.dumps({"secretName": "bench", "secret": "secret",
-                         "messages": [{"recipient": "r1", "content": "x" * 64}]}).encode()
-    request = (b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(single) + single)
+    single = json.dumps(
+        {
+            "secretName": "bench",
+            "secret": "secret",
+            "messages": [{"recipient": "r1", "content": "x" * 64}],
+        }
+    ).encode()
+    request = (
+        b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(single) + single
+    )
 
     def http() -> None:
         channel.dataReceived(request)
@@ -112,9 +126,18 @@ def callgrind() -> None:
     # (imports, caches filled once) cancel out.
     for requests in (100, 300):
         output = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-             __file__], env=dict(os.environ, PATHCOST_REQUESTS=str(requests), PYTHONHASHSEED="0"),
-            capture_output=True, text=True, check=True).stderr
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+            ],
+            env=dict(os.environ, PATHCOST_REQUESTS=str(requests), PYTHONHASHSEED="0"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
         counts.append(int(re.search(r"Collected : (\d+)", output).group(1)))
     unit = "request" if HTTP else "message"
     print(f"{(counts[1] - counts[0]) // (200 * BATCH)} instructions per {unit}")

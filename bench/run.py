@@ -48,11 +48,25 @@ class Daemon:
         env = dict(os.environ, **{f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET})
         logger = [] if logger == "twistd" else ["--logger", logger]
         self.process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", *logger, "socktopus",
-             "--listen", "tcp:0:interface=127.0.0.1:backlog=4096",
-             "--database", f"sqlite:{workdir}/bench.sqlite3", "--idle-timeout", "120",
-             *arguments],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+            [
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                *logger,
+                "socktopus",
+                "--listen",
+                "tcp:0:interface=127.0.0.1:backlog=4096",
+                "--database",
+                f"sqlite:{workdir}/bench.sqlite3",
+                "--idle-timeout",
+                "120",
+                *arguments,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
         for line in self.process.stdout:
             match = re.search(rb"Listening on 127\.0\.0\.1:(\d+)", line)
             if match:
@@ -86,9 +100,19 @@ class Daemon:
 
 
 def start(role: str, port: int, *arguments: object) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, os.path.join(HERE, "loadgen.py"), role, str(port), APP,
-                             SECRET, *map(str, arguments)],
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            PYTHON,
+            os.path.join(HERE, "loadgen.py"),
+            role,
+            str(port),
+            APP,
+            SECRET,
+            *map(str, arguments),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def result(process: subprocess.Popen) -> dict:
@@ -132,8 +156,13 @@ def relay(daemon: Daemon, name: str, batch: int, size: int, seconds: float) -> d
     latencies = [ns / 1e6 for r in received for ns in r["latencies"]]
     generatorCpu = sent["cpu"] + sum(r["cpu"] for r in received)
     return {
-        "name": name, "batch": batch, "size": size, "seconds": round(wall1 - wall0, 2),
-        "requests": sent["requests"], "sent": sent["sent"], "delivered": delivered,
+        "name": name,
+        "batch": batch,
+        "size": size,
+        "seconds": round(wall1 - wall0, 2),
+        "requests": sent["requests"],
+        "sent": sent["sent"],
+        "delivered": delivered,
         "delivered_per_s": round(delivered / (wall1 - wall0)),
         "requests_per_s": round(sent["requests"] / (wall1 - wall0)),
         "latency_p50_ms": round(percentile(latencies, 50), 2),
@@ -141,8 +170,7 @@ def relay(daemon: Daemon, name: str, batch: int, size: int, seconds: float) -> d
         "daemon_cpu_s": round(cpu1 - cpu0, 2),
         "daemon_system_cpu_share": round((system1 - system0) / max(cpu1 - cpu0, 0.01), 2),
         "daemon_cpu_ms_per_1000_messages": round((cpu1 - cpu0) * 1e6 / max(delivered, 1), 2),
-        "daemon_cpu_ms_per_1000_requests":
-            round((cpu1 - cpu0) * 1e6 / max(sent["requests"], 1), 2),
+        "daemon_cpu_ms_per_1000_requests": round((cpu1 - cpu0) * 1e6 / max(sent["requests"], 1), 2),
         "generator_cpu_s": round(generatorCpu, 2),
     }
 
@@ -156,9 +184,13 @@ def idleMemory(daemon: Daemon, connections: int) -> dict:
         process.terminate()
     for process in listening:
         result(process)
-    return {"name": "idle memory", "connections": connections, "rss_before_mib":
-            round(before / 2**20, 1), "rss_after_mib": round(after / 2**20, 1),
-            "rss_per_connection_kib": round((after - before) / connections / 1024, 2)}
+    return {
+        "name": "idle memory",
+        "connections": connections,
+        "rss_before_mib": round(before / 2**20, 1),
+        "rss_after_mib": round(after / 2**20, 1),
+        "rss_per_connection_kib": round((after - before) / connections / 1024, 2),
+    }
 
 
 def accounts(daemon: Daemon, seconds: float, rounds: int) -> dict:
@@ -190,11 +222,18 @@ def accounts(daemon: Daemon, seconds: float, rounds: int) -> dict:
     delays = [ns / 1e6 for ns in pings["delays"]]
     rate = done["logins"] / done["seconds"]
     bound = cores / oneHash
-    return {"name": "accounts", "bcrypt_rounds": rounds, "logins": done["logins"],
-            "logins_per_s": round(rate, 2), "bound_per_s": round(bound, 2),
-            "fraction_of_bound": round(rate / bound, 3), "one_hash_ms": round(oneHash * 1000, 1),
-            "ping_p50_ms": round(percentile(delays, 50), 2),
-            "ping_p99_ms": round(percentile(delays, 99), 2), "generator_cpu_s": done["cpu"]}
+    return {
+        "name": "accounts",
+        "bcrypt_rounds": rounds,
+        "logins": done["logins"],
+        "logins_per_s": round(rate, 2),
+        "bound_per_s": round(bound, 2),
+        "fraction_of_bound": round(rate / bound, 3),
+        "one_hash_ms": round(oneHash * 1000, 1),
+        "ping_p50_ms": round(percentile(delays, 50), 2),
+        "ping_p99_ms": round(percentile(delays, 99), 2),
+        "generator_cpu_s": done["cpu"],
+    }
 
 
 def main() -> None:
@@ -203,21 +242,33 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10000, help="idle connections to hold")
     parser.add_argument("--json", default=os.path.join(HERE, "last-run.json"))
     parser.add_argument("--only", help="comma-separated phases: batch,single,1k,idle,accounts")
-    parser.add_argument("--runs", type=int, default=1,
-                        help="repeat; the JSON then has each figure's median, min and max")
-    parser.add_argument("--logger", default="socktopus_tw.logs.text",
-                        help="twistd's --logger for the daemon ('twistd': its default)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat; the JSON then has each figure's median, min and max",
+    )
+    parser.add_argument(
+        "--logger",
+        default="socktopus_tw.logs.text",
+        help="twistd's --logger for the daemon ('twistd': its default)",
+    )
     options = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     phases = (options.only or "batch,single,1k,idle,accounts").split(",")
 
     runs = [runPhases(phases, options) for _ in range(options.runs)]
-    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()},
-              "command": " ".join(["bench/run.py", *sys.argv[1:]]),
-              "logger": options.logger}
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "logger": options.logger,
+    }
     if options.runs == 1:
         report["results"] = runs[0]
     else:
@@ -245,8 +296,9 @@ def runPhases(phases: list[str], options: argparse.Namespace) -> list[dict]:
             if "single" in phases:
                 results.append(relay(daemon, "relay, single x 64 B", 1, 64, options.seconds))
             if "1k" in phases:
-                results.append(relay(daemon, "relay, batch 100 x 1 KiB", 100, 1024,
-                                     options.seconds))
+                results.append(
+                    relay(daemon, "relay, batch 100 x 1 KiB", 100, 1024, options.seconds)
+                )
         finally:
             daemon.stop()
         if "idle" in phases:
@@ -273,9 +325,13 @@ def summarise(runs: list[list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
         name = entry["name"]
         same = [e for run in runs for e in run if e["name"] == name]
         summary[name] = {
-            key: {"median": statistics.median(e[key] for e in same),
-                  "min": min(e[key] for e in same), "max": max(e[key] for e in same)}
-            for key, value in entry.items() if isinstance(value, int | float)
+            key: {
+                "median": statistics.median(e[key] for e in same),
+                "min": min(e[key] for e in same),
+                "max": max(e[key] for e in same),
+            }
+            for key, value in entry.items()
+            if isinstance(value, int | float)
         }
     return summary
 
@@ -298,8 +354,10 @@ def printTargets(summary: dict, runs: int) -> None:
             continue
         value = summary[phase][figure]
         met = value["median"] >= target if higher else value["median"] <= target
-        print(f"  {phase:26} {figure:34} {value['median']:>9} ({value['min']}-{value['max']})"
-              f"  target {'>=' if higher else '<='} {target}: {'met' if met else 'not met'}")
+        print(
+            f"  {phase:26} {figure:34} {value['median']:>9} ({value['min']}-{value['max']})"
+            f"  target {'>=' if higher else '<='} {target}: {'met' if met else 'not met'}"
+        )
 
 
 if __name__ == "__main__":

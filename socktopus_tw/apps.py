@@ -57,8 +57,9 @@ class Apps:
         expected = self.secretFor(app)
         # Constant time, so response timing does not leak the secret's prefix.
         # surrogatepass: a lone surrogate from hostile JSON is just a mismatch.
-        if not hmac.compare_digest(expected.encode("utf-8", "surrogatepass"),
-                                   secret.encode("utf-8", "surrogatepass")):
+        if not hmac.compare_digest(
+            expected.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass")
+        ):
             raise InvalidSecret()
         return app.lower()
 

@@ -95,15 +95,17 @@ def make_token(app: str, secret: str, connection_id: str, now: float | None = No
     size = len(connection_id.encode("utf-8"))
     if not 1 <= size <= MAX_CONNECTION_ID_BYTES:
         raise ValueError(
-            f"connection id must be 1 to {MAX_CONNECTION_ID_BYTES} UTF-8 bytes, not {size}")
+            f"connection id must be 1 to {MAX_CONNECTION_ID_BYTES} UTF-8 bytes, not {size}"
+        )
     seconds = time.time() if now is None else now
     # round(), not int(): now=ms/1000 must give back exactly ms, so that a
     # token made here from another SDK's millisecond time is the same token.
     return makeToken(app, secret, connection_id, round(seconds * 1000))
 
 
-def auth_headers(user_id: int, secret: str, path: str, now: float | None = None,
-                 encoding: str = "hex") -> dict[str, str]:
+def auth_headers(
+    user_id: int, secret: str, path: str, now: float | None = None, encoding: str = "hex"
+) -> dict[str, str]:
     """
     The Auth Headers signing a request to C{path} (the path the daemon sees,
     query string included) with a session secret; C{now} is Unix time in
@@ -307,8 +309,14 @@ class _Client:
             return succeed(None)
         return self._pool.closeCachedConnections()
 
-    async def _request(self, method: str, path: str, body: Any = None,
-                       headers: Mapping[str, str] | None = None, **kw: Any) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        **kw: Any,
+    ) -> Any:
         """
         Send a request to C{path} below the base URL; C{body}, if any, as JSON.
         Fires with the decoded JSON answer, or fails with a L{SocktopusError}.
@@ -321,7 +329,8 @@ class _Client:
         # headers somewhere else. A 3xx is reported as an error instead.
         kw.setdefault("allow_redirects", False)
         response = await self._http.request(
-            method, self.base_url + _wirePath(path), headers=sent, **kw)
+            method, self.base_url + _wirePath(path), headers=sent, **kw
+        )
         content = await response.content()
         if not 200 <= response.code < 300:
             raise _error(response.code, response.phrase, content)
@@ -342,8 +351,15 @@ class RelayClient(_Client):
     @param reactor: the reactor for that default agent; the global one if absent.
     """
 
-    def __init__(self, base_url: str, app: str, secret: str, *,
-                 agent: IAgent | None = None, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        app: str,
+        secret: str,
+        *,
+        agent: IAgent | None = None,
+        reactor: Any = None,
+    ) -> None:
         super().__init__(base_url, agent, reactor)
         self.app = app
         self._secret = secret
@@ -358,8 +374,7 @@ class RelayClient(_Client):
         return make_token(self.app, self._secret, connection_id, now)
 
     @_returnsDeferred
-    async def send(self, messages: Iterable[Mapping[str, str]] | Mapping[str, str]
-                   ) -> SendResult:
+    async def send(self, messages: Iterable[Mapping[str, str]] | Mapping[str, str]) -> SendResult:
         """
         Deliver messages, in order: a list of C{{"recipient": id, "content":
         text}} dicts, or a mapping C{{id: text}} as a shortcut (one message per
@@ -370,8 +385,9 @@ class RelayClient(_Client):
             batch = [{"recipient": r, "content": c} for r, c in messages.items()]
         else:
             batch = [dict(message) for message in messages]
-        answer = await self._request("POST", "/send", {
-            "secretName": self.app, "secret": self._secret, "messages": batch})
+        answer = await self._request(
+            "POST", "/send", {"secretName": self.app, "secret": self._secret, "messages": batch}
+        )
         return SendResult(answer["succeeded"], answer["failed"])
 
     @_returnsDeferred
@@ -382,8 +398,11 @@ class RelayClient(_Client):
         Fires with a L{KickResult}.
         """
         connections = [ids] if isinstance(ids, str) else list(ids)
-        answer = await self._request("POST", "/kick", {
-            "secretName": self.app, "secret": self._secret, "connections": connections})
+        answer = await self._request(
+            "POST",
+            "/kick",
+            {"secretName": self.app, "secret": self._secret, "connections": connections},
+        )
         return KickResult(answer["kicked"], answer["notConnected"])
 
 
@@ -409,8 +428,7 @@ class AccountsClient(_Client):
     @param reactor: the reactor for that default agent; the global one if absent.
     """
 
-    def __init__(self, base_url: str, *, agent: IAgent | None = None,
-                 reactor: Any = None) -> None:
+    def __init__(self, base_url: str, *, agent: IAgent | None = None, reactor: Any = None) -> None:
         super().__init__(base_url, agent, reactor)
         # The last Time-Sent used per (user, path), see _timeSent.
         self._lastSent: dict[tuple[int, str], int] = {}
@@ -419,8 +437,9 @@ class AccountsClient(_Client):
         return f"AccountsClient({self.base_url!r})"
 
     @_returnsDeferred
-    async def register(self, user: str, password: str, email: str,
-                       recaptcha: str | None = None) -> int:
+    async def register(
+        self, user: str, password: str, email: str, recaptcha: str | None = None
+    ) -> int:
         """
         Create a user; fires with its id. L{Conflict} if the name is taken,
         L{BadRequest} for a refused name, password, e-mail or reCAPTCHA.
@@ -439,8 +458,11 @@ class AccountsClient(_Client):
         Log in; fires with a L{Session} (the live one, extended, if the user
         is logged in already). L{Unauthorized} for a wrong user or password.
         """
-        answer = await self._request("POST", "/login", {
-            "User": user, "Password": password, "StayLoggedIn": bool(stay_logged_in)})
+        answer = await self._request(
+            "POST",
+            "/login",
+            {"User": user, "Password": password, "StayLoggedIn": bool(stay_logged_in)},
+        )
         return Session.from_answer(answer)
 
     @_returnsDeferred
@@ -464,8 +486,11 @@ class AccountsClient(_Client):
         """
         Change C{user}'s password; every session of the user ends.
         """
-        await self._request("POST", "/changePassword", {
-            "User": user, "Password": password, "NewPassword": new_password})
+        await self._request(
+            "POST",
+            "/changePassword",
+            {"User": user, "Password": password, "NewPassword": new_password},
+        )
 
     @_returnsDeferred
     async def registered(self, session: Session) -> bool:
@@ -477,8 +502,9 @@ class AccountsClient(_Client):
         return bool(answer["Registered"])
 
     @_returnsDeferred
-    async def get_ids(self, session: Session, names: Iterable[str] | str
-                      ) -> tuple[dict[str, int], dict[str, str]]:
+    async def get_ids(
+        self, session: Session, names: Iterable[str] | str
+    ) -> tuple[dict[str, int], dict[str, str]]:
         """
         Look up user ids by name. Fires with C{(ids, errors)}: C{{name: id}}
         for the names found and C{{name: message}} for the others.
@@ -507,8 +533,7 @@ class AccountsClient(_Client):
         return int(answer["UserID"])
 
     @_returnsDeferred
-    async def signed_request(self, session: Session, method: str, path: str,
-                             **kw: Any) -> Any:
+    async def signed_request(self, session: Session, method: str, path: str, **kw: Any) -> Any:
         """
         Send C{method path} (query string included, e.g.
         C{"/users/getID?username=a"}) with Auth Headers for C{session}.
@@ -523,8 +548,11 @@ class AccountsClient(_Client):
     async def _signed(self, session: Session, method: str, path: str, **kw: Any) -> Any:
         wire = _wirePath(path)
         headers = dict(kw.pop("headers", None) or {})
-        headers.update(auth_headers(session.user_id, session.secret, wire,
-                                    self._timeSent(session.user_id, wire)))
+        headers.update(
+            auth_headers(
+                session.user_id, session.secret, wire, self._timeSent(session.user_id, wire)
+            )
+        )
         return await self._request(method, wire, headers=headers, **kw)
 
     def _timeSent(self, user_id: int, path: str) -> int:

@@ -51,14 +51,18 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         r = self.registry
-        self.connects = Counter("socktopus_connects", "Relay connections opened.",
-                                ["app"], registry=r)
-        self.disconnects = Counter("socktopus_disconnects", "Relay connections closed.",
-                                   ["app"], registry=r)
+        self.connects = Counter(
+            "socktopus_connects", "Relay connections opened.", ["app"], registry=r
+        )
+        self.disconnects = Counter(
+            "socktopus_disconnects", "Relay connections closed.", ["app"], registry=r
+        )
         self.logins = Counter("socktopus_logins", "Login attempts.", ["result"], registry=r)
-        self.databaseErrors = Counter("socktopus_database_errors",
-                                      "Database calls that failed because it was unreachable.",
-                                      registry=r)
+        self.databaseErrors = Counter(
+            "socktopus_database_errors",
+            "Database calls that failed because it was unreachable.",
+            registry=r,
+        )
         self._hot = _HotCounts()
         r.register(self._hot)
 
@@ -133,24 +137,27 @@ class _HotCounts:
         self.requests: dict[str, _Histogram] = {}
 
     def collect(self) -> Iterator[Metric]:
-        delivered = CounterMetricFamily("socktopus_messages_delivered",
-                                        "Messages handed to a client.", labels=["app"])
+        delivered = CounterMetricFamily(
+            "socktopus_messages_delivered", "Messages handed to a client.", labels=["app"]
+        )
         failed = CounterMetricFamily(
             "socktopus_messages_failed",
             "Messages whose recipient was not connected or could not take them.",
-            labels=["app"])
+            labels=["app"],
+        )
         for app, (ok, notOk) in sorted(self.messages.items()):
             delivered.add_metric([app], ok)
             failed.add_metric([app], notOk)
         yield delivered
         yield failed
-        batches = HistogramMetricFamily("socktopus_send_batch_size",
-                                        "Messages per /send request.")
+        batches = HistogramMetricFamily("socktopus_send_batch_size", "Messages per /send request.")
         batches.add_metric([], self.batchSize.buckets(), self.batchSize.sum)
         yield batches
-        requests = HistogramMetricFamily("socktopus_request_seconds",
-                                         "Time to answer a REST request, by endpoint.",
-                                         labels=["endpoint"])
+        requests = HistogramMetricFamily(
+            "socktopus_request_seconds",
+            "Time to answer a REST request, by endpoint.",
+            labels=["endpoint"],
+        )
         for endpoint, histogram in sorted(self.requests.items()):
             requests.add_metric([endpoint], histogram.buckets(), histogram.sum)
         yield requests
@@ -161,8 +168,9 @@ class _ConnectionsCollector:
         self.counts = counts
 
     def collect(self):
-        family = GaugeMetricFamily("socktopus_connections", "Live relay connections.",
-                                   labels=["app"])
+        family = GaugeMetricFamily(
+            "socktopus_connections", "Live relay connections.", labels=["app"]
+        )
         for app, count in sorted(self.counts().items()):
             family.add_metric([app], count)
         yield family

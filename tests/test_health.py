@@ -24,8 +24,7 @@ class HealthTests(TestCase):
         """
         daemon = Daemon(self)
         self.assertEqual((yield daemon.request("GET", "/health"))[:2], (200, {"status": "ok"}))
-        self.assertEqual((yield daemon.request("GET", "/ready"))[:2],
-                         (200, {"status": "ready"}))
+        self.assertEqual((yield daemon.request("GET", "/ready"))[:2], (200, {"status": "ready"}))
 
     @inlineCallbacks
     def test_notReadyWhileTheDatabaseIsDown(self):
@@ -40,8 +39,9 @@ class HealthTests(TestCase):
         server().stop()
         try:
             status, body, _ = yield daemon.request("GET", "/ready")
-            self.assertEqual((status, body),
-                             (503, {"code": 503, "message": "Database unavailable"}))
+            self.assertEqual(
+                (status, body), (503, {"code": 503, "message": "Database unavailable"})
+            )
             self.assertEqual((yield daemon.request("GET", "/health"))[0], 200)
         finally:
             server().start()

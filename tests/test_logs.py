@@ -44,8 +44,13 @@ class FakeReactor:
 
 
 def event(text: str, when: float = 1700000000.5, **fields) -> dict:
-    return {"log_format": text, "log_time": when, "log_level": LogLevel.info,
-            "log_namespace": "socktopus_tw.test", **fields}
+    return {
+        "log_format": text,
+        "log_time": when,
+        "log_level": LogLevel.info,
+        "log_namespace": "socktopus_tw.test",
+        **fields,
+    }
 
 
 class BatchingTextObserverTests(SynchronousTestCase):
@@ -56,9 +61,11 @@ class BatchingTextObserverTests(SynchronousTestCase):
         out = io.StringIO()
         observer = BatchingTextObserver(out, FakeReactor(running=False))
         observer(event("Connected {app}/{connectionId}", app="demo", connectionId="c1"))
-        self.assertRegex(out.getvalue(),
-                         r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[socktopus_tw\.test#info\] "
-                         r"Connected demo/c1\n$")
+        self.assertRegex(
+            out.getvalue(),
+            r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[socktopus_tw\.test#info\] "
+            r"Connected demo/c1\n$",
+        )
 
     def test_linesFromOtherThreads(self):
         """
@@ -74,8 +81,10 @@ class BatchingTextObserverTests(SynchronousTestCase):
         self.assertEqual(out.getvalue(), "")
         self.assertEqual(len(reactor.calls), 1)  # one flush scheduled, not three
         reactor.runCalls()
-        self.assertEqual([line.split("] ")[1] for line in out.getvalue().splitlines()],
-                         ["line 0", "line 1", "line 2"])
+        self.assertEqual(
+            [line.split("] ")[1] for line in out.getvalue().splitlines()],
+            ["line 0", "line 1", "line 2"],
+        )
         observer(event("line 3"))
         self.assertEqual(len(reactor.calls), 1)
         # Whatever is queued when the reactor stops is written then.
@@ -100,8 +109,9 @@ class BatchingTextObserverTests(SynchronousTestCase):
         [(delay, flush, args)] = reactor.later
         self.assertEqual(delay, 0.1)
         flush(*args)
-        self.assertEqual([line.split("] ")[1] for line in out.getvalue().splitlines()],
-                         ["one", "two"])
+        self.assertEqual(
+            [line.split("] ")[1] for line in out.getvalue().splitlines()], ["one", "two"]
+        )
 
     def test_warningsAndFailuresAreWrittenAtOnce(self):
         """
@@ -109,17 +119,20 @@ class BatchingTextObserverTests(SynchronousTestCase):
         once, after the lines queued before it.
         """
         self.patch(logs, "isInIOThread", lambda: True)
-        for urgent in [event("careful", log_level=LogLevel.warn),
-                       event("broken", log_level=LogLevel.error),
-                       event("crashed", log_level=LogLevel.critical),
-                       event("failed", log_failure=Failure(ZeroDivisionError()))]:
+        for urgent in [
+            event("careful", log_level=LogLevel.warn),
+            event("broken", log_level=LogLevel.error),
+            event("crashed", log_level=LogLevel.critical),
+            event("failed", log_failure=Failure(ZeroDivisionError())),
+        ]:
             out = io.StringIO()
             observer = BatchingTextObserver(out, FakeReactor(running=True))
             observer(event("before"))
             observer(urgent)
             lines = [line for line in out.getvalue().splitlines() if "] " in line]
-            self.assertEqual([line.split("] ")[1] for line in lines],
-                             ["before", urgent["log_format"]])
+            self.assertEqual(
+                [line.split("] ")[1] for line in lines], ["before", urgent["log_format"]]
+            )
 
     def test_aFullQueueIsWrittenAtOnce(self):
         """
@@ -177,12 +190,24 @@ class BatchingTextObserverTests(SynchronousTestCase):
 
         failure = Failure(ZeroDivisionError("boom"))
         events = [
-            event("Sent {succeeded} messages for {app}, {failed} failed",
-                  succeeded=3, failed=0, app="demo"),
-            event("Refused {path} for app {app!r}: {why}", path="/send", app="ü'x",
-                  why="Invalid secret"),
-            event("attribute {thing.name}, index {items[1]}, spec {n:>5}, repr {thing!r}",
-                  thing=Thing(), items=["a", "b"], n=7),
+            event(
+                "Sent {succeeded} messages for {app}, {failed} failed",
+                succeeded=3,
+                failed=0,
+                app="demo",
+            ),
+            event(
+                "Refused {path} for app {app!r}: {why}",
+                path="/send",
+                app="ü'x",
+                why="Invalid secret",
+            ),
+            event(
+                "attribute {thing.name}, index {items[1]}, spec {n:>5}, repr {thing!r}",
+                thing=Thing(),
+                items=["a", "b"],
+                n=7,
+            ),
             event("a call {thing.call()}", thing=Thing()),
             event("missing {nothere}"),
             event("unformattable {x}", x=Unformattable()),
@@ -199,9 +224,11 @@ class BatchingTextObserverTests(SynchronousTestCase):
         ]
         observer = BatchingTextObserver(io.StringIO(), FakeReactor(running=False))
         for e in events:
-            self.assertEqual(observer.format(e),
-                             formatEventAsClassicLogText(e, formatTime=observer._time),
-                             e.get("log_format"))
+            self.assertEqual(
+                observer.format(e),
+                formatEventAsClassicLogText(e, formatTime=observer._time),
+                e.get("log_format"),
+            )
 
 
 class JsonObserverTests(SynchronousTestCase):
@@ -212,6 +239,7 @@ class JsonObserverTests(SynchronousTestCase):
         out = io.StringIO()
         self.patch(logs.sys, "stdout", out)
         Logger(namespace="socktopus_tw.relay", observer=logs.json()).info(
-            "Connected {app}/{connectionId}", app="demo", connectionId="c1")
+            "Connected {app}/{connectionId}", app="demo", connectionId="c1"
+        )
         record = json.loads(out.getvalue().strip("\x1e\n"))
         self.assertEqual((record["app"], record["connectionId"]), ("demo", "c1"))

@@ -44,14 +44,17 @@ class MetricsTests(TestCase):
         An operator's Prometheus sees connections per app, messages delivered
         and failed, batch sizes, request latency per endpoint and logins.
         """
-        daemon = Daemon(self, "--metrics-listen", "tcp:0:interface=127.0.0.1",
-                        "--bcrypt-rounds", "4")
+        daemon = Daemon(
+            self, "--metrics-listen", "tcp:0:interface=127.0.0.1", "--bcrypt-rounds", "4"
+        )
         client = yield daemon.connect("c1")
-        yield daemon.send([{"recipient": "c1", "content": "a"},
-                           {"recipient": "nobody", "content": "b"}])
+        yield daemon.send(
+            [{"recipient": "c1", "content": "a"}, {"recipient": "nobody", "content": "b"}]
+        )
         yield client.waitFor(1)
-        yield daemon.post("/users", {"User": "alice", "Password": "correct horse",
-                                     "Email": "alice@example.com"})
+        yield daemon.post(
+            "/users", {"User": "alice", "Password": "correct horse", "Email": "alice@example.com"}
+        )
         yield daemon.post("/login", {"User": "alice", "Password": "correct horse"})
         yield daemon.post("/login", {"User": "alice", "Password": "wrong password"})
 
@@ -66,7 +69,8 @@ class MetricsTests(TestCase):
         self.assertEqual(found[("socktopus_logins_total", (("result", "ok"),))], 1)
         self.assertEqual(found[("socktopus_logins_total", (("result", "failed"),))], 1)
         self.assertEqual(
-            found[("socktopus_request_seconds_count", (("endpoint", "SendResource"),))], 1)
+            found[("socktopus_request_seconds_count", (("endpoint", "SendResource"),))], 1
+        )
         self.assertEqual(found[("socktopus_request_seconds_count", (("endpoint", "Login"),))], 2)
         self.assertIn(("process_resident_memory_bytes", ()), found)
 
@@ -102,32 +106,54 @@ class HotCountsTests(SynchronousTestCase):
         """
         metrics = Metrics()
         reference = CollectorRegistry()
-        delivered = Counter("socktopus_messages_delivered", "Messages handed to a client.",
-                            ["app"], registry=reference)
-        failed = Counter("socktopus_messages_failed",
-                         "Messages whose recipient was not connected or could not take them.",
-                         ["app"], registry=reference)
-        batches = Histogram("socktopus_send_batch_size", "Messages per /send request.",
-                            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
-                            registry=reference)
-        seconds = Histogram("socktopus_request_seconds",
-                            "Time to answer a REST request, by endpoint.", ["endpoint"],
-                            registry=reference)
+        delivered = Counter(
+            "socktopus_messages_delivered",
+            "Messages handed to a client.",
+            ["app"],
+            registry=reference,
+        )
+        failed = Counter(
+            "socktopus_messages_failed",
+            "Messages whose recipient was not connected or could not take them.",
+            ["app"],
+            registry=reference,
+        )
+        batches = Histogram(
+            "socktopus_send_batch_size",
+            "Messages per /send request.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+            registry=reference,
+        )
+        seconds = Histogram(
+            "socktopus_request_seconds",
+            "Time to answer a REST request, by endpoint.",
+            ["endpoint"],
+            registry=reference,
+        )
         for app, ok, notOk in [("a", 1, 0), ("b", 99, 1), ("a", 0, 2), ("a", 20000, 0)]:
             metrics.sent(app, ok, notOk)
             delivered.labels(app).inc(ok)
             failed.labels(app).inc(notOk)
             batches.observe(ok + notOk)
-        for endpoint, value in [("SendResource", 0.005), ("SendResource", 0.0001),
-                                ("Login", 0.3), ("SendResource", 100.0)]:
+        for endpoint, value in [
+            ("SendResource", 0.005),
+            ("SendResource", 0.0001),
+            ("Login", 0.3),
+            ("SendResource", 100.0),
+        ]:
             metrics.observeRequest(endpoint, value)
             seconds.labels(endpoint).observe(value)
 
         def families(text: str) -> dict:
-            return {f.name: sorted((s.name, sorted(s.labels.items()), s.value)
-                                   for s in f.samples if not s.name.endswith("_created"))
-                    for f in text_string_to_metric_families(text)
-                    if not f.name.endswith("_created")}
+            return {
+                f.name: sorted(
+                    (s.name, sorted(s.labels.items()), s.value)
+                    for s in f.samples
+                    if not s.name.endswith("_created")
+                )
+                for f in text_string_to_metric_families(text)
+                if not f.name.endswith("_created")
+            }
 
         ours = families(metrics.exposition().decode())
         theirs = families(generate_latest(reference).decode())

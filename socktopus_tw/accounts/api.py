@@ -84,14 +84,16 @@ class AccountsResource(JsonResource):
         super().__init__()
         self.accounts = accounts
 
-    async def signed(self, request: Request, checkPath: bool = True,
-                     allowUnregistered: bool = False) -> Session:
+    async def signed(
+        self, request: Request, checkPath: bool = True, allowUnregistered: bool = False
+    ) -> Session:
         """
         The session of a request's valid Auth Headers, or L{NotAuthorized}.
         """
         signed = SignedRequest.fromHeaders(request.getHeader)
         return await self.accounts.authenticate(
-            signed, requestedPath(request) if checkPath else None, allowUnregistered)
+            signed, requestedPath(request) if checkPath else None, allowUnregistered
+        )
 
 
 class Missing(AccountsResource):
@@ -120,8 +122,11 @@ class Users(AccountsResource):
     async def json_POST(self, request: Request) -> dict[str, Any]:
         body = jsonBody(request)
         userId = await self.accounts.register(
-            text(body, "User"), text(body, "Password"), text(body, "Email"),
-            text(body, "Recaptcha", required=False), clientAddress(request),
+            text(body, "User"),
+            text(body, "Password"),
+            text(body, "Email"),
+            text(body, "Recaptcha", required=False),
+            clientAddress(request),
         )
         return {"UserID": userId}
 
@@ -234,7 +239,8 @@ class ChangePassword(AccountsResource):
     async def json_POST(self, request: Request) -> dict[str, Any]:
         body = jsonBody(request)
         await self.accounts.changePassword(
-            text(body, "User"), text(body, "Password"), text(body, "NewPassword"))
+            text(body, "User"), text(body, "Password"), text(body, "NewPassword")
+        )
         return {}
 
 

@@ -100,6 +100,11 @@ class Mailer:
         try:
             await d
         except Exception as e:
-            log.warn("Could not mail {to} through {host}:{port}: {error}",
-                     to=to, host=server.host, port=server.port, error=e)
+            log.warn(
+                "Could not mail {to} through {host}:{port}: {error}",
+                to=to,
+                host=server.host,
+                port=server.port,
+                error=e,
+            )
             raise MailUnavailable() from None

@@ -93,8 +93,9 @@ class Passwords(Service):
     def __init__(self, reactor: Any, rounds: int = 12, threads: int | None = None) -> None:
         self.reactor = reactor
         self.rounds = rounds
-        self.pool = ThreadPool(minthreads=0, maxthreads=threads or os.cpu_count() or 2,
-                               name="bcrypt")
+        self.pool = ThreadPool(
+            minthreads=0, maxthreads=threads or os.cpu_count() or 2, name="bcrypt"
+        )
         self.dummyCost: int | None = None
         self._dummy: bytes | None = None
 
@@ -136,7 +137,8 @@ class Passwords(Service):
         if self._dummy is not None and costOf(self._dummy) == cost:
             return succeed(None)
         return deferToThreadPool(self.reactor, self.pool, self._dummyHash).addCallback(
-            lambda _: None)
+            lambda _: None
+        )
 
     def _hash(self, password: str) -> bytes:
         return self._hashAt(password.encode("utf-8"), self.rounds)

@@ -58,8 +58,9 @@ class Recaptcha:
     def __init__(self, secret: str, verifyUrl: str, reactor: Any, caFile: str | None = None):
         self.secret = secret
         self.verifyUrl = verifyUrl
-        self.agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(
-            trustRoot=loadTrustRoot(caFile)))
+        self.agent = Agent(
+            reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(caFile))
+        )
 
     async def check(self, answer: str, remoteIp: str | None = None) -> None:
         """
@@ -72,8 +73,9 @@ class Recaptcha:
         if remoteIp:
             form["remoteip"] = remoteIp
         try:
-            response = await treq.post(self.verifyUrl, data=form, agent=self.agent,
-                                       timeout=self.timeout)
+            response = await treq.post(
+                self.verifyUrl, data=form, agent=self.agent, timeout=self.timeout
+            )
             body = await response.content()
             if response.code != 200:
                 raise ValueError(f"status {response.code}")
@@ -81,8 +83,7 @@ class Recaptcha:
         except Exception as e:
             # A refused connection, an untrusted certificate, a timeout or a
             # broken answer: all fail closed.
-            log.warn("reCAPTCHA verifier {url} unavailable: {error}",
-                     url=self.verifyUrl, error=e)
+            log.warn("reCAPTCHA verifier {url} unavailable: {error}", url=self.verifyUrl, error=e)
             raise RecaptchaUnavailable() from None
         if not (isinstance(verdict, dict) and verdict.get("success") is True):
             raise RecaptchaFailed()

@@ -61,10 +61,17 @@ class Accounts:
     @ivar recaptcha: checks registrations; when None, there is no check.
     """
 
-    def __init__(self, database: Database, passwords: Passwords, clock: IReactorTime,
-                 publicUrl: str = "http://localhost:8080", mailer: Mailer | None = None,
-                 recaptcha: Recaptcha | None = None, registeredRedirect: str = "/",
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        passwords: Passwords,
+        clock: IReactorTime,
+        publicUrl: str = "http://localhost:8080",
+        mailer: Mailer | None = None,
+        recaptcha: Recaptcha | None = None,
+        registeredRedirect: str = "/",
+        metrics: Metrics | None = None,
+    ) -> None:
         self.database = database
         self.passwords = passwords
         self.clock = clock
@@ -95,8 +102,14 @@ class Accounts:
 
     # -- registration ----------------------------------------------------
 
-    async def register(self, name: str, password: str, email: str, recaptchaAnswer: str,
-                       remoteIp: str | None = None) -> int:
+    async def register(
+        self,
+        name: str,
+        password: str,
+        email: str,
+        recaptchaAnswer: str,
+        remoteIp: str | None = None,
+    ) -> int:
         checkUserName(name)
         checkPassword(password)
         checkEmail(email)
@@ -108,8 +121,9 @@ class Accounts:
         hashed = await self.passwords.hash(password)
         code = secrets.token_hex(32) if self.mailer is not None else None
         try:
-            userId = await self._db(store.addUser, name, email, hashed, code,
-                                    int(self.clock.seconds()))
+            userId = await self._db(
+                store.addUser, name, email, hashed, code, int(self.clock.seconds())
+            )
         except Conflict:
             # Lost a race with another registration of the same name.
             raise UserNameTaken() from None
@@ -190,8 +204,7 @@ class Accounts:
         if replaced:
             self.hashCosts.changed(user.passwordHash, hashed)
             await self._expectCommonCost()
-            log.info("Rehashed the password of user {userId} at the current cost",
-                     userId=user.id)
+            log.info("Rehashed the password of user {userId} at the current cost", userId=user.id)
 
     async def login(self, name: str, password: str, stayLoggedIn: bool) -> Session:
         user = await self._checkPassword(name, password)
@@ -225,8 +238,9 @@ class Accounts:
 
     # -- signed requests -------------------------------------------------
 
-    async def authenticate(self, signed: SignedRequest, requestedPath: str | None,
-                           allowUnregistered: bool = False) -> Session:
+    async def authenticate(
+        self, signed: SignedRequest, requestedPath: str | None, allowUnregistered: bool = False
+    ) -> Session:
         """
         Check Auth Headers. C{requestedPath} is the path the request was
         sent to, or None where the headers are checked for another service.
@@ -244,8 +258,11 @@ class Accounts:
             self.replays.accept(signed, now)
             await self._acceptOnce(signed, now)
         except NotAuthorized:
-            log.info("Refused Auth Headers of user {userId} for {path!r}",
-                     userId=signed.userId, path=signed.path[:200])
+            log.info(
+                "Refused Auth Headers of user {userId} for {path!r}",
+                userId=signed.userId,
+                path=signed.path[:200],
+            )
             raise
         await self._guarded(self.sessions.extend(session))
         return session
@@ -262,8 +279,9 @@ class Accounts:
             if now >= self._forgetDue:
                 await self.database.run(store.forgetHeaders, int(now) - WINDOW - 1)
                 self._forgetDue = now + WINDOW
-            await self.database.run(store.acceptHeaders, int(signed.timeSent), signed.userId,
-                                    signed.mac)
+            await self.database.run(
+                store.acceptHeaders, int(signed.timeSent), signed.userId, signed.mac
+            )
         except Conflict:
             raise NotAuthorized() from None
         except Unreachable:
@@ -296,5 +314,6 @@ def checkNameQuietly(name: str) -> bool:
 
 
 def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"),
-                               b.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )

@@ -89,8 +89,14 @@ class Sessions:
             stored = await self.database.run(store.sessionOf, userId)
             if stored is None:
                 return None
-            session = Session(stored.userId, stored.secret, stored.expiresAt,
-                              stored.stayLoggedIn, stored.registered, stored.expiresAt)
+            session = Session(
+                stored.userId,
+                stored.secret,
+                stored.expiresAt,
+                stored.stayLoggedIn,
+                stored.registered,
+                stored.expiresAt,
+            )
             if epoch == self._epoch:
                 session = self._cache.setdefault(userId, session)
         if session.expiresAt <= self._now():
@@ -151,8 +157,13 @@ class Sessions:
         if session.expiresAt - session.storedExpiresAt >= WRITE_BACK_AFTER:
             expiresAt = session.expiresAt
             try:
-                await self.database.run(store.extendSession, session.userId, session.secret,
-                                        expiresAt, session.stayLoggedIn)
+                await self.database.run(
+                    store.extendSession,
+                    session.userId,
+                    session.secret,
+                    expiresAt,
+                    session.stayLoggedIn,
+                )
             except Unreachable:
                 # The door logged the outage; storedExpiresAt still says
                 # the row is behind.

@@ -49,8 +49,9 @@ def userWithId(cursor: Any, userId: int) -> User | None:
     return _user(cursor.fetchone())
 
 
-def addUser(cursor: Any, name: str, email: str, passwordHash: bytes, code: str | None,
-            now: int) -> int:
+def addUser(
+    cursor: Any, name: str, email: str, passwordHash: bytes, code: str | None, now: int
+) -> int:
     """
     Insert a user, registered at once unless it has a registration code.
     A taken name raises the driver's IntegrityError (the database's unique
@@ -73,9 +74,7 @@ def completeRegistration(cursor: Any, userId: int, code: str) -> bool:
     """
     Register the user if C{code} is its one-time code; the code is used up.
     """
-    cursor.execute(
-        "SELECT registration_code FROM users WHERE id = ? AND registered = 0", (userId,)
-    )
+    cursor.execute("SELECT registration_code FROM users WHERE id = ? AND registered = 0", (userId,))
     row = cursor.fetchone()
     if row is None or row[0] is None:
         return False
@@ -91,8 +90,9 @@ def setPassword(cursor: Any, userId: int, passwordHash: bytes) -> None:
     """
     Change the password and end every session of the user.
     """
-    cursor.execute("UPDATE users SET password_hash = ? WHERE id = ?",
-                   (passwordHash.decode("ascii"), userId))
+    cursor.execute(
+        "UPDATE users SET password_hash = ? WHERE id = ?", (passwordHash.decode("ascii"), userId)
+    )
     cursor.execute("DELETE FROM sessions WHERE user_id = ?", (userId,))
 
 
@@ -102,8 +102,10 @@ def rehashPassword(cursor: Any, userId: int, oldHash: bytes, newHash: bytes) -> 
     keeping every session. Only if it is still C{oldHash}: a password change
     that won a race must not be undone. Whether it was replaced.
     """
-    cursor.execute("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
-                   (newHash.decode("ascii"), userId, oldHash.decode("ascii")))
+    cursor.execute(
+        "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+        (newHash.decode("ascii"), userId, oldHash.decode("ascii")),
+    )
     return cursor.rowcount == 1
 
 
@@ -112,8 +114,10 @@ def passwordCosts(cursor: Any) -> dict[int, int]:
     How many stored password hashes there are of each bcrypt cost (the
     C{12} of C{$2b$12$...}).
     """
-    cursor.execute("SELECT SUBSTR(password_hash, 5, 2), COUNT(*) FROM users"
-                   " GROUP BY SUBSTR(password_hash, 5, 2)")
+    cursor.execute(
+        "SELECT SUBSTR(password_hash, 5, 2), COUNT(*) FROM users"
+        " GROUP BY SUBSTR(password_hash, 5, 2)"
+    )
     costs: dict[int, int] = {}
     for cost, count in cursor.fetchall():
         if isinstance(cost, bytes):
@@ -135,8 +139,7 @@ def sessionOf(cursor: Any, userId: int) -> StoredSession | None:
     return StoredSession(userId, row[0], int(row[1]), bool(row[2]), bool(row[3]))
 
 
-def saveSession(cursor: Any, userId: int, secret: str, expiresAt: int,
-                stayLoggedIn: bool) -> None:
+def saveSession(cursor: Any, userId: int, secret: str, expiresAt: int, stayLoggedIn: bool) -> None:
     cursor.execute("DELETE FROM sessions WHERE user_id = ?", (userId,))
     cursor.execute(
         "INSERT INTO sessions (user_id, secret, expires_at, stay_logged_in) VALUES (?, ?, ?, ?)",
@@ -144,8 +147,9 @@ def saveSession(cursor: Any, userId: int, secret: str, expiresAt: int,
     )
 
 
-def extendSession(cursor: Any, userId: int, secret: str, expiresAt: int,
-                  stayLoggedIn: bool) -> None:
+def extendSession(
+    cursor: Any, userId: int, secret: str, expiresAt: int, stayLoggedIn: bool
+) -> None:
     # Guarded by the secret: a late write must not revive a replaced session.
     cursor.execute(
         "UPDATE sessions SET expires_at = ?, stay_logged_in = ? WHERE user_id = ? AND secret = ?",
@@ -182,8 +186,10 @@ def acceptHeaders(cursor: Any, timeSent: int, userId: int, mac: bytes) -> None:
     L{forgetHeaders}, two daemons' transactions each waited for the gap lock
     the other's DELETE took (an InnoDB deadlock).
     """
-    cursor.execute("INSERT INTO seen_headers (time_sent, user_id, mac) VALUES (?, ?, ?)",
-                   (timeSent, userId, mac.hex()))
+    cursor.execute(
+        "INSERT INTO seen_headers (time_sent, user_id, mac) VALUES (?, ?, ?)",
+        (timeSent, userId, mac.hex()),
+    )
 
 
 def forgetHeaders(cursor: Any, before: int) -> None:

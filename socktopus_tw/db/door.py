@@ -226,9 +226,7 @@ class Database:
                 else:
                     raise self._translate(e) from None
 
-    def _interaction(
-        self, transaction: Any, f: Callable[..., T], arguments: tuple, job: Job
-    ) -> T:
+    def _interaction(self, transaction: Any, f: Callable[..., T], arguments: tuple, job: Job) -> T:
         cursor = _Cursor(transaction, self.dialect.sql)
         if self.dialect.pingsFirst:
             _selectOne(cursor)
@@ -267,7 +265,9 @@ class Database:
             self.log.warn(
                 "Database unavailable ({error}, in {query}): requests that need it"
                 " get 503 until it answers again",
-                error=str(error), query=f.__name__, outage="began",
+                error=str(error),
+                query=f.__name__,
+                outage="began",
             )
 
     def _answered(self) -> None:
@@ -275,7 +275,8 @@ class Database:
             return
         self.log.info(
             "Database answers again after {seconds:.1f} s; {failures} requests failed meanwhile",
-            seconds=self.clock.seconds() - self._outSince, failures=self._failures,
+            seconds=self.clock.seconds() - self._outSince,
+            failures=self._failures,
             outage="ended",
         )
         self._outSince = None

@@ -69,19 +69,20 @@ MAX_HEADERS = 100
 
 #: A plain request line and its header lines: token names, a colon, and
 #: values with no CR, LF or NUL in them (a folded or malformed line fails).
-_HEAD = re.compile(
-    rb"POST (\S+) HTTP/1\.1((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*)*)")
+_HEAD = re.compile(rb"POST (\S+) HTTP/1\.1((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*)*)")
 #: A WebSocket upgrade the fast path hands over itself: a token of the
 #: alphabet tokens are written in (anything else, percent-escapes included,
 #: is left to twisted.web) and header lines as above.
 _UPGRADE = re.compile(
     rb"GET (/[a-z]+)\?token=([0-9a-fh]{1,4096}) HTTP/1\.1"
-    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*)*)")
+    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*)*)"
+)
 #: In the lower-cased header lines: the length and connection headers, and
 #: those that ask for HTTP this path does not implement.
 _SPECIAL = re.compile(
     rb"\r\n(content-length|connection|transfer-encoding|expect|upgrade|content-encoding"
-    rb"|http2-settings):([^\r\n]*)")
+    rb"|http2-settings):([^\r\n]*)"
+)
 
 
 class IDirectEndpoint(Interface):
@@ -268,15 +269,19 @@ class FastPathChannel(Protocol, TimeoutMixin):
             # As twisted.web: no reading and no idle timer while it works.
             self.transport.pauseProducing()
             self.setTimeout(None)
-            result.addCallbacks(self._succeeded, self._failed,
-                                callbackArgs=(endpoint, started, close),
-                                errbackArgs=(endpoint, started, close))
+            result.addCallbacks(
+                self._succeeded,
+                self._failed,
+                callbackArgs=(endpoint, started, close),
+                errbackArgs=(endpoint, started, close),
+            )
             result.addBoth(self._resume)
         else:
             self._answer(200, result, endpoint, started, close)
 
-    def _upgrade(self, endpoint: IDirectUpgrade, token: bytes, close: bool, head: bytes,
-                 rest: bytes) -> bool:
+    def _upgrade(
+        self, endpoint: IDirectUpgrade, token: bytes, close: bool, head: bytes, rest: bytes
+    ) -> bool:
         """
         Hand the connection to the protocol C{endpoint} admits for C{token},
         with the request's own bytes (C{head}, then C{rest}); or answer its
@@ -299,17 +304,20 @@ class FastPathChannel(Protocol, TimeoutMixin):
         protocol.dataReceived(head + b"\r\n\r\n" + rest)
         return True
 
-    def _succeeded(self, result: object, endpoint: IDirectEndpoint, started: float,
-                   close: bool) -> None:
+    def _succeeded(
+        self, result: object, endpoint: IDirectEndpoint, started: float, close: bool
+    ) -> None:
         self._answer(200, result, endpoint, started, close)
 
-    def _failed(self, failure: Failure, endpoint: IDirectEndpoint, started: float,
-                close: bool) -> None:
+    def _failed(
+        self, failure: Failure, endpoint: IDirectEndpoint, started: float, close: bool
+    ) -> None:
         error = errorFor(failure, "POST", endpoint.path)
         self._answer(error.status, error.body(), endpoint, started, close)
 
-    def _answer(self, status: int, result: object, endpoint: IDirectEndpoint,
-                started: float, close: bool) -> None:
+    def _answer(
+        self, status: int, result: object, endpoint: IDirectEndpoint, started: float, close: bool
+    ) -> None:
         if self._reserved:
             self.site.releaseBody(self._reserved)
             self._reserved = 0
@@ -409,8 +417,9 @@ class FastPathChannel(Protocol, TimeoutMixin):
                 self._reserved = 0
 
 
-def parseUpgrade(head: bytes, routes: dict[bytes, IDirectUpgrade]
-                 ) -> tuple[IDirectUpgrade, bytes, bool, bytes] | None:
+def parseUpgrade(
+    head: bytes, routes: dict[bytes, IDirectUpgrade]
+) -> tuple[IDirectUpgrade, bytes, bool, bytes] | None:
     """
     Read a request head that may be a plain WebSocket upgrade of one of
     C{routes}: C{GET /path?token=TOKEN HTTP/1.1} with C{Upgrade: websocket}
@@ -439,8 +448,9 @@ def parseUpgrade(head: bytes, routes: dict[bytes, IDirectUpgrade]
     return endpoint, match[2], close, head
 
 
-def parseHead(head: bytes, routes: dict[bytes, IDirectEndpoint],
-              maxBodySize: int) -> tuple[IDirectEndpoint, int, bool] | None:
+def parseHead(
+    head: bytes, routes: dict[bytes, IDirectEndpoint], maxBodySize: int
+) -> tuple[IDirectEndpoint, int, bool] | None:
     """
     Read a request head (up to, not including, its blank line).
 

@@ -104,8 +104,13 @@ def responseHead(status: int, date: bytes, length: int, close: bool) -> bytes:
     (byte for byte: the fast path's tests compare the two).
     """
     return b"HTTP/1.1 %d %s\r\n%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
-        status, REASONS.get(status, b"Unknown Status"),
-        b"Connection: close\r\n" if close else b"", date, JSON_TYPE, length)
+        status,
+        REASONS.get(status, b"Unknown Status"),
+        b"Connection: close\r\n" if close else b"",
+        date,
+        JSON_TYPE,
+        length,
+    )
 
 
 def writeJson(request: Request, status: int, body: Any) -> None:
@@ -169,8 +174,7 @@ def respond(request: Request, handler: Callable[[Request], Any]) -> object:
     if result is HANDLED:
         pass
     elif isinstance(result, Deferred):
-        result.addCallbacks(_succeeded, _failed, callbackArgs=(request,),
-                            errbackArgs=(request,))
+        result.addCallbacks(_succeeded, _failed, callbackArgs=(request,), errbackArgs=(request,))
     else:
         writeJson(request, 200, result)
     return NOT_DONE_YET
@@ -208,8 +212,7 @@ class JsonResource(Resource):
         raise self.requestTooLarge()
 
     def _methodNotAllowed(self, request: Request) -> None:
-        allowed = sorted(name[5:].encode("ascii") for name in dir(self)
-                         if name.startswith("json_"))
+        allowed = sorted(name[5:].encode("ascii") for name in dir(self) if name.startswith("json_"))
         if b"GET" in allowed:
             allowed.append(b"HEAD")
         raise self.methodNotAllowed(allowed)

@@ -261,8 +261,9 @@ class SocktopusChannel(HTTPChannel):
         self.persistent = self.checkPersistence(request, self._version)
         request.gotLength(self.length)
         expect = request.requestHeaders.getRawHeaders(b"expect")
-        waiting = (bool(expect) and expect[0].lower() == b"100-continue"
-                   and self._version == b"HTTP/1.1")
+        waiting = (
+            bool(expect) and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1"
+        )
         if request.refusal is None and request.tooLarge and waiting:
             request.refusal = self._tooLargeFor(request)
         if request.refusal is not None:
@@ -378,8 +379,9 @@ class SocktopusSite(Site):
     _dateSecond = -1
     _date = b""
 
-    def __init__(self, root: IResource, maxBodySize: int = 16 * 1024 * 1024,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, root: IResource, maxBodySize: int = 16 * 1024 * 1024, metrics: Metrics | None = None
+    ) -> None:
         # POST bodies are JSON: parsing them as forms would only cost time.
         super().__init__(root, parsePOSTFormSubmission=False)
         self.maxBodySize = maxBodySize

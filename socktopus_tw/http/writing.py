@@ -36,8 +36,14 @@ def canWriteNow(transport: Any) -> bool:
     if verdict is None:
         verdict = isinstance(transport, tcp.Connection) and all(
             hasattr(transport, name)
-            for name in ("socket", "dataBuffer", "_tempDataLen", "connected", "disconnecting",
-                         "TLS")
+            for name in (
+                "socket",
+                "dataBuffer",
+                "_tempDataLen",
+                "connected",
+                "disconnecting",
+                "TLS",
+            )
         )
         _checked[kind] = verdict
     return verdict and not transport.TLS

@@ -26,8 +26,9 @@ class Gatekeeper:
     @ivar tokenLifespan: seconds a token is valid either side of its stamp.
     """
 
-    def __init__(self, apps: Apps, registry: IRegistry, clock: IReactorTime,
-                 tokenLifespan: float = 5.0) -> None:
+    def __init__(
+        self, apps: Apps, registry: IRegistry, clock: IReactorTime, tokenLifespan: float = 5.0
+    ) -> None:
         self.apps = apps
         self.registry = registry
         self.clock = clock

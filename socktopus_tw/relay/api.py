@@ -183,8 +183,9 @@ class BackendResource(JsonResource):
         right: nobody without the secret makes the daemon build the objects
         of a 16 MiB body (several times its size).
         """
-        credentials = yield from credentialsInSlices(body, self.fields, self.arrayField,
-                                                     self.skipWindow)
+        credentials = yield from credentialsInSlices(
+            body, self.fields, self.arrayField, self.skipWindow
+        )
         checkText(*credentials.values())
         self.authenticate(credentials)
         value = yield from decodeInSlices(body, self.fields, self.arrayField, self.sliceSize)
@@ -200,8 +201,12 @@ class BackendResource(JsonResource):
             return self.apps.authenticate(value["secretName"], value["secret"])
         except ApiError as e:
             # The name is the client's: escaped and cut (see forLog).
-            log.info("Refused {path} for app {app}: {why}", path=self.path,
-                     app=forLog(value["secretName"]), why=e.message)
+            log.info(
+                "Refused {path} for app {app}: {why}",
+                path=self.path,
+                app=forLog(value["secretName"]),
+                why=e.message,
+            )
             raise
 
     def handle(self, value: dict[str, Any]) -> object:
@@ -217,8 +222,14 @@ class SendResource(BackendResource):
     arrayField = "messages"
     path = "/send"
 
-    def __init__(self, apps: Apps, registry: IRegistry, reactor: Any,
-                 maxMessageSize: int = 1024 * 1024, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        apps: Apps,
+        registry: IRegistry,
+        reactor: Any,
+        maxMessageSize: int = 1024 * 1024,
+        metrics: Metrics | None = None,
+    ) -> None:
         super().__init__(apps, registry, reactor)
         # A frame is "DATA:" plus the content: the cap is on the content.
         self.payloadLimit = maxMessageSize + 5
@@ -250,8 +261,14 @@ class SendResource(BackendResource):
             yield None
         return self.accept(app, messages, recipients, payloads, big=True)
 
-    def accept(self, app: str, messages: list[Any], recipients: list[str],
-               payloads: list[bytes | None], big: bool) -> object:
+    def accept(
+        self,
+        app: str,
+        messages: list[Any],
+        recipients: list[str],
+        payloads: list[bytes | None],
+        big: bool,
+    ) -> object:
         """
         Deliver a checked batch, now or after the batches accepted before it.
         """
@@ -262,7 +279,8 @@ class SendResource(BackendResource):
                 return self._answer(app, sortMessages(messages, [outcomes]), big)
             # A registry that reaches other nodes learns their outcomes later.
             return outcomes.addCallback(
-                lambda outcomes: self._answer(app, sortMessages(messages, [outcomes]), big))
+                lambda outcomes: self._answer(app, sortMessages(messages, [outcomes]), big)
+            )
         # A big batch, or any batch while one is under way: queued, so frames
         # still arrive in the order /send accepted their batches.
         outcomes: list[list[bool] | Deferred[list[bool]]] = []
@@ -292,8 +310,13 @@ class SendResource(BackendResource):
         finally:
             self._draining = False
 
-    def _deliver(self, app: str, recipients: list[str], payloads: list[bytes | None],
-                 outcomes: list[list[bool] | Deferred[list[bool]]]) -> Iterator[None]:
+    def _deliver(
+        self,
+        app: str,
+        recipients: list[str],
+        payloads: list[bytes | None],
+        outcomes: list[list[bool] | Deferred[list[bool]]],
+    ) -> Iterator[None]:
         """
         Deliver a slice at a time, yielding between them; each slice's
         outcomes (or a Deferred of them) go to C{outcomes}.
@@ -303,21 +326,33 @@ class SendResource(BackendResource):
             outcomes.append(deliverBatch(app, *some))
             yield None
 
-    def _collect(self, app: str, messages: list[Any],
-                 outcomes: list[list[bool] | Deferred[list[bool]]], big: bool) -> object:
+    def _collect(
+        self,
+        app: str,
+        messages: list[Any],
+        outcomes: list[list[bool] | Deferred[list[bool]]],
+        big: bool,
+    ) -> object:
         if all(type(some) is list for some in outcomes):
             return self._answer(app, sortMessages(messages, outcomes), big)
-        waiting = gatherResults([some if isinstance(some, Deferred) else succeed(some)
-                                 for some in outcomes], consumeErrors=True)
+        waiting = gatherResults(
+            [some if isinstance(some, Deferred) else succeed(some) for some in outcomes],
+            consumeErrors=True,
+        )
         # A registry's own error (e.g. a node unreachable), not gatherResults' wrapper.
         waiting.addErrback(lambda failure: failure.trap(FirstError) and failure.value.subFailure)
         return waiting.addCallback(
-            lambda outcomes: self._answer(app, sortMessages(messages, outcomes), big))
+            lambda outcomes: self._answer(app, sortMessages(messages, outcomes), big)
+        )
 
     def _answer(self, app: str, result: dict[str, list[Any]], big: bool) -> object:
         succeeded, failed = len(result["succeeded"]), len(result["failed"])
-        log.info("Sent {succeeded} messages for {app}, {failed} failed",
-                 app=app, succeeded=succeeded, failed=failed)
+        log.info(
+            "Sent {succeeded} messages for {app}, {failed} failed",
+            app=app,
+            succeeded=succeeded,
+            failed=failed,
+        )
         if self.metrics is not None:
             self.metrics.sent(app, succeeded, failed)
         if big:

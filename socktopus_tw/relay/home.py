@@ -68,8 +68,7 @@ class HomeResource(JsonResource):
         names = self.apps.names()
         if names:
             rows = "".join(
-                f"<tr><td>{escape(name)}</td><td>{counts.get(name, 0)}</td></tr>"
-                for name in names
+                f"<tr><td>{escape(name)}</td><td>{counts.get(name, 0)}</td></tr>" for name in names
             )
             apps = f"<table><tr><th>App</th><th>Connected</th></tr>{rows}</table>"
         else:

@@ -91,15 +91,17 @@ class IRegistry(Interface):
         Hand one frame to a connection: whether it took it.
         """
 
-    def deliverBatch(app: str, recipients: list[str],
-                     payloads: list[bytes | None]) -> list[bool] | Deferred[list[bool]]:
+    def deliverBatch(
+        app: str, recipients: list[str], payloads: list[bytes | None]
+    ) -> list[bool] | Deferred[list[bool]]:
         """
         L{deliver} for many frames of one app, in order: one outcome each. A
         C{None} payload fails without being looked up (over the size cap).
         """
 
-    def kick(app: str, connectionIds: list[str]) -> (
-            tuple[list[str], list[str]] | Deferred[tuple[list[str], list[str]]]):
+    def kick(
+        app: str, connectionIds: list[str]
+    ) -> tuple[list[str], list[str]] | Deferred[tuple[list[str], list[str]]]:
         """
         Close these connections and refuse their tokens stamped at or before
         now: the ids that were connected and those that were not.
@@ -110,8 +112,9 @@ class IRegistry(Interface):
         Whether a token with this stamp was issued before a kick of this id.
         """
 
-    def presence(app: str, connectionIds: list[str] | None = None) -> (
-            tuple[list[str], list[str]] | Deferred[tuple[list[str], list[str]]]):
+    def presence(
+        app: str, connectionIds: list[str] | None = None
+    ) -> tuple[list[str], list[str]] | Deferred[tuple[list[str], list[str]]]:
         """
         Which of C{connectionIds} are connected and which are not, in their
         order; without ids, every connected id of C{app} (and no others).
@@ -145,7 +148,10 @@ class LocalRegistry(Service):
     shutdownTimeout = 5.0
 
     def __init__(
-        self, clock: IReactorTime, idleTimeout: float = 20.0, tokenLifespan: float = 5.0,
+        self,
+        clock: IReactorTime,
+        idleTimeout: float = 20.0,
+        tokenLifespan: float = 5.0,
         metrics: Metrics | None = None,
     ) -> None:
         self.clock = clock
@@ -268,8 +274,9 @@ class LocalRegistry(Service):
         """
         return self.deliverBatch(app, [connectionId], [payload])[0]
 
-    def deliverBatch(self, app: str, recipients: list[str],
-                     payloads: list[bytes | None]) -> list[bool]:
+    def deliverBatch(
+        self, app: str, recipients: list[str], payloads: list[bytes | None]
+    ) -> list[bool]:
         """
         L{deliver} for many frames of one app, in order; a C{None} payload
         fails without being looked up (e.g. over the size cap).
@@ -327,8 +334,9 @@ class LocalRegistry(Service):
 
     # -- presence --------------------------------------------------------
 
-    def presence(self, app: str,
-                 connectionIds: list[str] | None = None) -> tuple[list[str], list[str]]:
+    def presence(
+        self, app: str, connectionIds: list[str] | None = None
+    ) -> tuple[list[str], list[str]]:
         """
         Which of C{connectionIds} are connected and which are not, in their
         order; without ids, every connected id of C{app}.

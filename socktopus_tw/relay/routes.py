@@ -20,23 +20,37 @@ from socktopus_tw.relay.upgrade import ReceiveResource
 from socktopus_tw.relay.websocket import RelayFactory
 
 
-def routes(apps: Apps, registry: IRegistry, reactor: Any, *, tokenLifespan: float,
-           maxClientBuffer: int, maxMessageSize: int, clientMessageRate: float = 20.0,
-           metrics: Metrics | None = None) -> list[tuple[bytes, IResource]]:
+def routes(
+    apps: Apps,
+    registry: IRegistry,
+    reactor: Any,
+    *,
+    tokenLifespan: float,
+    maxClientBuffer: int,
+    maxMessageSize: int,
+    clientMessageRate: float = 20.0,
+    metrics: Metrics | None = None,
+) -> list[tuple[bytes, IResource]]:
     """
     The home page, the WebSocket endpoint (spelled as the original did and
     as it should be), C{/send} and C{/kick}.
     """
-    factory = RelayFactory(registry, maxClientBuffer=maxClientBuffer,
-                           maxMessageSize=maxMessageSize, clientMessageRate=clientMessageRate,
-                           clock=reactor)
+    factory = RelayFactory(
+        registry,
+        maxClientBuffer=maxClientBuffer,
+        maxMessageSize=maxMessageSize,
+        clientMessageRate=clientMessageRate,
+        clock=reactor,
+    )
     gatekeeper = Gatekeeper(apps, registry, reactor, tokenLifespan)
     receive = ReceiveResource(gatekeeper, factory)
     return [
         (b"", HomeResource(apps, registry)),
         (b"recieve", receive),
         (b"receive", receive),
-        (b"send", SendResource(apps, registry, reactor, maxMessageSize=maxMessageSize,
-                               metrics=metrics)),
+        (
+            b"send",
+            SendResource(apps, registry, reactor, maxMessageSize=maxMessageSize, metrics=metrics),
+        ),
         (b"kick", KickResource(apps, registry, reactor)),
     ]

@@ -68,8 +68,9 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 #: The standard library's decoder, refusing what orjson refuses that it would
 #: accept: NaN, Infinity, numbers beyond a float, and (in values a repeated
 #: key drops) lone surrogates.
-_decode = json.JSONDecoder(parse_constant=_refuseConstant, parse_float=_finiteFloat,
-                           object_pairs_hook=_object).raw_decode
+_decode = json.JSONDecoder(
+    parse_constant=_refuseConstant, parse_float=_finiteFloat, object_pairs_hook=_object
+).raw_decode
 
 
 _STRING = r'"(?:[^"\\]++|\\.)*+"'
@@ -92,8 +93,9 @@ _ARRAY_RUN = re.compile(rb'(?:[^"\[\]]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
 _MAX_KEY = 128
 
 
-def credentialsInSlices(body: bytes, fields: set[str], arrayField: str,
-                        window: int) -> Generator[None, None, dict[str, str]]:
+def credentialsInSlices(
+    body: bytes, fields: set[str], arrayField: str, window: int
+) -> Generator[None, None, dict[str, str]]:
     """
     The string fields of a backend request (its credentials: all of
     C{fields} but C{arrayField}), read from the bytes of C{body} before
@@ -184,8 +186,9 @@ def _skipArray(body: bytes, position: int, window: int) -> Generator[None, None,
         yield None
 
 
-def decodeInSlices(body: bytes, fields: set[str], arrayField: str,
-                   step: int) -> Generator[None, None, dict[str, Any]]:
+def decodeInSlices(
+    body: bytes, fields: set[str], arrayField: str, step: int
+) -> Generator[None, None, dict[str, Any]]:
     """
     Decode a backend request, yielding after every C{step} elements of its
     C{arrayField}; return it as an object.
@@ -244,8 +247,7 @@ def decodeInSlices(body: bytes, fields: set[str], arrayField: str,
     return value
 
 
-def _array(text: str, position: int,
-           step: int) -> Generator[None, None, tuple[list[Any], int]]:
+def _array(text: str, position: int, step: int) -> Generator[None, None, tuple[list[Any], int]]:
     """
     The list of strings or flat objects starting at C{text[position]}, a
     C{"["}, and the position after it; yields every C{step} elements.

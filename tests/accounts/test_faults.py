@@ -448,9 +448,7 @@ class ExpiryWriteBackTests(SQLiteDatabase, AccountsTestsMixin, TestCase):
             await self.accounts.authenticate(signed, None)
         fresh = signedAt(userId, secret, "/authHeaders", self.clock.seconds())
         await self.accounts.authenticate(fresh, None)
-        self.assertEqual(
-            (await self.query(store.sessionOf, userId)).expiresAt, session.expiresAt
-        )
+        self.assertEqual((await self.query(store.sessionOf, userId)).expiresAt, session.expiresAt)
 
 
 class Barrier:
@@ -529,6 +527,7 @@ class TwoNodesTests(MariaDBDatabase, AccountsTestsMixin, TestCase):
         the caller gets its answer, and no outage is logged.
         """
         import pymysql
+
         userId = await self.addUser("kim", passwordHash=hashedAt(self.rounds))
         calls = itertools.count()
 

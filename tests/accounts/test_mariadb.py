@@ -47,8 +47,12 @@ class MariaDBDaemonTests(TestCase):
         adbapi logs the failed rollback of each connection the server broke
         as an error; those are expected where a test breaks connections.
         """
-        self.addCleanup(self.flushLoggedErrors, pymysql.err.OperationalError,
-                        pymysql.err.InterfaceError, ConnectionLost)
+        self.addCleanup(
+            self.flushLoggedErrors,
+            pymysql.err.OperationalError,
+            pymysql.err.InterfaceError,
+            ConnectionLost,
+        )
 
     def daemon(self) -> Daemon:
         return Daemon(self, "--database", self.url, "--bcrypt-rounds", "4")
@@ -56,7 +60,8 @@ class MariaDBDaemonTests(TestCase):
     @inlineCallbacks
     def register(self, daemon: Daemon, name: str):
         status, answer, _ = yield daemon.post(
-            "/users", {"User": name, "Password": PASSWORD, "Email": f"{name}@example.com"})
+            "/users", {"User": name, "Password": PASSWORD, "Email": f"{name}@example.com"}
+        )
         self.assertEqual((status, list(answer)), (200, ["UserID"]), answer)
         return answer["UserID"]
 
@@ -96,12 +101,14 @@ class MariaDBDaemonTests(TestCase):
         userId = yield self.register(daemon, "alice")
         answer = yield self.login(daemon, "ALICE")
         self.assertEqual(answer["UserID"], userId)
-        status, body, _ = yield self.checkHeaders(daemon, userId, answer["Secret"],
-                                                  "/backend/orders?id=1")
+        status, body, _ = yield self.checkHeaders(
+            daemon, userId, answer["Secret"], "/backend/orders?id=1"
+        )
         self.assertEqual((status, body), (200, {"UserID": userId}))
         path = f"/users/{userId}/registered"
         status, body, _ = yield daemon.request(
-            "GET", path, headers=signedHeaders(userId, answer["Secret"], path))
+            "GET", path, headers=signedHeaders(userId, answer["Secret"], path)
+        )
         self.assertEqual((status, body), (200, {"Registered": True}))
         status, body, _ = yield self.checkHeaders(daemon, userId, "A" * 88, "/backend/x")
         self.assertEqual((status, body), (401, {"Error": "Not Authorized Request"}))
@@ -117,9 +124,18 @@ class MariaDBDaemonTests(TestCase):
         answer = yield self.login(daemon, "alice")
         path = "/users/getID?username=ALICE&usernames=bob,nobody"
         status, body, _ = yield daemon.request(
-            "GET", path, headers=signedHeaders(aliceId, answer["Secret"], path))
-        self.assertEqual((status, body), (200, {"UserIDs": {"ALICE": aliceId, "bob": bobId},
-                                                "Errors": {"nobody": "User not found"}}))
+            "GET", path, headers=signedHeaders(aliceId, answer["Secret"], path)
+        )
+        self.assertEqual(
+            (status, body),
+            (
+                200,
+                {
+                    "UserIDs": {"ALICE": aliceId, "bob": bobId},
+                    "Errors": {"nobody": "User not found"},
+                },
+            ),
+        )
 
     @inlineCallbacks
     def test_restartKeepsSessions(self):
@@ -131,8 +147,9 @@ class MariaDBDaemonTests(TestCase):
         answer = yield self.login(first, "carol")
         yield first.stop()
         second = self.daemon()
-        status, body, _ = yield self.checkHeaders(second, userId, answer["Secret"],
-                                                  "/backend/after-restart")
+        status, body, _ = yield self.checkHeaders(
+            second, userId, answer["Secret"], "/backend/after-restart"
+        )
         self.assertEqual((status, body), (200, {"UserID": userId}))
         again = yield self.login(second, "carol")
         self.assertEqual((again["UserID"], again["Secret"]), (userId, answer["Secret"]))
@@ -145,8 +162,7 @@ class MariaDBDaemonTests(TestCase):
         daemon = self.daemon()
         body = {"User": "dave", "Password": PASSWORD, "Email": "dave@example.com"}
         other = {"User": "DAVE", "Password": PASSWORD + "!", "Email": "other@example.com"}
-        answers = yield gatherResults([daemon.post("/users", body),
-                                       daemon.post("/users", other)])
+        answers = yield gatherResults([daemon.post("/users", body), daemon.post("/users", other)])
         statuses = sorted(status for status, _, _ in answers)
         self.assertEqual(statuses, [200, 409], answers)
         conflict = next(answer for status, answer, _ in answers if status == 409)
@@ -155,7 +171,8 @@ class MariaDBDaemonTests(TestCase):
         # Exactly one user exists, and it is the winner's.
         winnerBody = body if answers[0][0] == 200 else other
         status, answer, _ = yield daemon.post(
-            "/login", {"User": "dave", "Password": winnerBody["Password"]})
+            "/login", {"User": "dave", "Password": winnerBody["Password"]}
+        )
         self.assertEqual((status, answer["UserID"]), (200, winner["UserID"]))
 
     @inlineCallbacks
@@ -169,14 +186,16 @@ class MariaDBDaemonTests(TestCase):
         before = yield self.login(daemon, "erin")
         # Touch several of the pool's connections, so that more than one
         # goes stale during the outage.
-        yield gatherResults([daemon.post("/login", {"User": f"nobody{i}", "Password": "x" * 8})
-                             for i in range(8)])
+        yield gatherResults(
+            [daemon.post("/login", {"User": f"nobody{i}", "Password": "x" * 8}) for i in range(8)]
+        )
 
         self.server.stop()
-        for path, body in [("/login", {"User": "erin", "Password": PASSWORD}),
-                           ("/users", {"User": "frank", "Password": PASSWORD,
-                                       "Email": "frank@example.com"}),
-                           ("/login", {"User": "erin", "Password": PASSWORD})]:
+        for path, body in [
+            ("/login", {"User": "erin", "Password": PASSWORD}),
+            ("/users", {"User": "frank", "Password": PASSWORD, "Email": "frank@example.com"}),
+            ("/login", {"User": "erin", "Password": PASSWORD}),
+        ]:
             status, answer, _ = yield daemon.post(path, body)
             self.assertEqual(status, 503, (path, answer))
             self.assertEqual(list(answer), ["Error"])
@@ -185,14 +204,17 @@ class MariaDBDaemonTests(TestCase):
         self.server.start()
         status, answer, _ = yield self.retry(
             lambda: daemon.post("/login", {"User": "erin", "Password": PASSWORD}),
-            lambda result: result[0] != 503)
+            lambda result: result[0] != 503,
+        )
         self.assertEqual(status, 200, f"no login after MariaDB came back: {answer!r}")
         self.assertEqual(answer["UserID"], userId)
         self.assertEqual(answer["Secret"], before["Secret"])
         newUser = yield self.retry(
-            lambda: daemon.post("/users", {"User": "frank", "Password": PASSWORD,
-                                           "Email": "frank@example.com"}),
-            lambda result: result[0] != 503)
+            lambda: daemon.post(
+                "/users", {"User": "frank", "Password": PASSWORD, "Email": "frank@example.com"}
+            ),
+            lambda result: result[0] != 503,
+        )
         self.assertEqual(newUser[0], 200, newUser[1])
 
     @inlineCallbacks
@@ -208,8 +230,9 @@ class MariaDBDaemonTests(TestCase):
         self.server.start()
         # A new daemon has no cached session: the secret comes from the database.
         second = self.daemon()
-        status, body, _ = yield self.checkHeaders(second, userId, answer["Secret"],
-                                                  "/backend/after-outage")
+        status, body, _ = yield self.checkHeaders(
+            second, userId, answer["Secret"], "/backend/after-outage"
+        )
         self.assertEqual((status, body), (200, {"UserID": userId}))
 
     @inlineCallbacks
@@ -224,8 +247,7 @@ class MariaDBDaemonTests(TestCase):
         self.assertGreater(closeConnectionsTo(self.name), 0)
         answers = []
         for _ in range(10):
-            status, answer, _ = yield daemon.post("/login",
-                                                  {"User": "heidi", "Password": PASSWORD})
+            status, answer, _ = yield daemon.post("/login", {"User": "heidi", "Password": PASSWORD})
             answers.append((status, answer.get("UserID")))
         self.assertEqual(answers, [(200, userId)] * 10)
 
@@ -239,8 +261,17 @@ class UnreachableAtStartTests(TestCase):
 
     @inlineCallbacks
     def assertOneLine(self, url: str, *expected: bytes):
-        process = run(self, TWISTD, "-n", "--pidfile=", "socktopus",
-                      "--listen", "tcp:0:interface=127.0.0.1", "--database", url)
+        process = run(
+            self,
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "socktopus",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--database",
+            url,
+        )
         status = yield process.ended
         self.assertNotEqual(status, 0)
         lines = process.errors.strip().splitlines()
@@ -256,8 +287,11 @@ class UnreachableAtStartTests(TestCase):
         A MySQL server that is not running is one line naming it, not a traceback.
         """
         port = closedPort()
-        yield self.assertOneLine(f"mysql://socktopus:secret@127.0.0.1:{port}/accounts",
-                                 b"accounts", f"127.0.0.1:{port}".encode())
+        yield self.assertOneLine(
+            f"mysql://socktopus:secret@127.0.0.1:{port}/accounts",
+            b"accounts",
+            f"127.0.0.1:{port}".encode(),
+        )
 
     @inlineCallbacks
     def test_wrongPasswordIsOneLine(self):

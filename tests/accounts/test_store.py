@@ -122,9 +122,11 @@ class StoreTestsMixin(DatabaseTestsMixin):
         """
         An email with accents, CJK or an emoji comes back exactly as given.
         """
-        emails = ["jos\u00e9.m\u00fcller@exampl\u00e9.org",
-                  "\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a",
-                  "party\U0001f389\U0001f44d\U0001f3fd@example.com"]
+        emails = [
+            "jos\u00e9.m\u00fcller@exampl\u00e9.org",
+            "\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a",
+            "party\U0001f389\U0001f44d\U0001f3fd@example.com",
+        ]
         for index, email in enumerate(emails):
             userId = yield self.addUser(f"u{index}", email=email)
             self.assertEqual((yield self.query(store.userWithId, userId)).email, email)
@@ -199,11 +201,14 @@ class StoreTestsMixin(DatabaseTestsMixin):
         unregistered = yield self.addUser("judy", code="aa" * 32)
         yield self.query(store.saveSession, userId, SECRET, NOW + 1800, False)
         yield self.query(store.saveSession, unregistered, OTHER_SECRET, NOW + 604800, True)
-        self.assertEqual((yield self.query(store.sessionOf, userId)),
-                         store.StoredSession(userId, SECRET, NOW + 1800, False, True))
-        self.assertEqual((yield self.query(store.sessionOf, unregistered)),
-                         store.StoredSession(unregistered, OTHER_SECRET, NOW + 604800, True,
-                                             False))
+        self.assertEqual(
+            (yield self.query(store.sessionOf, userId)),
+            store.StoredSession(userId, SECRET, NOW + 1800, False, True),
+        )
+        self.assertEqual(
+            (yield self.query(store.sessionOf, unregistered)),
+            store.StoredSession(unregistered, OTHER_SECRET, NOW + 604800, True, False),
+        )
 
     @inlineCallbacks
     def test_savingAgainReplacesTheSession(self):
@@ -213,8 +218,10 @@ class StoreTestsMixin(DatabaseTestsMixin):
         userId = yield self.addUser("mallory")
         yield self.query(store.saveSession, userId, SECRET, NOW + 10, True)
         yield self.query(store.saveSession, userId, OTHER_SECRET, NOW + 20, False)
-        self.assertEqual((yield self.query(store.sessionOf, userId)),
-                         store.StoredSession(userId, OTHER_SECRET, NOW + 20, False, True))
+        self.assertEqual(
+            (yield self.query(store.sessionOf, userId)),
+            store.StoredSession(userId, OTHER_SECRET, NOW + 20, False, True),
+        )
 
     @inlineCallbacks
     def test_extendingMovesTheExpiry(self):
@@ -224,8 +231,10 @@ class StoreTestsMixin(DatabaseTestsMixin):
         userId = yield self.addUser("niaj")
         yield self.query(store.saveSession, userId, SECRET, NOW + 1800, False)
         yield self.query(store.extendSession, userId, SECRET, NOW + 3600, False)
-        self.assertEqual((yield self.query(store.sessionOf, userId)),
-                         store.StoredSession(userId, SECRET, NOW + 3600, False, True))
+        self.assertEqual(
+            (yield self.query(store.sessionOf, userId)),
+            store.StoredSession(userId, SECRET, NOW + 3600, False, True),
+        )
 
     @inlineCallbacks
     def test_extendingCanMakeTheSessionLong(self):
@@ -235,8 +244,10 @@ class StoreTestsMixin(DatabaseTestsMixin):
         userId = yield self.addUser("nora")
         yield self.query(store.saveSession, userId, SECRET, NOW + 1800, False)
         yield self.query(store.extendSession, userId, SECRET, NOW + 604800, True)
-        self.assertEqual((yield self.query(store.sessionOf, userId)),
-                         store.StoredSession(userId, SECRET, NOW + 604800, True, True))
+        self.assertEqual(
+            (yield self.query(store.sessionOf, userId)),
+            store.StoredSession(userId, SECRET, NOW + 604800, True, True),
+        )
 
     @inlineCallbacks
     def test_extendingWithAnOldSecretDoesNothing(self):
@@ -247,8 +258,10 @@ class StoreTestsMixin(DatabaseTestsMixin):
         yield self.query(store.saveSession, userId, SECRET, NOW + 1800, False)
         yield self.query(store.saveSession, userId, OTHER_SECRET, NOW + 1800, False)
         yield self.query(store.extendSession, userId, SECRET, NOW + 99999, True)
-        self.assertEqual((yield self.query(store.sessionOf, userId)),
-                         store.StoredSession(userId, OTHER_SECRET, NOW + 1800, False, True))
+        self.assertEqual(
+            (yield self.query(store.sessionOf, userId)),
+            store.StoredSession(userId, OTHER_SECRET, NOW + 1800, False, True),
+        )
 
     @inlineCallbacks
     def test_extendingDoesNotMatchSecretInAnotherCase(self):
@@ -258,8 +271,10 @@ class StoreTestsMixin(DatabaseTestsMixin):
         userId = yield self.addUser("peggy")
         yield self.query(store.saveSession, userId, "AbCd" * 20, NOW + 1800, False)
         yield self.query(store.extendSession, userId, "aBcD" * 20, NOW + 3600, True)
-        self.assertEqual((yield self.query(store.sessionOf, userId)),
-                         store.StoredSession(userId, "AbCd" * 20, NOW + 1800, False, True))
+        self.assertEqual(
+            (yield self.query(store.sessionOf, userId)),
+            store.StoredSession(userId, "AbCd" * 20, NOW + 1800, False, True),
+        )
 
     @inlineCallbacks
     def test_endedSessionIsGone(self):
@@ -285,8 +300,10 @@ class StoreTestsMixin(DatabaseTestsMixin):
         names = [f"user{i:04d}" for i in range(1200)]
 
         def addAll(cursor: Any) -> dict[str, int]:
-            return {name: store.addUser(cursor, name, "m@example.com", HASH, None, NOW)
-                    for name in names}
+            return {
+                name: store.addUser(cursor, name, "m@example.com", HASH, None, NOW)
+                for name in names
+            }
 
         ids = yield self.query(addAll)
         asked = [name.upper() if i % 3 == 0 else name for i, name in enumerate(names)]
@@ -299,8 +316,20 @@ class StoreTestsMixin(DatabaseTestsMixin):
         """
         Quotes, wildcards and comment markers in names match only themselves.
         """
-        tricky = ["o'brien", 'say"hi', "100%", "a_b", "back\\slash", "semi;colon",
-                  "x' OR '1'='1", "-- comment", "?", "%s", "`tick`", "/*c*/"]
+        tricky = [
+            "o'brien",
+            'say"hi',
+            "100%",
+            "a_b",
+            "back\\slash",
+            "semi;colon",
+            "x' OR '1'='1",
+            "-- comment",
+            "?",
+            "%s",
+            "`tick`",
+            "/*c*/",
+        ]
         ids = {}
         for name in tricky:
             ids[name.lower()] = yield self.addUser(name)

@@ -55,8 +55,10 @@ class MariaDBDoorTests(MariaDBDatabase, DatabaseTestsMixin, TestCase):
         """
         A mistyped password at start says which database refused and why.
         """
-        url = (f"mysql://{quote(self.server.user)}:not-the-password@127.0.0.1:"
-               f"{self.server.port}/{self.name}")
+        url = (
+            f"mysql://{quote(self.server.user)}:not-the-password@127.0.0.1:"
+            f"{self.server.port}/{self.name}"
+        )
         error = self.assertRaises(DatabaseError, checkDatabase, parseDatabaseUrl(url))
         message = str(error)
         self.assertEqual(message.splitlines(), [message])

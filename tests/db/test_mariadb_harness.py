@@ -36,8 +36,7 @@ def connectTo(url: str) -> pymysql.connections.Connection:
     return pymysql.connect(**arguments)
 
 
-def queryOne(connection: pymysql.connections.Connection, statement: str,
-             *parameters: Any) -> Any:
+def queryOne(connection: pymysql.connections.Connection, statement: str, *parameters: Any) -> Any:
     try:
         with connection.cursor() as cursor:
             cursor.execute(statement, parameters or None)
@@ -111,14 +110,18 @@ class MariaDBTests(SynchronousTestCase):
             (charset,) = queryOne(
                 self.db.connect(),
                 "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA "
-                "WHERE SCHEMA_NAME = %s", name,
+                "WHERE SCHEMA_NAME = %s",
+                name,
             )
             self.assertEqual(charset, "utf8mb4")
         self.db.dropDatabase(second)
-        self.assertIsNone(queryOne(
-            self.db.connect(),
-            "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", second,
-        ))
+        self.assertIsNone(
+            queryOne(
+                self.db.connect(),
+                "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                second,
+            )
+        )
 
     def test_createTableAsUser(self) -> None:
         """

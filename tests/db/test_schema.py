@@ -68,11 +68,14 @@ class SchemaTestsMixin(DatabaseTestsMixin):
         self.assertEqual(migrate(self.config), (version, version))
         self.assertEqual(migrate(self.config), (version, version))
         self.assertEqual((yield self.query(schemaVersions)), [version])
-        self.assertEqual((yield self.query(store.userNamed, "VICTOR")),
-                         store.User(userId, "victor", "v\u00eft\U0001f600r@example.com", HASH,
-                                    True))
-        self.assertEqual((yield self.query(store.sessionOf, userId)),
-                         store.StoredSession(userId, SECRET, NOW + 1800, True, True))
+        self.assertEqual(
+            (yield self.query(store.userNamed, "VICTOR")),
+            store.User(userId, "victor", "v\u00eft\U0001f600r@example.com", HASH, True),
+        )
+        self.assertEqual(
+            (yield self.query(store.sessionOf, userId)),
+            store.StoredSession(userId, SECRET, NOW + 1800, True, True),
+        )
 
 
 class SQLiteSchemaTests(SQLiteDatabase, SchemaTestsMixin, TestCase):

@@ -49,8 +49,9 @@ def findProgram(testCase: TestCase, name: str, package: str) -> str:
     The path of a program the test needs; fails the test (it does not skip)
     naming the Debian package to install.
     """
-    path = shutil.which(name, path=os.pathsep.join(
-        [os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"]))
+    path = shutil.which(
+        name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
+    )
     if path is None:
         testCase.fail(f"{name} is not installed: apt-get install {package}")
     return path
@@ -146,7 +147,8 @@ def rawGet(port: int, target: bytes):
     """
     protocol = RawResponse(b"GET " + target + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
     yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-        Factory.forProtocol(lambda: protocol))
+        Factory.forProtocol(lambda: protocol)
+    )
     response = yield protocol.done
     return parseResponse(response)
 
@@ -170,7 +172,8 @@ def waitUntilListening(process: Process, port: int, why: str):
             raise AssertionError(f"{why} exited: {process.errors.decode()}")
         try:
             connected = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-                Factory.forProtocol(Protocol))
+                Factory.forProtocol(Protocol)
+            )
         except ConnectionRefusedError:
             yield deferLater(reactor, 0.1, lambda: None)
         else:
@@ -198,8 +201,9 @@ class SystemdUnitTests(TestCase):
         os.makedirs(directory)
         shutil.copy(SOCKET, directory)
         with open(SERVICE) as f:
-            service = replaceOnce(f.read(), f"ExecStart={INSTALLED_TWISTD} ",
-                                  f"ExecStart={TWISTD} ")
+            service = replaceOnce(
+                f.read(), f"ExecStart={INSTALLED_TWISTD} ", f"ExecStart={TWISTD} "
+            )
         with open(os.path.join(directory, "socktopus.service"), "w") as f:
             f.write(service)
         return directory
@@ -211,9 +215,14 @@ class SystemdUnitTests(TestCase):
         """
         analyze = findProgram(self, "systemd-analyze", "systemd")
         directory = self.installedUnits()
-        verify = run(self, analyze, "verify", "--man=no",
-                     os.path.join(directory, "socktopus.socket"),
-                     os.path.join(directory, "socktopus.service"))
+        verify = run(
+            self,
+            analyze,
+            "verify",
+            "--man=no",
+            os.path.join(directory, "socktopus.socket"),
+            os.path.join(directory, "socktopus.service"),
+        )
         status = yield verify.ended
         # Warnings (an unknown key, a bad value) are ignored by systemd and
         # leave the exit status 0, yet mean a setting is not in effect.
@@ -226,8 +235,15 @@ class SystemdUnitTests(TestCase):
         """
         analyze = findProgram(self, "systemd-analyze", "systemd")
         directory = self.installedUnits()
-        security = run(self, analyze, "security", "--offline=yes", "--threshold=20",
-                       "--no-pager", os.path.join(directory, "socktopus.service"))
+        security = run(
+            self,
+            analyze,
+            "security",
+            "--offline=yes",
+            "--threshold=20",
+            "--no-pager",
+            os.path.join(directory, "socktopus.service"),
+        )
         status = yield security.ended
         self.assertEqual(status, 0, security.output.decode() + security.errors.decode())
         self.assertIn(b"Overall exposure level", security.output)
@@ -285,11 +301,22 @@ class SocketActivationTests(TestCase):
         }
         # LISTEN_PID must be the daemon's own pid, known only after the fork:
         # the shell sets it to its own and execs twistd, which keeps that pid.
-        argv = ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "sh",
-                TWISTD, *self.serviceArguments(listening)]
+        argv = [
+            "/bin/sh",
+            "-c",
+            'LISTEN_PID=$$; export LISTEN_PID; exec "$@"',
+            "sh",
+            TWISTD,
+            *self.serviceArguments(listening),
+        ]
         transport = reactor.spawnProcess(
-            process, argv[0], argv, env=environment, path=path,
-            childFDs={0: "w", 1: "r", 2: "r", 3: listening.fileno()})
+            process,
+            argv[0],
+            argv,
+            env=environment,
+            path=path,
+            childFDs={0: "w", 1: "r", 2: "r", 3: listening.fileno()},
+        )
 
         def kill() -> Deferred[int] | None:
             if not process.ended.called:
@@ -352,7 +379,8 @@ class SocketActivationTests(TestCase):
         # Nobody serves the socket now; the kernel still completes connections.
         waiting = RawResponse(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-            Factory.forProtocol(lambda: waiting))
+            Factory.forProtocol(lambda: waiting)
+        )
         second = yield self.startServing(listening, path)
         status, _ = parseResponse((yield waiting.done))
         self.assertEqual(status, 200)
@@ -369,21 +397,25 @@ def nginxMain(directory: str, include: str) -> str:
     in C{directory} and includes a site inside its http block, as Debian's
     /etc/nginx/nginx.conf includes conf.d/*.conf.
     """
-    temp = "\n".join(f"    {kind}_temp_path {directory}/{kind};"
-                     for kind in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"])
+    temp = "\n".join(
+        f"    {kind}_temp_path {directory}/{kind};"
+        for kind in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+    )
     # As root, nginx would otherwise hand its temporary files to "nobody".
     user = "user root;\n" if os.geteuid() == 0 else ""
-    return (f"{user}daemon off;\n"
-            # One process: nothing is left behind if the test kills it.
-            "master_process off;\n"
-            f"pid {directory}/nginx.pid;\n"
-            f"error_log {directory}/error.log notice;\n"
-            "events { worker_connections 1024; }\n"
-            "http {\n"
-            f"    access_log {directory}/other-access.log;\n"
-            f"{temp}\n"
-            f"    include {include};\n"
-            "}\n")
+    return (
+        f"{user}daemon off;\n"
+        # One process: nothing is left behind if the test kills it.
+        "master_process off;\n"
+        f"pid {directory}/nginx.pid;\n"
+        f"error_log {directory}/error.log notice;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n"
+        f"    access_log {directory}/other-access.log;\n"
+        f"{temp}\n"
+        f"    include {include};\n"
+        "}\n"
+    )
 
 
 class NginxConfigTests(TestCase):
@@ -399,16 +431,26 @@ class NginxConfigTests(TestCase):
         os.makedirs(directory)
         with open(NGINX_SITE) as f:
             # Only the log moves, so the check touches nothing outside this test.
-            site = replaceOnce(f.read(), INSTALLED_ACCESS_LOG,
-                               os.path.join(directory, "access.log"))
+            site = replaceOnce(
+                f.read(), INSTALLED_ACCESS_LOG, os.path.join(directory, "access.log")
+            )
         include = os.path.join(directory, "socktopus.conf")
         with open(include, "w") as f:
             f.write(site)
         main = os.path.join(directory, "nginx.conf")
         with open(main, "w") as f:
             f.write(nginxMain(directory, include))
-        check = run(self, nginx, "-t", "-c", main, "-p", directory + "/",
-                    "-e", os.path.join(directory, "error.log"))
+        check = run(
+            self,
+            nginx,
+            "-t",
+            "-c",
+            main,
+            "-p",
+            directory + "/",
+            "-e",
+            os.path.join(directory, "error.log"),
+        )
         self.assertEqual((yield check.ended), 0, check.errors.decode())
         self.assertIn(b"test is successful", check.errors)
 
@@ -431,12 +473,19 @@ class EchoRequest(Resource):
     isLeaf = True
 
     def render_GET(self, request: Any) -> bytes:
-        headers = {name.decode().lower(): b", ".join(values).decode()
-                   for name, values in request.requestHeaders.getAllRawHeaders()}
+        headers = {
+            name.decode().lower(): b", ".join(values).decode()
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"uri": request.uri.decode(), "protocol": request.clientproto.decode(),
-                           "headers": headers, "peerPort": request.getClientAddress().port,
-                           }).encode()
+        return json.dumps(
+            {
+                "uri": request.uri.decode(),
+                "protocol": request.clientproto.decode(),
+                "headers": headers,
+                "peerPort": request.getClientAddress().port,
+            }
+        ).encode()
 
 
 class NginxTests(TestCase):
@@ -471,8 +520,14 @@ class NginxTests(TestCase):
         main = os.path.join(self.directory, "nginx.conf")
         with open(main, "w") as f:
             f.write(nginxMain(self.directory, include))
-        arguments = ["-c", main, "-p", self.directory + "/",
-                     "-e", os.path.join(self.directory, "error.log")]
+        arguments = [
+            "-c",
+            main,
+            "-p",
+            self.directory + "/",
+            "-e",
+            os.path.join(self.directory, "error.log"),
+        ]
 
         check = run(self, nginx, "-t", *arguments)
         self.assertEqual((yield check.ended), 0, check.errors.decode())
@@ -522,14 +577,17 @@ class NginxTests(TestCase):
         accounts = clientFor(self, self.port, "/auth")
         userId, secret = yield registerAndLogin(accounts, "alice")
         status, body, _ = yield accounts.post(
-            "/logout", None, headers=signedHeaders(userId, secret, "/auth/logout"))
+            "/logout", None, headers=signedHeaders(userId, secret, "/auth/logout")
+        )
         self.assertEqual((status, body), (401, {"Error": "Not Authorized Request"}))
         status, _, _ = yield accounts.post(
-            "/logout", None, headers=signedHeaders(userId, secret, "/logout"))
+            "/logout", None, headers=signedHeaders(userId, secret, "/logout")
+        )
         self.assertEqual(status, 200)
         # The logout took effect: the secret no longer signs anything.
         status, _, _ = yield accounts.post(
-            "/authHeaders", None, headers=signedHeaders(userId, secret, "/authHeaders"))
+            "/authHeaders", None, headers=signedHeaders(userId, secret, "/authHeaders")
+        )
         self.assertEqual(status, 401)
 
     @inlineCallbacks
@@ -539,11 +597,21 @@ class NginxTests(TestCase):
         """
         status, body = yield rawGet(self.daemon.port, b"/metrics")
         self.assertEqual((status, body), (200, b"socktopus_connections 1\n"))
-        for target in [b"/metrics", b"/metrics/", b"/metrics?x=1", b"/socktopus/metrics",
-                       b"/auth/metrics", b"/%6detrics", b"//metrics", b"/socktopus/../metrics"]:
+        for target in [
+            b"/metrics",
+            b"/metrics/",
+            b"/metrics?x=1",
+            b"/socktopus/metrics",
+            b"/auth/metrics",
+            b"/%6detrics",
+            b"//metrics",
+            b"/socktopus/../metrics",
+        ]:
             status, body = yield rawGet(self.port, target)
-            self.assertEqual((target, status, json.loads(body)),
-                             (target, 404, {"code": 404, "message": "Not found"}))
+            self.assertEqual(
+                (target, status, json.loads(body)),
+                (target, 404, {"code": 404, "message": "Not found"}),
+            )
 
     @inlineCallbacks
     def test_bodiesOverTheLimitAreRefusedByNginx(self):
@@ -551,14 +619,17 @@ class NginxTests(TestCase):
         nginx passes a 16 MiB body and refuses a larger one with the JSON 413.
         """
         proxy = clientFor(self, self.port)
-        request = json.dumps({"secretName": APP, "secret": SECRET,
-                              "messages": [{"recipient": "nobody", "content": "x"}]}).encode()
+        request = json.dumps(
+            {
+                "secretName": APP,
+                "secret": SECRET,
+                "messages": [{"recipient": "nobody", "content": "x"}],
+            }
+        ).encode()
         status, body, _ = yield proxy.post("/send", request.ljust(BODY_LIMIT))
-        self.assertEqual((status, body["failed"]), (200, [{"recipient": "nobody",
-                                                           "content": "x"}]))
+        self.assertEqual((status, body["failed"]), (200, [{"recipient": "nobody", "content": "x"}]))
         status, body, response = yield proxy.post("/send", request.ljust(BODY_LIMIT + 1))
-        self.assertEqual((status, body), (413, {"code": 413,
-                                                "message": "Request body too large"}))
+        self.assertEqual((status, body), (413, {"code": 413, "message": "Request body too large"}))
         self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
 
     @inlineCallbacks
@@ -568,15 +639,23 @@ class NginxTests(TestCase):
         """
         proxy = clientFor(self, self.port, "/socktopus")
         status, body, _ = yield proxy.request(
-            "GET", "/echo?a=1", headers={"X-Forwarded-For": "203.0.113.9"})
+            "GET", "/echo?a=1", headers={"X-Forwarded-For": "203.0.113.9"}
+        )
         self.assertEqual(status, 200)
         self.assertEqual(body["uri"], "/echo?a=1")
         headers = body["headers"]
         self.assertEqual(
-            {name: headers.get(name) for name in
-             ["host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto"]},
-            {"host": "127.0.0.1", "x-real-ip": "127.0.0.1",
-             "x-forwarded-for": "203.0.113.9, 127.0.0.1", "x-forwarded-proto": "http"})
+            {
+                name: headers.get(name)
+                for name in ["host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto"]
+            },
+            {
+                "host": "127.0.0.1",
+                "x-real-ip": "127.0.0.1",
+                "x-forwarded-for": "203.0.113.9, 127.0.0.1",
+                "x-forwarded-proto": "http",
+            },
+        )
 
     @inlineCallbacks
     def test_nginxKeepsItsConnectionToTheDaemon(self):
@@ -586,8 +665,7 @@ class NginxTests(TestCase):
         proxy = clientFor(self, self.port)
         first = (yield proxy.request("GET", "/echo"))[1]
         second = (yield proxy.request("GET", "/echo"))[1]
-        self.assertEqual((first["protocol"], "connection" in first["headers"]),
-                         ("HTTP/1.1", False))
+        self.assertEqual((first["protocol"], "connection" in first["headers"]), ("HTTP/1.1", False))
         self.assertEqual(second["peerPort"], first["peerPort"])
 
     @inlineCallbacks

@@ -56,15 +56,27 @@ class InstallTests(TestCase):
         here = ROOT
         base = os.path.abspath(self.mktemp())
         source = os.path.join(base, "source")
-        shutil.copytree(here, source, ignore=shutil.ignore_patterns(
-            ".venv", ".git", "_trial_temp*", "build", "*.egg-info", "__pycache__"))
+        shutil.copytree(
+            here,
+            source,
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "_trial_temp*", "build", "*.egg-info", "__pycache__"
+            ),
+        )
         venv = os.path.join(base, "venv")
         python = sys._base_executable
         created = run(self, python, "-m", "venv", venv, path=base)
         self.assertEqual((yield created.ended), 0, created.errors)
-        pip = run(self, os.path.join(venv, "bin", "pip"), "install", "--quiet",
-                  "--disable-pip-version-check", source, path=base,
-                  env={k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+        pip = run(
+            self,
+            os.path.join(venv, "bin", "pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            source,
+            path=base,
+            env={k: v for k, v in os.environ.items() if k.startswith("PIP_")},
+        )
         self.assertEqual((yield pip.ended), 0, pip.errors)
         listing = run(self, os.path.join(venv, "bin", "twistd"), "--help", path=base)
         self.assertEqual((yield listing.ended), 0)
@@ -107,8 +119,9 @@ class StartupMistakeTests(TestCase):
         """
         A bad value in the environment names the variable it came from.
         """
-        return self.assertOneLine(expect=b"SOCKTOPUS_TOKEN_LIFESPAN",
-                                  env={"SOCKTOPUS_TOKEN_LIFESPAN": "-1"})
+        return self.assertOneLine(
+            expect=b"SOCKTOPUS_TOKEN_LIFESPAN", env={"SOCKTOPUS_TOKEN_LIFESPAN": "-1"}
+        )
 
     def test_badEndpoint(self):
         """
@@ -120,9 +133,13 @@ class StartupMistakeTests(TestCase):
         """
         A database path that cannot be created is named before anything listens.
         """
-        return self.assertOneLine("--listen", "tcp:0:interface=127.0.0.1", "--database",
-                                  "sqlite:/nonexistent/dir/db.sqlite3",
-                                  expect=b"/nonexistent/dir/db.sqlite3")
+        return self.assertOneLine(
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--database",
+            "sqlite:/nonexistent/dir/db.sqlite3",
+            expect=b"/nonexistent/dir/db.sqlite3",
+        )
 
     def test_portInUse(self):
         """
@@ -133,20 +150,23 @@ class StartupMistakeTests(TestCase):
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
         port = holder.getsockname()[1]
-        return self.assertOneLine("--listen", f"tcp:{port}:interface=127.0.0.1",
-                                  expect=f"tcp:{port}".encode())
+        return self.assertOneLine(
+            "--listen", f"tcp:{port}:interface=127.0.0.1", expect=f"tcp:{port}".encode()
+        )
 
 
 class DaemonProcessTests(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def startDaemon(self, *arguments: str, env: dict[str, str] | None = None,
-                    path: str | None = None):
+    def startDaemon(
+        self, *arguments: str, env: dict[str, str] | None = None, path: str | None = None
+    ):
         environment = {f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET}
         environment.update(env or {})
-        process = run(self, TWISTD, "-n", "--pidfile=", "socktopus", *arguments,
-                      env=environment, path=path)
+        process = run(
+            self, TWISTD, "-n", "--pidfile=", "socktopus", *arguments, env=environment, path=path
+        )
         match = yield process.waitFor(rb"Listening on 127\.0\.0\.1:(\d+)")
         return process, int(match.group(1))
 
@@ -160,6 +180,7 @@ class DaemonProcessTests(TestCase):
         client.wsUrl = f"ws://127.0.0.1:{port}"
         client.clients = []
         from twisted.web.client import Agent, HTTPConnectionPool
+
         client.pool = HTTPConnectionPool(reactor, persistent=False)
         client.agent = Agent(reactor, pool=client.pool)
         return client
@@ -228,10 +249,12 @@ class DaemonProcessTests(TestCase):
         path = self.mktemp()
         os.makedirs(path)
         with open(os.path.join(path, ".env"), "w") as f:
-            f.write("# local settings\n"
-                    "SOCKTOPUS_LISTEN=tcp:0:interface=127.0.0.1\n"
-                    "FROMFILE_SOCKTOPUS_SECRET='file-secret'\n"
-                    f"{APP.upper()}_SOCKTOPUS_SECRET=overridden-by-environment\n")
+            f.write(
+                "# local settings\n"
+                "SOCKTOPUS_LISTEN=tcp:0:interface=127.0.0.1\n"
+                "FROMFILE_SOCKTOPUS_SECRET='file-secret'\n"
+                f"{APP.upper()}_SOCKTOPUS_SECRET=overridden-by-environment\n"
+            )
         process, port = yield self.startDaemon(path=path)
         daemon = self.clientFor(port)
         status, page, _ = yield daemon.request("GET", "/")
@@ -254,10 +277,20 @@ class LogTests(DaemonProcessTests):
         An operator shipping JSON logs gets app and connection fields, and
         nothing in the log lets anyone impersonate an app or a user.
         """
-        process = run(self, TWISTD, "-n", "--pidfile=", "--logger", "socktopus_tw.logs.json",
-                      "socktopus", "--listen", "tcp:0:interface=127.0.0.1",
-                      "--bcrypt-rounds", "4",
-                      env={f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET})
+        process = run(
+            self,
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "--logger",
+            "socktopus_tw.logs.json",
+            "socktopus",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--bcrypt-rounds",
+            "4",
+            env={f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET},
+        )
         match = yield process.waitFor(rb'"address": ?"127\.0\.0\.1:(\d+)"')
         daemon = self.clientFor(int(match.group(1)))
 
@@ -271,28 +304,40 @@ class LogTests(DaemonProcessTests):
         yield client.closed
 
         password, newPassword = "first password", "second password"
-        yield daemon.post("/users", {"User": "alice", "Password": password,
-                                     "Email": "alice@example.com"})
+        yield daemon.post(
+            "/users", {"User": "alice", "Password": password, "Email": "alice@example.com"}
+        )
         status, login, _ = yield daemon.post("/login", {"User": "alice", "Password": password})
         self.assertEqual(status, 200)
         secret = login["Secret"]
         now = str(int(time.time()))
         mac = hmac.new(secret.encode(), f"{now}:/authHeaders".encode(), hashlib.sha256)
-        headers = {"UserID": str(login["UserID"]), "Path": "/authHeaders",
-                   "Time-Sent": now, "HMAC": mac.hexdigest()}
+        headers = {
+            "UserID": str(login["UserID"]),
+            "Path": "/authHeaders",
+            "Time-Sent": now,
+            "HMAC": mac.hexdigest(),
+        }
         self.assertEqual((yield daemon.request("POST", "/authHeaders", headers=headers))[0], 200)
         yield daemon.request("POST", "/authHeaders", headers=headers)  # a replay, refused
         yield daemon.post("/login", {"User": "alice", "Password": "wrong " + password})
-        yield daemon.post("/changePassword", {"User": "alice", "Password": password,
-                                              "NewPassword": newPassword})
+        yield daemon.post(
+            "/changePassword", {"User": "alice", "Password": password, "NewPassword": newPassword}
+        )
         process.transport.signalProcess("TERM")
         self.assertEqual((yield process.ended), 0)
 
         log = process.output + process.errors
-        events = [json.loads(line) for line in process.output.decode().splitlines()
-                  if line.strip()]
+        events = [json.loads(line) for line in process.output.decode().splitlines() if line.strip()]
         connects = [e for e in events if e.get("message", "").startswith("Connected")]
         self.assertEqual([(e["app"], e["connectionId"]) for e in connects], [(APP, "c1")])
-        for forbidden in [SECRET, token.rsplit("h", 1)[1], password, newPassword, secret,
-                          mac.hexdigest(), "private message"]:
+        for forbidden in [
+            SECRET,
+            token.rsplit("h", 1)[1],
+            password,
+            newPassword,
+            secret,
+            mac.hexdigest(),
+            "private message",
+        ]:
             self.assertNotIn(forbidden.encode(), log, forbidden)

@@ -28,8 +28,12 @@ class TLSTests(TestCase):
         keyPem, certPem = self.authority.issue("localhost")
         key = writeFile(self, ".key.pem", keyPem)
         cert = writeFile(self, ".cert.pem", certPem)
-        self.daemon = Daemon(self, "--listen", f"ssl:0:interface=127.0.0.1:privateKey="
-                             f"{_endpointQuote(key)}:certKey={_endpointQuote(cert)}")
+        self.daemon = Daemon(
+            self,
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey="
+            f"{_endpointQuote(key)}:certKey={_endpointQuote(cert)}",
+        )
         listener = next(s for s in self.daemon.service if s.name.startswith("listen 1 ssl:"))
         self.port = listener.port.getHost().port
         self.trust = Certificate.loadPEM(self.authority.pem())
@@ -46,16 +50,23 @@ class TLSTests(TestCase):
         token = self.daemon.token("secure")
         factory = WebSocketClientFactory(f"wss://localhost:{self.port}/recieve?token={token}")
         factory.protocol = RelayClient
-        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", self.port,
-                                      optionsForClientTLS("localhost", trustRoot=self.trust))
+        endpoint = SSL4ClientEndpoint(
+            reactor, "127.0.0.1", self.port, optionsForClientTLS("localhost", trustRoot=self.trust)
+        )
         client = yield endpoint.connect(factory)
         self.daemon.clients.append(client)
         yield client.opened
 
-        body = json.dumps({"secretName": APP, "secret": SECRET,
-                           "messages": [{"recipient": "secure", "content": "over TLS"}]})
-        response = yield treq.post(f"https://localhost:{self.port}/send", data=body.encode(),
-                                   agent=self.agent(self.trust))
+        body = json.dumps(
+            {
+                "secretName": APP,
+                "secret": SECRET,
+                "messages": [{"recipient": "secure", "content": "over TLS"}],
+            }
+        )
+        response = yield treq.post(
+            f"https://localhost:{self.port}/send", data=body.encode(), agent=self.agent(self.trust)
+        )
         self.assertEqual(response.code, 200)
         self.assertEqual(len((yield response.json())["succeeded"]), 1)
         self.assertEqual((yield client.waitFor(1)), ["DATA:over TLS"])
@@ -64,8 +75,9 @@ class TLSTests(TestCase):
 
         # The kick and its CLOSE travel over TLS as well.
         kick = json.dumps({"secretName": APP, "secret": SECRET, "connections": ["secure"]})
-        response = yield treq.post(f"https://localhost:{self.port}/kick", data=kick.encode(),
-                                   agent=self.agent(self.trust))
+        response = yield treq.post(
+            f"https://localhost:{self.port}/kick", data=kick.encode(), agent=self.agent(self.trust)
+        )
         self.assertEqual((yield response.json())["kicked"], ["secure"])
         yield client.closed
         self.assertEqual(client.received[-1], "CLOSE")
@@ -78,6 +90,7 @@ class TLSTests(TestCase):
         other = Certificate.loadPEM(CertificateAuthority("Someone else").pem())
         with self.assertRaises(ResponseNeverReceived):
             yield treq.get(f"https://localhost:{self.port}/health", agent=self.agent(other))
-        response = yield treq.get(f"https://localhost:{self.port}/health",
-                                  agent=self.agent(self.trust))
+        response = yield treq.get(
+            f"https://localhost:{self.port}/health", agent=self.agent(self.trust)
+        )
         self.assertEqual((yield response.json()), {"status": "ok"})

@@ -49,8 +49,9 @@ PUBLIC_URL = "https://accounts.example.com"
 LINK = re.compile(re.escape(PUBLIC_URL) + r"/users/\d+/register\?code=[0-9a-f]+")
 
 # SPEC 4.1's worked example.
-EXAMPLE_SECRET = ("3ar+0wLwgiltTXNZ/eprJ2NaWE7y5k+0r9ThN4+im8RHWH8ksB1xw4554hOTNF8H9rguMBf"
-                  "UaNRWztNQb+nz7A==")
+EXAMPLE_SECRET = (
+    "3ar+0wLwgiltTXNZ/eprJ2NaWE7y5k+0r9ThN4+im8RHWH8ksB1xw4554hOTNF8H9rguMBfUaNRWztNQb+nz7A=="
+)
 EXAMPLE_HMAC = "69aee4c4d9749a6e27c583af898840927975ea861b9d74dc54ef2e3cde14b7c4"
 
 
@@ -68,8 +69,9 @@ async def openWebSocket(daemon: Daemon, token: str, path: str = "/recieve") -> W
     return client
 
 
-def relayClient(testCase: TestCase, daemon: Daemon, app: str = APP,
-                secret: str = SECRET) -> RelayClient:
+def relayClient(
+    testCase: TestCase, daemon: Daemon, app: str = APP, secret: str = SECRET
+) -> RelayClient:
     client = RelayClient(daemon.url, app, secret)
     testCase.addCleanup(client.close)
     return client
@@ -91,8 +93,9 @@ class CountingAgent:
         self.agent = agent
         self.requests: list[tuple[bytes, bytes]] = []
 
-    def request(self, method: bytes, uri: bytes, headers: Any = None,
-                bodyProducer: Any = None) -> Any:
+    def request(
+        self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None
+    ) -> Any:
         self.requests.append((method, uri))
         return self.agent.request(method, uri, headers, bodyProducer)
 
@@ -115,8 +118,9 @@ class TokenTests(TestCase):
         """A token made by the SDK is not the one SPEC 3.1 describes, so no other client agrees."""
         token = make_token("demo", "s3cret", "user-42", now=1700000000.123)
         signature = hmac.new(b"s3cret", b"1700000000123user-42", hashlib.sha256).hexdigest()
-        self.assertEqual(token, "h".join([b"1700000000123".hex(), b"demo".hex(),
-                                          b"user-42".hex(), signature]))
+        self.assertEqual(
+            token, "h".join([b"1700000000123".hex(), b"demo".hex(), b"user-42".hex(), signature])
+        )
 
     def test_makeTokenKeepsMillisecondsExactly(self):
         """A token made from another SDK's millisecond time differs from that SDK's by one."""
@@ -127,8 +131,9 @@ class TokenTests(TestCase):
     def test_makeTokenEncodesUtf8(self):
         """A connection id with accents gets a token the daemon cannot decode."""
         token = make_token("demo", "clé", "utilisateur-é", now=1.0)
-        signature = hmac.new("clé".encode(), "1000utilisateur-é".encode(),
-                             hashlib.sha256).hexdigest()
+        signature = hmac.new(
+            "clé".encode(), "1000utilisateur-é".encode(), hashlib.sha256
+        ).hexdigest()
         self.assertEqual(token.split("h")[2:], ["utilisateur-é".encode().hex(), signature])
 
     def test_makeTokenRefusesIdsTheDaemonRefuses(self):
@@ -141,21 +146,26 @@ class TokenTests(TestCase):
     def test_authHeadersReproduceTheWorkedExample(self):
         """The SDK's Auth Headers are not the ones the original's documentation shows."""
         headers = auth_headers(7, EXAMPLE_SECRET, "/logout", now=1472276742.9)
-        self.assertEqual(headers, {"UserID": "7", "Path": "/logout", "Time-Sent": "1472276742",
-                                   "HMAC": EXAMPLE_HMAC, "Encoding": "hex"})
+        self.assertEqual(
+            headers,
+            {
+                "UserID": "7",
+                "Path": "/logout",
+                "Time-Sent": "1472276742",
+                "HMAC": EXAMPLE_HMAC,
+                "Encoding": "hex",
+            },
+        )
 
     def test_authHeadersInBase64(self):
         """Auth Headers asked for in base64 are not the same HMAC, base64-encoded."""
-        headers = auth_headers(7, EXAMPLE_SECRET, "/logout", now=1472276742,
-                               encoding="base64")
-        self.assertEqual(headers["HMAC"],
-                         base64.b64encode(bytes.fromhex(EXAMPLE_HMAC)).decode())
+        headers = auth_headers(7, EXAMPLE_SECRET, "/logout", now=1472276742, encoding="base64")
+        self.assertEqual(headers["HMAC"], base64.b64encode(bytes.fromhex(EXAMPLE_HMAC)).decode())
         self.assertEqual(headers["Encoding"], "base64")
 
     def test_authHeadersRefuseAnUnknownEncoding(self):
         """A typo in the encoding silently sends hex headers labelled as something else."""
-        self.assertRaises(ValueError, auth_headers, 7, EXAMPLE_SECRET, "/logout",
-                          encoding="b64")
+        self.assertRaises(ValueError, auth_headers, 7, EXAMPLE_SECRET, "/logout", encoding="b64")
 
     def test_sessionReprHidesTheSecret(self):
         """Logging a session writes its secret into the logs."""
@@ -180,8 +190,13 @@ class RelayClientTests(TestCase):
         alice = await daemon.connect("alice")
         bob = await daemon.connect("bob")
         result = await relayClient(self, daemon).send({"alice": "hi alice", "bob": "hi bob"})
-        self.assertEqual(result.succeeded, [{"recipient": "alice", "content": "hi alice"},
-                                            {"recipient": "bob", "content": "hi bob"}])
+        self.assertEqual(
+            result.succeeded,
+            [
+                {"recipient": "alice", "content": "hi alice"},
+                {"recipient": "bob", "content": "hi bob"},
+            ],
+        )
         self.assertEqual(result.failed, [])
         self.assertEqual(await alice.waitFor(1), ["DATA:hi alice"])
         self.assertEqual(await bob.waitFor(1), ["DATA:hi bob"])
@@ -214,7 +229,8 @@ class RelayClientTests(TestCase):
         daemon = Daemon(self)
         client = relayClient(self, daemon)
         error = await self.assertFailure(
-            client.send([{"recipient": "alice", "content": 5}]), BadRequest)
+            client.send([{"recipient": "alice", "content": 5}]), BadRequest
+        )
         self.assertEqual((error.status, error.message), (400, "Malformed request"))
 
     async def test_sendOversizedBodyIsTooLarge(self):
@@ -267,8 +283,9 @@ class RelayClientTests(TestCase):
         """The daemon accepts a token that was not signed with the app's secret."""
         daemon = Daemon(self)
         token = make_token(APP, OTHER_SECRET, "mallory")
-        await self.assertFailure(Deferred.fromCoroutine(openWebSocket(daemon, token)),
-                                 ConnectionRefusedError)
+        await self.assertFailure(
+            Deferred.fromCoroutine(openWebSocket(daemon, token)), ConnectionRefusedError
+        )
 
     async def test_givenAgentIsUsed(self):
         """A backend's own agent (proxy, TLS settings) is ignored by the client."""
@@ -320,14 +337,16 @@ class AccountsClientTests(TestCase):
         """A taken user name is not reported as a Conflict the signup form can show."""
         await self.client.register("alice", PASSWORD, "alice@example.com")
         error = await self.assertFailure(
-            self.client.register("ALICE", PASSWORD, "other@example.com"), Conflict)
+            self.client.register("ALICE", PASSWORD, "other@example.com"), Conflict
+        )
         self.assertEqual(error.status, 409)
         self.assertTrue(error.message)
 
     async def test_registerShortPasswordIsBadRequest(self):
         """A refused password is not reported as a BadRequest with the daemon's reason."""
         error = await self.assertFailure(
-            self.client.register("alice", "short", "alice@example.com"), BadRequest)
+            self.client.register("alice", "short", "alice@example.com"), BadRequest
+        )
         self.assertEqual(error.status, 400)
         self.assertIn("assword", error.message)
 
@@ -336,7 +355,8 @@ class AccountsClientTests(TestCase):
         daemon = Daemon(self, *FAST, "--max-body-size", "1KiB")
         client = accountsClient(self, daemon.url)
         error = await self.assertFailure(
-            client.register("alice", PASSWORD, "a" * 2048 + "@example.com"), TooLarge)
+            client.register("alice", PASSWORD, "a" * 2048 + "@example.com"), TooLarge
+        )
         self.assertEqual((error.status, error.message), (413, "Request body too large"))
 
     async def test_loginReturnsASession(self):
@@ -350,7 +370,7 @@ class AccountsClientTests(TestCase):
         self.assertLess(session.expiration, datetime.now(UTC) + timedelta(days=1))
 
     async def test_loginStayLoggedInLastsDays(self):
-        """"Stay logged in" is not passed on: the session ends after half an hour."""
+        """ "Stay logged in" is not passed on: the session ends after half an hour."""
         await self.client.register("alice", PASSWORD, "alice@example.com")
         session = await self.client.login("alice", PASSWORD, stay_logged_in=True)
         self.assertGreater(session.expiration, datetime.now(UTC) + timedelta(days=6))
@@ -358,10 +378,12 @@ class AccountsClientTests(TestCase):
     async def test_loginWrongPasswordIsUnauthorized(self):
         """A wrong password is not reported as Unauthorized with the daemon's message."""
         await self.client.register("alice", PASSWORD, "alice@example.com")
-        error = await self.assertFailure(self.client.login("alice", "not the password"),
-                                         Unauthorized)
-        self.assertEqual((error.status, error.message),
-                         (401, "User and password combination incorrect"))
+        error = await self.assertFailure(
+            self.client.login("alice", "not the password"), Unauthorized
+        )
+        self.assertEqual(
+            (error.status, error.message), (401, "User and password combination incorrect")
+        )
 
     async def test_verifyReturnsTheSameSession(self):
         """Verifying a live secret fails, or answers for another user or secret."""
@@ -385,14 +407,23 @@ class AccountsClientTests(TestCase):
     async def test_registeredFollowsTheMailedLink(self):
         """registered() does not say False before the mailed link is followed and True after."""
         mail = await MailServer.start(self)
-        daemon = Daemon(self, *FAST, "--smtp", mail.url, "--mail-from", "a@example.com",
-                        "--public-url", PUBLIC_URL)
+        daemon = Daemon(
+            self,
+            *FAST,
+            "--smtp",
+            mail.url,
+            "--mail-from",
+            "a@example.com",
+            "--public-url",
+            PUBLIC_URL,
+        )
         client = accountsClient(self, daemon.url)
         _, session = await self.newUser(client, "newbie")
         self.assertIs(await client.registered(session), False)
         link = urlsplit(LINK.search((await mail.waitFor(1)).text()).group(0))
-        response = await treq.get(f"{daemon.url}{link.path}?{link.query}",
-                                  agent=daemon.agent, allow_redirects=False)
+        response = await treq.get(
+            f"{daemon.url}{link.path}?{link.query}", agent=daemon.agent, allow_redirects=False
+        )
         await response.content()
         self.assertEqual(response.code, 302)
         self.assertIs(await client.registered(session), True)
@@ -402,8 +433,9 @@ class AccountsClientTests(TestCase):
         _, session = await self.newUser(self.client, "alice")
         for _ in range(3):
             self.assertIs(await self.client.registered(session), True)
-            self.assertEqual(await self.client.get_ids(session, "alice"),
-                             ({"alice": session.user_id}, {}))
+            self.assertEqual(
+                await self.client.get_ids(session, "alice"), ({"alice": session.user_id}, {})
+            )
 
     async def test_getIdsSplitsFoundAndMissing(self):
         """Looking up names does not give ids for the users found and errors for the rest."""
@@ -418,11 +450,17 @@ class AccountsClientTests(TestCase):
         userId, session = await self.newUser(self.client, "alice")
         headers = auth_headers(userId, session.secret, "/orders?page=2")
         # All of the backend's incoming headers, as a web framework hands them over.
-        incoming = {"Host": "shop.example.com", "Content-Length": "123",
-                    "Content-Type": "text/plain", **headers}
+        incoming = {
+            "Host": "shop.example.com",
+            "Content-Length": "123",
+            "Content-Type": "text/plain",
+            **headers,
+        }
         self.assertEqual(await self.client.check_headers(incoming), userId)
-        raw = {name.lower().encode(): [value.encode()] for name, value in
-               auth_headers(userId, session.secret, "/orders?page=3").items()}
+        raw = {
+            name.lower().encode(): [value.encode()]
+            for name, value in auth_headers(userId, session.secret, "/orders?page=3").items()
+        }
         self.assertEqual(await self.client.check_headers(raw), userId)
 
     async def test_checkHeadersRefusesABadSignature(self):
@@ -437,31 +475,38 @@ class AccountsClientTests(TestCase):
     async def test_signedRequestSignsTheQueryString(self):
         """A signed request with a query string is refused because the query was not signed."""
         userId, session = await self.newUser(self.client, "alice")
-        answer = await self.client.signed_request(
-            session, "GET", "/users/getID?usernames=alice")
+        answer = await self.client.signed_request(session, "GET", "/users/getID?usernames=alice")
         self.assertEqual(answer, {"UserIDs": {"alice": userId}, "Errors": {}})
         # A space is sent percent-encoded; the signature must cover that form.
         answer = await self.client.signed_request(
-            session, "GET", "/users/getID?username=alice&usernames=no body")
+            session, "GET", "/users/getID?username=alice&usernames=no body"
+        )
         self.assertEqual(answer["UserIDs"], {"alice": userId})
         self.assertEqual(list(answer["Errors"]), ["no body"])
 
     async def test_signedRequestRefusesParams(self):
         """params= is appended to the URL after signing, so the daemon refuses the request."""
         _, session = await self.newUser(self.client, "alice")
-        await self.assertFailure(self.client.signed_request(
-            session, "GET", "/users/getID", params={"username": "alice"}), TypeError)
-        await self.assertFailure(self.client.signed_request(
-            session, "GET", "users/getID"), ValueError)
+        await self.assertFailure(
+            self.client.signed_request(
+                session, "GET", "/users/getID", params={"username": "alice"}
+            ),
+            TypeError,
+        )
+        await self.assertFailure(
+            self.client.signed_request(session, "GET", "users/getID"), ValueError
+        )
 
     async def test_signedRequestErrorsAreTyped(self):
         """An unknown path or wrong method is not reported with its status."""
         _, session = await self.newUser(self.client, "alice")
         error = await self.assertFailure(
-            self.client.signed_request(session, "GET", "/no/such/path"), NotFound)
+            self.client.signed_request(session, "GET", "/no/such/path"), NotFound
+        )
         self.assertEqual(error.status, 404)
         error = await self.assertFailure(
-            self.client.signed_request(session, "GET", "/logout"), SocktopusError)
+            self.client.signed_request(session, "GET", "/logout"), SocktopusError
+        )
         self.assertIs(type(error), SocktopusError)
         self.assertEqual(error.status, 405)
 
@@ -470,8 +515,8 @@ class AccountsClientTests(TestCase):
         _, session = await self.newUser(self.client, "alice")
         await self.client.logout(session)
         await self.assertFailure(
-            self.client.signed_request(session, "GET", "/users/getID?usernames=alice"),
-            Unauthorized)
+            self.client.signed_request(session, "GET", "/users/getID?usernames=alice"), Unauthorized
+        )
         await self.assertFailure(self.client.verify("alice", session.secret), Unauthorized)
         await self.assertFailure(self.client.logout(session), Unauthorized)
 
@@ -490,6 +535,6 @@ class AccountsClientTests(TestCase):
         """Anyone can change a user's password without knowing the current one."""
         await self.newUser(self.client, "alice")
         await self.assertFailure(
-            self.client.change_password("alice", "not the password", "whatever123"),
-            Unauthorized)
+            self.client.change_password("alice", "not the password", "whatever123"), Unauthorized
+        )
         await self.client.login("alice", PASSWORD)

@@ -183,7 +183,6 @@ class SameBytesTests(FastPathTestCase):
         self.assertEqual(answer.header(b"connection"), b"close")
 
 
-
 class PiecesTests(FastPathTestCase):
     """
     TCP delivers a request in any pieces; every piece boundary gives the same answers.
@@ -276,8 +275,9 @@ class TrickledBodyTests(SynchronousTestCase):
             client.feed(data[-1:])
             self.assertEqual([a.status for a in client.answers()], [200])
         self.assertLess(held[True], 2 * len(body))
-        self.assertLess(held[False], 2 * len(body),
-                        f"{held[False]} bytes held for a {len(body)}-byte body")
+        self.assertLess(
+            held[False], 2 * len(body), f"{held[False]} bytes held for a {len(body)}-byte body"
+        )
 
 
 class HandOverTests(FastPathTestCase):
@@ -527,8 +527,9 @@ class UpgradeTests(FastPathTestCase):
         # Autobahn's handshake timers run on the test's clock.
         self.patch(txaio.config, "loop", self.clock)
 
-    def token(self, connectionId: str = "w1", secret: str = SECRET, app: str = APP,
-              age: float = 0.0) -> str:
+    def token(
+        self, connectionId: str = "w1", secret: str = SECRET, app: str = APP, age: float = 0.0
+    ) -> str:
         return makeToken(app, secret, connectionId, (NOW - age) * 1000)
 
     def test_admittedWithoutTwistedWeb(self) -> None:
@@ -566,8 +567,9 @@ class UpgradeTests(FastPathTestCase):
             fast, web, _, _ = self.answerBoth(upgrade(token))
             self.assertEqual(fast.value(), web.value())
             [answer] = fast.answers()
-            self.assertEqual((answer.status, answer.json()),
-                             (status, {"code": status, "message": message}))
+            self.assertEqual(
+                (answer.status, answer.json()), (status, {"code": status, "message": message})
+            )
             self.assertIsNone(fast.channel.web, token)
             self.assertTrue(fast.connected)
 
@@ -625,20 +627,17 @@ class TwistedWebRefusalTests(FastPathTestCase):
             send("x", headers=[b"X-Pad: " + b"a" * (MAX_HEAD + 10)]), handedOver=True
         )
 
-
     def test_over500Headers(self) -> None:
         """
         A /send with more headers than twisted.web accepts (500) is refused.
         """
         self.assertSameAnswer(send("x", headers=[b"X-A: b"] * 501), handedOver=True)
 
-
     def test_nulInHeaderValue(self) -> None:
         """
         A header value with a NUL is a 400, as RFC 9110 requires and twisted.web answers.
         """
         self.assertSameAnswer(send("x", headers=[b"X-A: a\x00b"]), handedOver=True)
-
 
     def test_carriageReturnInHeaderValue(self) -> None:
         """
@@ -665,10 +664,10 @@ class TwistedWebRefusalTests(FastPathTestCase):
         which path served it.
         """
         self.assertSameAnswer(send("x", headers=[b"Connection: close,te"]))
-        self.assertSameAnswer(send("x", headers=[b"Connection: keep-alive", b"Connection: close"]),
-                              handedOver=True)
+        self.assertSameAnswer(
+            send("x", headers=[b"Connection: keep-alive", b"Connection: close"]), handedOver=True
+        )
         self.assertSameAnswer(send("x", headers=[b"Connection: keep-alive close"]))
-
 
 
 class ConnectionCloseTests(FastPathTestCase):
@@ -893,7 +892,6 @@ class SlicedBodyTests(TestCase):
         self.assertTrue(web.connected)
         self.assertEqual([a.status for a in fast.answers()], [200])
         self.assertTrue(fast.connected)
-
 
 
 class IdleTimeoutTests(FastPathTestCase):
@@ -1162,8 +1160,13 @@ class RawSocketTests(TestCase):
         daemon = Daemon(self)
         site = next(s for s in daemon.service if s.name.startswith("listen")).factory
         client = yield self.connectRaw(daemon)
-        body = json.dumps({"secretName": APP, "secret": SECRET,
-                           "messages": [{"recipient": "nobody", "content": "x"}]}).encode()
+        body = json.dumps(
+            {
+                "secretName": APP,
+                "secret": SECRET,
+                "messages": [{"recipient": "nobody", "content": "x"}],
+            }
+        ).encode()
         client.transport.write(request(body))
         yield client.waitFor(b'"failed":[{')
         kept = [c for c in site.channels if isinstance(c, FastPathChannel)]
@@ -1211,8 +1214,7 @@ class RawSocketTests(TestCase):
         client.transport.write(one * count)
 
         def served() -> int:
-            for family in text_string_to_metric_families(
-                    site.metrics.exposition().decode()):
+            for family in text_string_to_metric_families(site.metrics.exposition().decode()):
                 for sample in family.samples:
                     if sample.name == "socktopus_messages_failed_total":
                         return int(sample.value)
@@ -1231,8 +1233,11 @@ class RawSocketTests(TestCase):
             transport = serverSide()
             if served() == count:
                 break
-            if transport is not None and transport not in reactor.getReaders() \
-                    and (transport.dataBuffer or transport._tempDataLen):
+            if (
+                transport is not None
+                and transport not in reactor.getReaders()
+                and (transport.dataBuffer or transport._tempDataLen)
+            ):
                 break  # it stopped reading: the answers wait for the client
             yield deferLater(reactor, 0, lambda: None)
         self.assertIsNotNone(transport)

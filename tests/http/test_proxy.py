@@ -25,8 +25,9 @@ class ClientAddressTests(SynchronousTestCase):
         """
         Without a proxy the peer's own address is the client's.
         """
-        self.assertEqual(clientAddress(request(IPv4Address("TCP", "203.0.113.9", 5000))),
-                         "203.0.113.9")
+        self.assertEqual(
+            clientAddress(request(IPv4Address("TCP", "203.0.113.9", 5000))), "203.0.113.9"
+        )
 
     def test_localProxyIsBelieved(self):
         """
@@ -34,9 +35,11 @@ class ClientAddressTests(SynchronousTestCase):
         """
         self.assertEqual(
             clientAddress(request(IPv4Address("TCP", "127.0.0.1", 5000), b"198.51.100.7")),
-            "198.51.100.7")
-        self.assertEqual(clientAddress(request(UNIXAddress(b"/run/s.sock"), b"198.51.100.7")),
-                         "198.51.100.7")
+            "198.51.100.7",
+        )
+        self.assertEqual(
+            clientAddress(request(UNIXAddress(b"/run/s.sock"), b"198.51.100.7")), "198.51.100.7"
+        )
 
     def test_remoteClientCannotForgeIt(self):
         """
@@ -44,4 +47,5 @@ class ClientAddressTests(SynchronousTestCase):
         """
         self.assertEqual(
             clientAddress(request(IPv4Address("TCP", "203.0.113.9", 5000), b"10.0.0.1")),
-            "203.0.113.9")
+            "203.0.113.9",
+        )

@@ -21,14 +21,30 @@ class EncodeJsonTests(SynchronousTestCase):
         characters, nested lists and objects in their order, booleans,
         null and integers.
         """
-        strings = ["", "plain", 'quote " and \\ backslash', "\x00\x01\x1f\x7f\x80\x9f",
-                   "\b\f\n\r\t", "/slash </script>", "\u2028\u2029", "é ü 日本",
-                   "\U0001f600", "\ufeff", "".join(map(chr, range(0x20)))]
+        strings = [
+            "",
+            "plain",
+            'quote " and \\ backslash',
+            "\x00\x01\x1f\x7f\x80\x9f",
+            "\b\f\n\r\t",
+            "/slash </script>",
+            "\u2028\u2029",
+            "é ü 日本",
+            "\U0001f600",
+            "\ufeff",
+            "".join(map(chr, range(0x20))),
+        ]
         values = [
             {"succeeded": [{"recipient": s, "content": s} for s in strings], "failed": []},
             {"content": "x", "recipient": "y"},
-            {"Secret": "abc", "UserID": 2**53, "Registered": True, "Other": False,
-             "Nothing": None, "Negative": -1},
+            {
+                "Secret": "abc",
+                "UserID": 2**53,
+                "Registered": True,
+                "Other": False,
+                "Nothing": None,
+                "Negative": -1,
+            },
             {"UserIDs": {"alice": 1}, "Errors": {}},
             [],
             {},
@@ -36,4 +52,5 @@ class EncodeJsonTests(SynchronousTestCase):
         for value in values:
             self.assertEqual(
                 encodeJson(value),
-                json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+                json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+            )

@@ -47,12 +47,14 @@ class WriteNowTests(TestCase):
         self.addCleanup(port.stopListening)
         collector = Collector(expected)
         client = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
-            Factory.forProtocol(lambda: collector))
+            Factory.forProtocol(lambda: collector)
+        )
         server = yield serverFactory.connected
 
         def close():
             server.transport.abortConnection()
             client.transport.abortConnection()
+
         self.addCleanup(close)
         return server.transport, collector
 
@@ -88,8 +90,9 @@ class WriteNowTests(TestCase):
             writeNow(transport, chunk)
         self.assertTrue(transport.dataBuffer or transport._tempDataLen)
         received = yield collector.complete
-        self.assertEqual(hashlib.sha256(received).digest(),
-                         hashlib.sha256(b"".join(chunks)).digest())
+        self.assertEqual(
+            hashlib.sha256(received).digest(), hashlib.sha256(b"".join(chunks)).digest()
+        )
 
 
 class CanWriteNowTests(SynchronousTestCase):

@@ -779,8 +779,10 @@ def oneSlicePerTurn(clock: Clock) -> Cooperator:
     A cooperator that runs one unit of work per turn, a turn being a
     millisecond of C{clock}: what a busy reactor does between socket reads.
     """
-    return Cooperator(terminationPredicateFactory=lambda: lambda: True,
-                      scheduler=lambda work: clock.callLater(0.001, work))
+    return Cooperator(
+        terminationPredicateFactory=lambda: lambda: True,
+        scheduler=lambda work: clock.callLater(0.001, work),
+    )
 
 
 class DeliveryQueueTests(SynchronousTestCase):
@@ -814,7 +816,8 @@ class DeliveryQueueTests(SynchronousTestCase):
         for _ in range(100):
             clock.advance(0.001)
         self.assertEqual([a.status for a in first.answers()], [200, 200])
-        self.assertEqual([(a.status, a.json()["succeeded"]) for a in second.answers()],
-                         [(200, [say("c")])])
+        self.assertEqual(
+            [(a.status, a.json()["succeeded"]) for a in second.answers()], [(200, [say("c")])]
+        )
         self.assertEqual(relay.delivered()[-1], "DATA:c")
         self.assertEqual(relay.site.working, set())

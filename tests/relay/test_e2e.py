@@ -105,9 +105,7 @@ class ManyClientsTests(TestCase):
         daemon = Daemon(self)
         client = yield daemon.connect("c1")
         contents = [f"message {n}" for n in range(10000)]
-        status, body, _ = yield daemon.send(
-            [{"recipient": "c1", "content": c} for c in contents]
-        )
+        status, body, _ = yield daemon.send([{"recipient": "c1", "content": c} for c in contents])
         self.assertEqual(status, 200)
         self.assertEqual(len(body["succeeded"]), 10000)
         received = yield client.waitFor(10000)
@@ -122,15 +120,14 @@ class ManyClientsTests(TestCase):
         daemon = Daemon(self)
         client = yield daemon.connect("c1")
         batches = [[f"{b}:{n}" for n in range(1500)] for b in range(4)]
-        results = yield gatherResults([
-            daemon.send([{"recipient": "c1", "content": c} for c in batch])
-            for batch in batches
-        ])
+        results = yield gatherResults(
+            [daemon.send([{"recipient": "c1", "content": c} for c in batch]) for batch in batches]
+        )
         for status, body, _ in results:
             self.assertEqual((status, len(body["succeeded"])), (200, 1500))
         received = yield client.waitFor(6000)
         for b, batch in enumerate(batches):
-            mine = [r[len("DATA:"):] for r in received if r.startswith(f"DATA:{b}:")]
+            mine = [r[len("DATA:") :] for r in received if r.startswith(f"DATA:{b}:")]
             self.assertEqual(mine, batch)
 
 
@@ -239,13 +236,14 @@ class SlowConsumerTests(TestCase):
         chunk = "x" * (128 * 1024)
         sent = 0
         for round in range(400):
-            status, body, _ = yield daemon.send([
-                {"recipient": "slow", "content": chunk},
-                {"recipient": "fast", "content": f"{round}:{chunk}"},
-            ])
+            status, body, _ = yield daemon.send(
+                [
+                    {"recipient": "slow", "content": chunk},
+                    {"recipient": "fast", "content": f"{round}:{chunk}"},
+                ]
+            )
             self.assertEqual(status, 200)
-            self.assertIn({"recipient": "fast", "content": f"{round}:{chunk}"},
-                          body["succeeded"])
+            self.assertIn({"recipient": "fast", "content": f"{round}:{chunk}"}, body["succeeded"])
             sent += 1
             if body["failed"]:
                 self.assertEqual(body["failed"], [{"recipient": "slow", "content": chunk}])

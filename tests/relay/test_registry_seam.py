@@ -45,8 +45,9 @@ class LaterRegistry:
         self.waiting.append((d, outcome))
         return d
 
-    def deliverBatch(self, app: str, recipients: list[str],
-                     payloads: list[bytes | None]) -> Deferred[list[bool]]:
+    def deliverBatch(
+        self, app: str, recipients: list[str], payloads: list[bytes | None]
+    ) -> Deferred[list[bool]]:
         return self._later(self.local.deliverBatch(app, recipients, payloads))
 
     def kick(self, app: str, connectionIds: list[str]) -> Deferred[Any]:
@@ -138,14 +139,17 @@ class LaterOutcomesTests(SeamTestCase):
         whatever order the slices' outcomes arrive in.
         """
         step = self.send.sliceSize
-        messages = [{"recipient": "c1" if n % 3 else "gone", "content": str(n)}
-                    for n in range(2 * step + 5)]
+        messages = [
+            {"recipient": "c1" if n % 3 else "gone", "content": str(n)} for n in range(2 * step + 5)
+        ]
         self.send.inlineLimit = 0  # the sliced path, without a 256 KiB body
         answer = self.answerOf(self.send.post(body(messages=messages)))
         self.assertEqual(answer["succeeded"], [m for m in messages if m["recipient"] == "c1"])
         self.assertEqual(answer["failed"], [m for m in messages if m["recipient"] == "gone"])
-        self.assertEqual(self.recipient.delivered,
-                         [b"DATA:" + m["content"].encode() for m in answer["succeeded"]])
+        self.assertEqual(
+            self.recipient.delivered,
+            [b"DATA:" + m["content"].encode() for m in answer["succeeded"]],
+        )
 
     def test_kickWaitsForTheOutcome(self) -> None:
         """
@@ -179,8 +183,9 @@ class AuthenticateFirstTests(SeamTestCase):
         A wrong secret with a malformed message is refused as a wrong secret.
         """
         send = SendResource(self.apps, self.local, self.clock)
-        request = json.dumps({"secretName": APP, "secret": "wrong",
-                              "messages": [{"recipient": 1}]}).encode()
+        request = json.dumps(
+            {"secretName": APP, "secret": "wrong", "messages": [{"recipient": 1}]}
+        ).encode()
         self.assertRaises(InvalidSecret, send.post, request)
 
     def test_wrongSecretBeforeBadIds(self) -> None:
@@ -188,6 +193,5 @@ class AuthenticateFirstTests(SeamTestCase):
         The same for a /kick of ids that are not strings.
         """
         kick = KickResource(self.apps, self.local, self.clock)
-        request = json.dumps({"secretName": APP, "secret": "wrong",
-                              "connections": [1]}).encode()
+        request = json.dumps({"secretName": APP, "secret": "wrong", "connections": [1]}).encode()
         self.assertRaises(InvalidSecret, kick.post, request)

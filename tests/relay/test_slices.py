@@ -171,7 +171,8 @@ class Relay:
             # one runs in the next (Clock.advance(0) would run it at once).
             resource.cooperator = Cooperator(
                 terminationPredicateFactory=lambda: lambda: True,
-                scheduler=lambda work: self.clock.callLater(0.001, work))
+                scheduler=lambda work: self.clock.callLater(0.001, work),
+            )
         self.turns = 0
 
     def answer(self, resource: Any, body: Any) -> tuple[int, Any]:
@@ -186,9 +187,10 @@ class Relay:
             return e.status, e.body()
         outcome: list[tuple[int, Any]] = []
         if isinstance(result, Deferred):
-            result.addCallbacks(lambda value: outcome.append((200, value)),
-                                lambda failure: outcome.append(
-                                    (failure.value.status, failure.value.body())))
+            result.addCallbacks(
+                lambda value: outcome.append((200, value)),
+                lambda failure: outcome.append((failure.value.status, failure.value.body())),
+            )
             while not outcome:
                 self.turns += 1
                 self.clock.advance(0.001)
@@ -202,8 +204,11 @@ class Relay:
 
 
 def send(*messages: tuple[str, str], **fields: Any) -> dict[str, Any]:
-    body = {"secretName": APP, "secret": SECRET,
-            "messages": [{"recipient": r, "content": c} for r, c in messages]}
+    body = {
+        "secretName": APP,
+        "secret": SECRET,
+        "messages": [{"recipient": r, "content": c} for r, c in messages],
+    }
     body.update(fields)
     return body
 
@@ -235,8 +240,7 @@ class BigRequestTests(SynchronousTestCase):
             if not isinstance(body, bytes):
                 body = json.dumps(body).encode()
             small, big = Relay(inlineLimit=len(body)), Relay(inlineLimit=0)
-            self.assertEqual(small.answer(small.send, body), big.answer(big.send, body),
-                             body[:120])
+            self.assertEqual(small.answer(small.send, body), big.answer(big.send, body), body[:120])
             self.assertEqual(small.delivered(), big.delivered())
 
     def test_kickSameAnswers(self):
@@ -244,9 +248,11 @@ class BigRequestTests(SynchronousTestCase):
         So does a big /kick.
         """
         ids = [f"c{n}" for n in range(0, 300, 2)]
-        for body in [{"secretName": APP, "secret": SECRET, "connections": ids},
-                     {"secretName": APP, "secret": SECRET, "connections": [*ids, 1]},
-                     {"secretName": APP, "secret": SECRET, "connections": ["\ud800"]}]:
+        for body in [
+            {"secretName": APP, "secret": SECRET, "connections": ids},
+            {"secretName": APP, "secret": SECRET, "connections": [*ids, 1]},
+            {"secretName": APP, "secret": SECRET, "connections": ["\ud800"]},
+        ]:
             data = json.dumps(body).encode()
             small, big = Relay(inlineLimit=len(data)), Relay(inlineLimit=0)
             self.assertEqual(small.answer(small.kick, data), big.answer(big.kick, data))
@@ -281,8 +287,7 @@ class BigKickTests(SynchronousTestCase):
         """
         relay = Relay(inlineLimit=0)
         ids = [f"c{n}" for n in range(250)]
-        body = json.dumps({"secretName": APP, "secret": SECRET,
-                           "connections": ids}).encode()
+        body = json.dumps({"secretName": APP, "secret": SECRET, "connections": ids}).encode()
         answers: list[Any] = []
         relay.kick.post(body).addBoth(answers.append)
         perTurn = []
@@ -326,11 +331,9 @@ class HostileBigBodyTests(SynchronousTestCase):
         turn: no turn does more than a legitimate big batch's turns do,
         about the body's size (its text is decoded whole).
         """
-        start = b'{"secretName":"%s","secret":"%s",' % (APP.encode(),
-                                                      SECRET.encode())
+        start = b'{"secretName":"%s","secret":"%s",' % (APP.encode(), SECRET.encode())
         numbers = b",".join([b"1.5"] * 100000)
-        legit = json.dumps(send(
-            *[(f"c{n % 250}", "m") for n in range(20000)])).encode()
+        legit = json.dumps(send(*[(f"c{n % 250}", "m") for n in range(20000)])).encode()
         bodies = {
             "legitimate": legit,
             "unknown field": start + b'"messages":[],"junk":[' + numbers + b"]}",

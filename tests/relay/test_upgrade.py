@@ -134,8 +134,9 @@ class PipelinedFrameTests(TestCase):
         """
         daemon = Daemon(self)
         client = yield self.connect(daemon)
-        client.transport.write(upgradeRequest(f"/recieve?token={daemon.token('conn-1')}")
-                               + maskedText(b"PING"))
+        client.transport.write(
+            upgradeRequest(f"/recieve?token={daemon.token('conn-1')}") + maskedText(b"PING")
+        )
         yield client.waitFor(b"\x81\x04PONG")
         self.assertIn(b"101", client.received.split(b"\r\n", 1)[0])
         self.assertIn(b"\x81\x04PONG", client.received)

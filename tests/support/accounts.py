@@ -41,18 +41,25 @@ PASSWORD = "correct horse battery"
 # -- Auth Headers ------------------------------------------------------------
 
 
-def signedHeaders(userId: int | str, secret: str, path: str, now: float | None = None,
-                  encoding: str = "hex") -> dict[str, str]:
+def signedHeaders(
+    userId: int | str, secret: str, path: str, now: float | None = None, encoding: str = "hex"
+) -> dict[str, str]:
     """
     The Auth Headers of SPEC §4.1: HMAC-SHA256 of C{"<Time-Sent>:<Path>"},
     keyed with the session secret as its base64 text.
     """
     timeSent = str(int(time.time() if now is None else now))
     mac = hmac.new(secret.encode("ascii"), f"{timeSent}:{path}".encode(), hashlib.sha256)
-    written = base64.b64encode(mac.digest()).decode("ascii") if encoding == "base64" \
-        else mac.hexdigest()
-    return {"UserID": str(userId), "Path": path, "Time-Sent": timeSent, "HMAC": written,
-            "Encoding": encoding}
+    written = (
+        base64.b64encode(mac.digest()).decode("ascii") if encoding == "base64" else mac.hexdigest()
+    )
+    return {
+        "UserID": str(userId),
+        "Path": path,
+        "Time-Sent": timeSent,
+        "HMAC": written,
+        "Encoding": encoding,
+    }
 
 
 def basicAuthorization(name: str, password: str) -> dict[str, str]:
@@ -61,8 +68,9 @@ def basicAuthorization(name: str, password: str) -> dict[str, str]:
 
 
 @inlineCallbacks
-def register(daemon: Any, name: str, password: str = PASSWORD, email: str | None = None,
-             **extra: Any):
+def register(
+    daemon: Any, name: str, password: str = PASSWORD, email: str | None = None, **extra: Any
+):
     """
     C{POST /users}; fires with the new user's id, failing the test on any
     other answer.
@@ -202,8 +210,9 @@ class StoredMessage:
         self.lines.append(line)
 
     def eomReceived(self) -> Deferred[None]:
-        self.server.received(ReceivedMail(self.sender, self.recipient,
-                                          b"\n".join(self.lines) + b"\n"))
+        self.server.received(
+            ReceivedMail(self.sender, self.recipient, b"\n".join(self.lines) + b"\n")
+        )
         return succeed(None)
 
     def connectionLost(self) -> None:
@@ -258,8 +267,9 @@ class MailServer:
         Listen on 127.0.0.1 (a free port unless told which); fires with the server.
         """
         server = cls()
-        server.port, _ = yield listen(testCase, f"tcp:{port}:interface=127.0.0.1",
-                                      MailFactory(server))
+        server.port, _ = yield listen(
+            testCase, f"tcp:{port}:interface=127.0.0.1", MailFactory(server)
+        )
         return server
 
     @property
@@ -308,12 +318,23 @@ class CertificateAuthority:
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
-                           critical=False)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
             .sign(self.key, hashes.SHA256())
         )
 
@@ -334,19 +355,25 @@ class CertificateAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address(address))]),
-                critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address(address))]
+                ),
+                critical=False,
+            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                self.key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
             .sign(self.key, hashes.SHA256())
         )
-        keyPem = key.private_bytes(serialization.Encoding.PEM,
-                                   serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption())
+        keyPem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         return keyPem, certificate.public_bytes(serialization.Encoding.PEM)
 
 
@@ -403,8 +430,10 @@ class RecaptchaServer:
         root.putChild(b"siteverify", server.verifier)
         site = Site(root)
         site.noisy = False
-        description = (f"ssl:0:interface=127.0.0.1:privateKey={_endpointQuote(keyPath)}"
-                       f":certKey={_endpointQuote(certPath)}")
+        description = (
+            f"ssl:0:interface=127.0.0.1:privateKey={_endpointQuote(keyPath)}"
+            f":certKey={_endpointQuote(certPath)}"
+        )
         server.port, _ = yield listen(testCase, description, site)
         return server
 

@@ -82,21 +82,26 @@ class Daemon:
     127.0.0.1, with two apps and a SQLite file in the test's directory.
     """
 
-    def __init__(self, testCase: TestCase, *arguments: str,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, testCase: TestCase, *arguments: str, environ: Mapping[str, str] | None = None
+    ) -> None:
         env = {
             f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET,
             f"{OTHER_APP.upper()}_SOCKTOPUS_SECRET": OTHER_SECRET,
         }
         env.update(environ or {})
         options = SocktopusOptions(environ=env)
-        options.parseOptions([
-            # Twisted's default backlog of 50 drops SYNs when a thousand
-            # clients connect at once; the kernel's retries outlast tokens.
-            "--listen", "tcp:0:interface=127.0.0.1:backlog=1024",
-            "--database", "sqlite:" + testCase.mktemp() + ".sqlite3",
-            *arguments,
-        ])
+        options.parseOptions(
+            [
+                # Twisted's default backlog of 50 drops SYNs when a thousand
+                # clients connect at once; the kernel's retries outlast tokens.
+                "--listen",
+                "tcp:0:interface=127.0.0.1:backlog=1024",
+                "--database",
+                "sqlite:" + testCase.mktemp() + ".sqlite3",
+                *arguments,
+            ]
+        )
         self.options = options
         self.service = makeService(options, reactor)
         self.registry = self.service.getServiceNamed("registry")
@@ -127,21 +132,23 @@ class Daemon:
             if getattr(call.func, "__name__", "") == "_notify_bucket":
                 call.cancel()
 
-    def token(self, connectionId: str, app: str = APP, secret: str = SECRET,
-              stamp: int | None = None) -> str:
-        return makeToken(app, secret, connectionId,
-                         nowMilliseconds() if stamp is None else stamp)
+    def token(
+        self, connectionId: str, app: str = APP, secret: str = SECRET, stamp: int | None = None
+    ) -> str:
+        return makeToken(app, secret, connectionId, nowMilliseconds() if stamp is None else stamp)
 
     @inlineCallbacks
-    def request(self, method: str, path: str, body: Any = None,
-                headers: Mapping[str, str] | None = None):
+    def request(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ):
         """
         Send a request; C{body} is JSON-encoded unless it is bytes. Returns
         C{(status, decoded JSON or raw bytes, response)}.
         """
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        response = yield treq.request(method, self.url + path, data=data,
-                                      headers=headers, agent=self.agent)
+        response = yield treq.request(
+            method, self.url + path, data=data, headers=headers, agent=self.agent
+        )
         content = yield response.content()
         try:
             decoded = json.loads(content)
@@ -156,12 +163,16 @@ class Daemon:
         return self.post("/send", {"secretName": app, "secret": secret, "messages": messages})
 
     def kick(self, connections: list[str], app: str = APP, secret: str = SECRET):
-        return self.post("/kick", {"secretName": app, "secret": secret,
-                                   "connections": connections})
+        return self.post("/kick", {"secretName": app, "secret": secret, "connections": connections})
 
     @inlineCallbacks
-    def connect(self, connectionId: str, path: str = "/recieve",
-                clientClass: type[RelayClient] | None = None, **tokenArgs: Any):
+    def connect(
+        self,
+        connectionId: str,
+        path: str = "/recieve",
+        clientClass: type[RelayClient] | None = None,
+        **tokenArgs: Any,
+    ):
         """
         Open a real WebSocket client connection; fires with the open
         L{RelayClient} once the server has registered it.

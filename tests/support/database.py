@@ -59,10 +59,16 @@ class DatabaseTestsMixin:
     def query(self, f: Any, *arguments: Any):
         return self.database.run(f, *arguments)
 
-    def addUser(self, name: str, email: str | None = None, code: str | None = None,
-                passwordHash: bytes = HASH):
-        return self.query(store.addUser, name, email or f"{name}@example.com", passwordHash,
-                        code, NOW)
+    def addUser(
+        self,
+        name: str,
+        email: str | None = None,
+        code: str | None = None,
+        passwordHash: bytes = HASH,
+    ):
+        return self.query(
+            store.addUser, name, email or f"{name}@example.com", passwordHash, code, NOW
+        )
 
 
 class SQLiteDatabase:
@@ -92,5 +98,9 @@ class MariaDBDatabase:
         adbapi logs the failed rollback of each connection the server broke
         as an error; those are expected where a test breaks connections.
         """
-        self.addCleanup(self.flushLoggedErrors, pymysql.err.OperationalError,
-                        pymysql.err.InterfaceError, ConnectionLost)
+        self.addCleanup(
+            self.flushLoggedErrors,
+            pymysql.err.OperationalError,
+            pymysql.err.InterfaceError,
+            ConnectionLost,
+        )

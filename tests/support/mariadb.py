@@ -91,9 +91,14 @@ def _findProgram(name: str) -> str:
     The path of C{name}, also looking in the sbin directories a non-root
     C{PATH} may lack; a L{MariaDBError} naming the package if not found.
     """
-    path = os.pathsep.join([
-        os.environ.get("PATH", os.defpath), "/usr/sbin", "/usr/local/sbin", "/sbin",
-    ])
+    path = os.pathsep.join(
+        [
+            os.environ.get("PATH", os.defpath),
+            "/usr/sbin",
+            "/usr/local/sbin",
+            "/sbin",
+        ]
+    )
     found = shutil.which(name, path=path)
     if found is None:
         raise MariaDBError(INSTALL_HINT.format(missing=name) + f" ({name} was not found)")
@@ -176,19 +181,21 @@ class MariaDB:
         Create the data directory, start the server on a free port and
         create the C{socktopus} user.  Called once, by L{server}.
         """
-        self._run([
-            self.installDb,
-            "--no-defaults",
-            f"--datadir={self.dataDirectory}",
-            # Not the shared /tmp: concurrent bootstraps there have been
-            # seen to fail on each other's temporary tables.
-            f"--tmpdir={self.temporaryDirectory}",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-            "--skip-name-resolve",
-            f"--user={self.systemUser}",
-            *SERVER_OPTIONS,
-        ])
+        self._run(
+            [
+                self.installDb,
+                "--no-defaults",
+                f"--datadir={self.dataDirectory}",
+                # Not the shared /tmp: concurrent bootstraps there have been
+                # seen to fail on each other's temporary tables.
+                f"--tmpdir={self.temporaryDirectory}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                f"--user={self.systemUser}",
+                *SERVER_OPTIONS,
+            ]
+        )
         # Another process may take the port between our probe and the
         # server's bind: try a few ports before giving up.
         for attempt in range(3):
@@ -292,8 +299,9 @@ class MariaDB:
             f"?unix_socket={quote(self.socketPath, safe='/')}"
         )
 
-    def connect(self, database: str | None = None, *, tcp: bool = False,
-                **arguments: Any) -> pymysql.connections.Connection:
+    def connect(
+        self, database: str | None = None, *, tcp: bool = False, **arguments: Any
+    ) -> pymysql.connections.Connection:
         """
         A new blocking PyMySQL connection as L{user} (autocommit on), over
         the unix socket or, with C{tcp=True}, to 127.0.0.1:L{port}.  The
@@ -323,9 +331,7 @@ class MariaDB:
         if not re.fullmatch(r"[A-Za-z0-9_]{1,30}", prefix):
             raise ValueError(f"database prefix {prefix!r}: use up to 30 letters, digits or _")
         name = f"{prefix}_{os.getpid()}_{next(self._names)}_{secrets.token_hex(3)}"
-        self._execute(
-            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        )
+        self._execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         return name
 
     def dropDatabase(self, name: str) -> None:
@@ -357,8 +363,12 @@ class MariaDB:
             log.write(f"\n$ {' '.join(command)}\n".encode())
             log.flush()
             result = subprocess.run(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.directory, check=False,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                check=False,
             )
         if result.returncode != 0:
             raise MariaDBError(
@@ -394,8 +404,12 @@ class MariaDB:
             log.write(f"\n$ {' '.join(command)}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.directory, start_new_session=True,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                start_new_session=True,
                 env=dict(os.environ, NOTIFY_SOCKET=notifyPath),
                 # The parent-death signal follows the thread that forked:
                 # only ask for it from the main thread, which lives as long
@@ -438,7 +452,10 @@ class MariaDB:
 
     def _connectAsRoot(self) -> pymysql.connections.Connection:
         return pymysql.connect(
-            unix_socket=self.socketPath, user="root", password="", autocommit=True,
+            unix_socket=self.socketPath,
+            user="root",
+            password="",
+            autocommit=True,
             connect_timeout=5,
         )
 
@@ -509,8 +526,11 @@ def closeConnectionsTo(database: str) -> int:
     admin = server().connect()
     try:
         with admin.cursor() as cursor:
-            cursor.execute("SELECT ID FROM information_schema.PROCESSLIST"
-                           " WHERE DB = %s AND ID <> CONNECTION_ID()", (database,))
+            cursor.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST"
+                " WHERE DB = %s AND ID <> CONNECTION_ID()",
+                (database,),
+            )
             ids = [row[0] for row in cursor.fetchall()]
             for connectionId in ids:
                 cursor.execute(f"KILL CONNECTION {int(connectionId)}")

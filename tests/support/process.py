@@ -58,18 +58,27 @@ class Process(ProcessProtocol):
 
     def processEnded(self, reason) -> None:
         for _, d in self._patterns:
-            d.errback(AssertionError(
-                f"exited before printing that:\n{self.output.decode()}\n{self.errors.decode()}"))
+            d.errback(
+                AssertionError(
+                    f"exited before printing that:\n{self.output.decode()}\n{self.errors.decode()}"
+                )
+            )
         self._patterns = []
         if reason.check(ProcessDone):
             self.ended.callback(0)
         elif reason.check(ProcessTerminated):
-            self.ended.callback(reason.value.exitCode if reason.value.exitCode is not None
-                                else -reason.value.signal)
+            self.ended.callback(
+                reason.value.exitCode if reason.value.exitCode is not None else -reason.value.signal
+            )
 
 
-def run(testCase: TestCase, executable: str, *arguments: str,
-        env: dict[str, str] | None = None, path: str | None = None) -> Process:
+def run(
+    testCase: TestCase,
+    executable: str,
+    *arguments: str,
+    env: dict[str, str] | None = None,
+    path: str | None = None,
+) -> Process:
     """
     Start a child in a fresh directory, with only the environment given
     (plus PATH and HOME), so no developer's .env or variables leak in.
@@ -80,12 +89,14 @@ def run(testCase: TestCase, executable: str, *arguments: str,
         os.makedirs(path)
     environment = {"PATH": os.environ.get("PATH", ""), "HOME": path}
     environment.update(env or {})
-    transport = reactor.spawnProcess(process, executable, [executable, *arguments],
-                                     env=environment, path=path)
+    transport = reactor.spawnProcess(
+        process, executable, [executable, *arguments], env=environment, path=path
+    )
 
     def cleanUp():
         if not process.ended.called:
             transport.signalProcess("KILL")
             return process.ended
+
     testCase.addCleanup(cleanUp)
     return process
