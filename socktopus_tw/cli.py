@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cli -*-
+# -*- test-case-name: tests.test_cli,tests.deploy.test_first_contact -*-
 """
 The C{socktopus} console command: what is not the daemon.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap,tests.deploy.test_process -*-
+# -*- test-case-name: tests.test_tap,tests.deploy.test_process,tests.deploy.test_first_contact -*-
 """
 The daemon process' lifecycle: listening with a clear error when it cannot,
 starting up with one line instead of a traceback (in daemon mode too), and

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_logs -*-
+# -*- test-case-name: tests.test_logs,tests.test_json_log -*-
 """
 Log observers for twistd's C{--logger} option.
 

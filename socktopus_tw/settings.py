@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_settings,tests.test_tap -*-
+# -*- test-case-name: tests.test_settings,tests.test_tap,tests.deploy.test_first_contact -*-
 """
 The daemon's settings: the table of options that take a value, their
 parsers, the environment (the process environment over a C{.env} file) they

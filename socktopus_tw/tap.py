@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_tap,tests.deploy.test_first_contact -*-
 """
 C{twistd socktopus}: the command-line options and the composition of the
 daemon's services. No logic of its own lives here: settings are parsed and
