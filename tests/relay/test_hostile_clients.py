@@ -647,3 +647,104 @@ class RateOptionTests(SynchronousTestCase):
         self.assertEqual(settings.rate("100"), 100.0)
         for bad in ["0", "-1", "fast", "", "inf", "nan"]:
             self.assertRaises(ValueError, settings.rate, bad)
+
+
+MESSAGE = b"DATA:" + b"x" * 1000
+FRAME_LENGTH = len(MESSAGE) + 4
+
+
+class PausedClientTests(HostileClientTestCase):
+    """
+    A client whose send buffer is full (it is being sent more than it reads
+    at once) but which keeps reading, and keeps sending PING: a legitimate
+    client on a slow link, or a busy channel.
+    """
+
+    def tick(self, client: Client, step: int, ping: bool) -> None:
+        """
+        0.1 s of a steady stream to C{client}: ten messages sent, a little
+        more than that read; a text PING from it each second if C{ping}.
+        """
+        for _ in range(10):
+            self.assertTrue(client.server.deliver(MESSAGE))
+        client.read(10 * FRAME_LENGTH + 200)
+        if ping and step % 10 == 0:
+            client.sendText(b"PING")
+        self.turn(client)
+        self.reactor.advance(0.1)
+        if step % 10 == 0:
+            self.registry.sweep()
+
+    def test_readingPingingClientIsNotClosedAsIdle(self) -> None:
+        """
+        A client that reads its stream all the time and sends PING every
+        second is closed as idle 10 s into that: its buffer filled half a
+        second before the server's keepalive looked, the one look found
+        nothing read yet, its PINGs are not read while its buffer is full,
+        and nobody looks again before the idle close.
+        """
+        client = self.connect()
+        for _ in range(9):
+            self.reactor.advance(1)
+            self.registry.sweep()
+        self.reactor.advance(0.5)
+        for _ in range(200):  # a 200 KB burst: its buffer is full
+            self.assertTrue(client.server.deliver(MESSAGE))
+        self.assertFalse(client.wire.reading)
+        self.reactor.advance(0.5)
+        self.registry.sweep()  # the keepalive at 10 s: nothing read yet
+        for step in range(300):  # 30 s of reading, and a PING each second
+            self.tick(client, step, ping=True)
+            if client.server.state != RelayProtocol.STATE_OPEN:
+                break
+        self.assertEqual(
+            (client.server.state, self.registry.connection(APP, "c1")),
+            (RelayProtocol.STATE_OPEN, client.server),
+            f"closed after {step / 10:.1f} s of reading; it sent {step // 10 + 1} PINGs",
+        )
+
+    def test_pingsHeldWhilePausedAreNotAFlood(self) -> None:
+        """
+        A client sending one PING a second (a twentieth of the rate) is
+        closed with 1008 as a flood when its buffer drains after a minute:
+        the server did not read it meanwhile, then read its 60 PINGs at
+        once, and the token bucket holds 40.
+        """
+        client = self.connect()
+        for _ in range(200):
+            self.assertTrue(client.server.deliver(MESSAGE))
+        for step in range(600):  # a minute, reading steadily, PING each second
+            self.tick(client, step, ping=True)
+        self.assertFalse(client.wire.aborted)
+        for _ in range(100):  # the stream stops; it reads the rest
+            client.readAll()
+            self.turn(client)
+            client.readAll()
+        self.assertIsNone(client.closeCode())
+        self.assertEqual(client.answered(TEXT, b"PONG"), 60)
+        self.assertEqual(client.server.state, RelayProtocol.STATE_OPEN)
+
+    def test_closeSentWhileBufferFullIsHonoured(self) -> None:
+        """
+        A client reading a steady stream sends CLOSE and goes on reading (as
+        browsers do until the close frame comes); 30 s later it has still
+        not been closed and is still being sent the stream: the server does
+        not read it until its buffer is empty, which a steady stream never
+        lets happen.
+        """
+        client = self.connect()
+        for _ in range(200):
+            self.assertTrue(client.server.deliver(MESSAGE))
+        for step in range(10):
+            self.tick(client, step, ping=False)
+        client.sendText(b"CLOSE")
+        for step in range(300):
+            if client.server.state != RelayProtocol.STATE_OPEN:
+                break
+            self.tick(client, step, ping=False)
+        self.assertNotEqual(
+            client.server.state, RelayProtocol.STATE_OPEN, "still open 30 s after CLOSE"
+        )
+
+
+# -- checked and fine -----------------------------------------------------------

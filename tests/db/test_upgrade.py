@@ -1,0 +1,65 @@
+"""
+A database an older daemon made is upgraded in place on start, losing nothing.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from socktopus_tw.accounts import store
+from socktopus_tw.db import (
+    Conflict,
+    Database,
+    migrate,
+    openPool,
+    parseDatabaseUrl,
+    schema,
+)
+from tests.support.database import (
+    HASH,
+    SECRET,
+    MariaDBDatabase,
+    SQLiteDatabase,
+)
+from tests.support.database import NOW as CREATED_AT
+
+
+class UpgradeFromVersionOneTestsMixin:
+    """
+    A database an older daemon made (schema 001, with
+    users and sessions) is upgraded to 002 on start. The shipped suite only
+    migrates empty databases.
+    """
+
+    async def test_versionOneDatabaseIsUpgradedKeepingItsData(self):
+        """
+        Starting on a version-1 database keeps its users and sessions and
+        adds the replay guard's table.
+        """
+        config = parseDatabaseUrl(self.databaseUrl())
+        shipped = schema.schemaVersions
+        self.patch(schema, "schemaVersions", lambda c: shipped(c)[:1])
+        self.assertEqual(migrate(config), (0, 1))
+        pool = openPool(config, reactor)
+        pool.start()
+        self.addCleanup(pool.close)
+        database = Database(pool, config)
+        userId = await database.run(store.addUser, "old", "old@example.com", HASH, None, CREATED_AT)
+        await database.run(store.saveSession, userId, SECRET, CREATED_AT + 1800, True)
+        self.patch(schema, "schemaVersions", shipped)
+        self.assertEqual(migrate(config), (1, 2))
+        self.assertEqual(migrate(config), (2, 2))
+        self.assertEqual((await database.run(store.userNamed, "OLD")).id, userId)
+        self.assertEqual((await database.run(store.sessionOf, userId)).secret, SECRET)
+        await database.run(store.acceptHeaders, CREATED_AT, userId, b"\x01" * 32)
+        with self.assertRaises(Conflict):
+            await database.run(store.acceptHeaders, CREATED_AT, userId, b"\x01" * 32)
+
+
+class SQLiteUpgradeTests(SQLiteDatabase, UpgradeFromVersionOneTestsMixin, TestCase):
+    pass
+
+
+class MariaDBUpgradeTests(MariaDBDatabase, UpgradeFromVersionOneTestsMixin, TestCase):
+    pass
