@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import pymysql
-from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
@@ -21,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.accounts import closedPort, signedHeaders
 from tests.support.daemon import Daemon
+from tests.support.database import ignoreBrokenConnectionLogs
 from tests.support.mariadb import closeConnectionsTo, server
 from tests.support.process import TWISTD, run
 
@@ -43,16 +42,7 @@ class MariaDBDaemonTests(TestCase):
         self.url = self.server.url(self.name)
 
     def ignoreBrokenConnectionLogs(self) -> None:
-        """
-        adbapi logs the failed rollback of each connection the server broke
-        as an error; those are expected where a test breaks connections.
-        """
-        self.addCleanup(
-            self.flushLoggedErrors,
-            pymysql.err.OperationalError,
-            pymysql.err.InterfaceError,
-            ConnectionLost,
-        )
+        ignoreBrokenConnectionLogs(self)
 
     def daemon(self) -> Daemon:
         return Daemon(self, "--database", self.url, "--bcrypt-rounds", "4")

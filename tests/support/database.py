@@ -29,6 +29,19 @@ SECRET = "c2VjcmV0LW9uZQ==" * 5
 OTHER_SECRET = "b3RoZXItc2VjcmV0" * 5
 
 
+def ignoreBrokenConnectionLogs(testCase: Any) -> None:
+    """
+    adbapi logs the failed rollback of each connection the server broke as
+    an error; those are expected where a test breaks connections.
+    """
+    testCase.addCleanup(
+        testCase.flushLoggedErrors,
+        pymysql.err.OperationalError,
+        pymysql.err.InterfaceError,
+        ConnectionLost,
+    )
+
+
 class DatabaseTestsMixin:
     """
     A fresh database per test, migrated and opened as the daemon opens it.
@@ -94,13 +107,4 @@ class MariaDBDatabase:
         return self.server.url(self.name)
 
     def ignoreBrokenConnectionLogs(self) -> None:
-        """
-        adbapi logs the failed rollback of each connection the server broke
-        as an error; those are expected where a test breaks connections.
-        """
-        self.addCleanup(
-            self.flushLoggedErrors,
-            pymysql.err.OperationalError,
-            pymysql.err.InterfaceError,
-            ConnectionLost,
-        )
+        ignoreBrokenConnectionLogs(self)
