@@ -6,6 +6,7 @@ so a load balancer sends no traffic to a daemon that would answer 503.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.web.server import Request
@@ -35,12 +36,25 @@ class Ready(JsonResource):
     503 when it is down, or frozen and has not answered by then.
     """
 
-    def __init__(self, database: Database, timeout: float = READY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        database: Database,
+        timeout: float = READY_TIMEOUT,
+        checks: list[tuple[str, Callable[[], None]]] = (),
+    ) -> None:
+        """
+        @param checks: what else must be up, by name: each raises
+            L{ServiceUnavailable} (at once) when it is not, e.g. the
+            cluster's Redis.
+        """
         super().__init__()
         self.database = database
         self.timeout = timeout
+        self.checks = list(checks)
 
     async def json_GET(self, request: Request) -> dict[str, Any]:
+        for _, check in self.checks:
+            check()
         try:
             await self.database.ping(timeout=self.timeout)
         except Unreachable:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
 
+from socktopus_tw.cluster.redisurl import parseRedisUrl
 from socktopus_tw.accounts.mail import parseSmtpUrl
 from socktopus_tw.accounts.recaptcha import DEFAULT_VERIFY_URL, loadTrustRoot
 from socktopus_tw.accounts.rules import checkEmail
@@ -239,6 +240,13 @@ SETTINGS = [
         "Where the mailed registration link sends the user once registered.",
     ),
     Setting("bcrypt-rounds", "12", bcryptRounds, "The bcrypt cost for new password hashes."),
+    Setting(
+        "redis",
+        None,
+        parseRedisUrl,
+        "redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss://... or redis+unix:///PATH: "
+        "be one node of a cluster of daemons sharing this Redis (off without it).",
+    ),
     Setting(
         "metrics-listen",
         None,

@@ -21,6 +21,7 @@ from socktopus_tw.accounts.mail import Mailer
 from socktopus_tw.accounts.passwords import Passwords
 from socktopus_tw.accounts.recaptcha import Recaptcha
 from socktopus_tw.accounts.service import Accounts
+from socktopus_tw.cluster.registry import ClusterRegistry
 from socktopus_tw.daemon import Listener, SocktopusService, Startup, StopOnTerm, complain
 from socktopus_tw.db import Database, DatabaseService, openPool
 from socktopus_tw.health import Health, Ready
@@ -28,7 +29,7 @@ from socktopus_tw.http.fastpath import FastPathSite
 from socktopus_tw.http.respond import Root
 from socktopus_tw.http.site import SocktopusSite
 from socktopus_tw.metrics import Metrics, MetricsResource
-from socktopus_tw.relay.registry import LocalRegistry
+from socktopus_tw.relay.registry import IRegistry, LocalRegistry
 from socktopus_tw.relay.routes import routes as relayRoutes
 from socktopus_tw.settings import SETTINGS, ConfigurationError, resolveConfiguration
 
@@ -118,14 +119,20 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     top = SocktopusService(apps, config.get("startup"))
 
     metrics = Metrics()
-    registry = LocalRegistry(
+    local = LocalRegistry(
         reactor,
         idleTimeout=config["idle-timeout"],
         tokenLifespan=config["token-lifespan"],
         metrics=metrics,
     )
+    registry: IRegistry = local
+    checks: list[Any] = []
+    if config.get("redis") is not None:
+        registry = ClusterRegistry(local, config["redis"], reactor)
+        checks.append(("Redis", registry.ready))
     registry.setServiceParent(top)
-    metrics.watchConnections(registry.counts)
+    # /metrics stays per node (SPEC §6).
+    metrics.watchConnections(local.counts)
     database = Database(openPool(config["database"], reactor), config["database"], metrics)
     DatabaseService(database).setServiceParent(top)
 
@@ -163,7 +170,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         clientMessageRate=config["client-message-rate"],
         metrics=metrics,
     )
-    health = [(b"health", Health()), (b"ready", Ready(database))]
+    health = [(b"health", Health()), (b"ready", Ready(database, checks=checks))]
     for name, resource in [*relay, *accountsRoutes(accounts), *health]:
         site.route(name, resource)
 

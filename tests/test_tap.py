@@ -53,6 +53,7 @@ ACCOUNTS_DEFAULTS: dict[str, Any] = {
     "recaptcha-ca": None,
     "registered-redirect": "/",
     "bcrypt-rounds": 12,
+    "redis": None,
     "metrics-listen": None,
 }
 DEFAULTS.update(ACCOUNTS_DEFAULTS)

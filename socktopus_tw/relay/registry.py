@@ -130,6 +130,11 @@ class IRegistry(Interface):
         Connected clients per app, for apps that have any.
         """
 
+    def nodes() -> int:
+        """
+        How many nodes are live: 1 for a registry of one process.
+        """
+
 
 @implementer(IRegistry)
 class LocalRegistry(Service):
@@ -301,19 +306,37 @@ class LocalRegistry(Service):
         Close these connections and refuse their tokens stamped at or before
         now. Return the ids that were connected and those that were not.
         """
-        nowMilliseconds = self.clock.seconds() * 1000
+        kicked, notConnected = self.refuse(app, connectionIds, self.clock.seconds() * 1000)
+        self.logKick(app, kicked, notConnected)
+        return kicked, notConnected
+
+    def refuse(
+        self, app: str, connectionIds: Iterable[str], atMilliseconds: float
+    ) -> tuple[list[str], list[str]]:
+        """
+        L{kick} without its log line, for a kick stamped C{atMilliseconds}
+        (by this node or, in a cluster, another): the ids connected here and
+        those that were not.
+        """
         kicked, notConnected = [], []
         connections = self._apps.get(app, {})
         for connectionId in connectionIds:
             key = (app, connectionId)
-            self._kicked[key] = nowMilliseconds
-            self._kicked.move_to_end(key)
+            if self._kicked.get(key, -1.0) < atMilliseconds:
+                self._kicked[key] = atMilliseconds
+                self._kicked.move_to_end(key)
             connection = connections.get(connectionId)
             if connection is None:
                 notConnected.append(connectionId)
             else:
                 kicked.append(connectionId)
                 self._evict(connection)
+        return kicked, notConnected
+
+    def logKick(self, app: str, kicked: list[str], notConnected: list[str]) -> None:
+        """
+        The one line a kick is logged with.
+        """
         # The ids come from the request: listForLog cuts and escapes them.
         self.log.info(
             "Kick for {app}: kicked {kicked}; not connected: {notConnected}",
@@ -323,7 +346,6 @@ class LocalRegistry(Service):
             kickedCount=len(kicked),
             notConnectedCount=len(notConnected),
         )
-        return kicked, notConnected
 
     def isKicked(self, app: str, connectionId: str, stampMilliseconds: float) -> bool:
         """
@@ -364,6 +386,12 @@ class LocalRegistry(Service):
         Connected clients per app, for apps that have any.
         """
         return {app: len(conns) for app, conns in self._apps.items() if conns}
+
+    def nodes(self) -> int:
+        """
+        One process is one node.
+        """
+        return 1
 
     # -- housekeeping ----------------------------------------------------
 
@@ -413,6 +441,14 @@ class LocalRegistry(Service):
         self._lastSeen.pop(connection, None)
         self._pinged.discard(connection)
         return True
+
+    def evict(self, connection: IRelayConnection) -> None:
+        """
+        Send C{CLOSE} and close one connection: in a cluster, when another
+        node took its id.
+        """
+        if self.connection(connection.app, connection.connectionId) is connection:
+            self._evict(connection)
 
     def _evict(self, connection: IRelayConnection) -> None:
         # Forgotten first, so nothing more is delivered to it; remembered as

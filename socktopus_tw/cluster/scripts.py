@@ -1,0 +1,306 @@
+# -*- test-case-name: tests.cluster.test_registry -*-
+"""
+The cluster's steps as Lua scripts: each runs in Redis in one round trip,
+atomically, so two nodes never see half of another's step.
+
+Keys, all under C{socktopus:}:
+
+  - C{c:APP}: a hash, connection id -> C{"NODE GENERATION"}, the directory.
+  - C{m:NODE}: a set of C{"APP\\0ID"} a node registered, so a dead node's
+    directory entries can be found and removed.
+  - C{nodes}: a sorted set, node -> time of its last heartbeat (ms).
+  - C{nc:NODE}: a node's client counts per app (JSON), expiring with it.
+  - C{denied}: a sorted set, C{"APP\\0ID"} -> kick time (ms), trimmed to the
+    token lifespan.
+  - C{n:NODE}: the pub/sub channel of a node; C{all}: of every node.
+
+Times are Redis' own (C{TIME}), so the nodes' clocks need not agree, except
+for the kick stamps that tokens are compared with (the kicking node's clock,
+as on one node).
+
+Keys are built inside the scripts, so this needs one Redis (or a replicated
+pair), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+PREFIX = "socktopus:"
+
+_COMMON = """
+local P = 'socktopus:'
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local live = {}
+local function isLive(node, since)
+  local known = live[node]
+  if known == nil then
+    local seen = redis.call('ZSCORE', P .. 'nodes', node)
+    known = seen ~= false and tonumber(seen) >= since
+    live[node] = known
+  end
+  return known
+end
+local function owner(entry)
+  return string.match(entry, '^[^ ]+')
+end
+"""
+
+
+@dataclass(frozen=True)
+class Script:
+    """
+    A Lua script and the SHA-1 that EVALSHA names it by.
+    """
+
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+#: ARGV: me, generation, app, id. Claim the id for this node; tell the node
+#: that held it (a live other one) to close its connection.
+REGISTER = Script(
+    "register",
+    _COMMON
+    + """
+local me, gen, app, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local dir = P .. 'c:' .. app
+local previous = redis.call('HGET', dir, id)
+redis.call('HSET', dir, id, me .. ' ' .. gen)
+redis.call('SADD', P .. 'm:' .. me, app .. '\\0' .. id)
+if previous then
+  local node = owner(previous)
+  if node ~= me then
+    redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
+    local generation = string.match(previous, ' (.*)$')
+    redis.call('PUBLISH', P .. 'n:' .. node,
+      cjson.encode({t = 'e', a = app, i = id, g = generation}))
+  end
+end
+return 1
+""",
+)
+
+#: ARGV: me, generation, app, id. Forget the entry if it is still this one.
+UNREGISTER = Script(
+    "unregister",
+    _COMMON
+    + """
+local me, gen, app, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local dir = P .. 'c:' .. app
+if redis.call('HGET', dir, id) == me .. ' ' .. gen then
+  redis.call('HDEL', dir, id)
+  redis.call('SREM', P .. 'm:' .. me, app .. '\\0' .. id)
+end
+return 1
+""",
+)
+
+#: ARGV: me, liveness (ms), fresh, then (generation, app, id) triples. After
+#: Redis came back: with C{fresh} "1" (the first part), forget this node's
+#: old entries (connections that closed while Redis was away); then claim
+#: each id unless a live other node holds it now (a newer connection made
+#: during the outage), and return the generations lost that way.
+RESTORE = Script(
+    "restore",
+    _COMMON
+    + """
+local me, since = ARGV[1], now() - tonumber(ARGV[2])
+redis.call('ZADD', P .. 'nodes', now(), me)
+if ARGV[3] == '1' then
+  for _, member in ipairs(redis.call('SMEMBERS', P .. 'm:' .. me)) do
+    local app, id = string.match(member, '^([^%z]*)%z(.*)$')
+    local dir = P .. 'c:' .. app
+    local entry = redis.call('HGET', dir, id)
+    if entry and owner(entry) == me then redis.call('HDEL', dir, id) end
+  end
+  redis.call('DEL', P .. 'm:' .. me)
+end
+local lost = {}
+for i = 4, #ARGV, 3 do
+  local gen, app, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local dir = P .. 'c:' .. app
+  local previous = redis.call('HGET', dir, id)
+  local node = previous and owner(previous)
+  if previous and node ~= me and isLive(node, since) then
+    lost[#lost + 1] = gen
+  else
+    redis.call('HSET', dir, id, me .. ' ' .. gen)
+    redis.call('SADD', P .. 'm:' .. me, app .. '\\0' .. id)
+  end
+end
+return lost
+""",
+)
+
+#: ARGV: me, request, app, liveness (ms), then (id, record) pairs: publish
+#: each live other node's records to it in one message. Returns the number of
+#: nodes that got a message, and the pair positions (from 0) that failed:
+#: connected nowhere, on a dead node, or on a node that did not hear.
+DELIVER = Script(
+    "deliver",
+    _COMMON
+    + """
+local me, request, app = ARGV[1], ARGV[2], ARGV[3]
+local since = now() - tonumber(ARGV[4])
+local dir = P .. 'c:' .. app
+local groups, positions, order, failed = {}, {}, {}, {}
+for i = 5, #ARGV, 2 do
+  local position = (i - 5) / 2
+  local entry = redis.call('HGET', dir, ARGV[i])
+  local node = entry and owner(entry)
+  if node and node ~= me and isLive(node, since) then
+    if groups[node] == nil then
+      groups[node], positions[node] = {}, {}
+      order[#order + 1] = node
+    end
+    local group = groups[node]
+    group[#group + 1] = ARGV[i + 1]
+    positions[node][#group] = position
+  else
+    failed[#failed + 1] = position
+  end
+end
+local sent = 0
+local head = '{"t":"d","f":"' .. me .. '","r":' .. request .. ',"a":' .. cjson.encode(app) .. ',"m":['
+for _, node in ipairs(order) do
+  local message = head .. table.concat(groups[node], ',') .. ']}'
+  if redis.call('PUBLISH', P .. 'n:' .. node, message) > 0 then
+    sent = sent + 1
+  else
+    for _, position in ipairs(positions[node]) do
+      failed[#failed + 1] = position
+    end
+  end
+end
+return {sent, failed}
+""",
+)
+
+#: ARGV: me, app, kick time (ms), lifespan (ms), the broadcast, liveness
+#: (ms), then ids.
+#: Deny the ids' older tokens cluster-wide, tell every node, and return the
+#: ids connected on a live other node.
+KICK = Script(
+    "kick",
+    _COMMON
+    + """
+local me, app, at, lifespan, broadcast = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local since = now() - tonumber(ARGV[6])
+local dir, denied = P .. 'c:' .. app, P .. 'denied'
+local connected = {}
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  redis.call('ZADD', denied, at, app .. '\\0' .. id)
+  local entry = redis.call('HGET', dir, id)
+  local node = entry and owner(entry)
+  if node and node ~= me and isLive(node, since) then
+    connected[#connected + 1] = id
+  end
+end
+redis.call('ZREMRANGEBYSCORE', denied, '-inf', '(' .. (at - lifespan))
+redis.call('PUBLISH', P .. 'all', broadcast)
+return connected
+""",
+)
+
+#: ARGV: since (ms): the kicks whose tokens may still be valid, as
+#: (member, time) pairs.
+DENIED = Script(
+    "denied",
+    _COMMON
+    + """
+return redis.call('ZRANGEBYSCORE', P .. 'denied', ARGV[1], '+inf', 'WITHSCORES')
+""",
+)
+
+#: ARGV: me, liveness (ms), this node's counts (JSON). Mark this node live,
+#: remove (a bounded part of) dead nodes' entries, and answer whether this
+#: node was live before, and every live node with its counts.
+HEARTBEAT = Script(
+    "heartbeat",
+    _COMMON
+    + """
+local me, ttl, counts = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local t = now()
+local since = t - ttl
+local nodes = P .. 'nodes'
+local before = redis.call('ZSCORE', nodes, me)
+local wasLive = before ~= false and tonumber(before) >= since
+redis.call('ZADD', nodes, t, me)
+redis.call('SET', P .. 'nc:' .. me, counts, 'PX', ttl)
+-- At most 1,000 entries of dead nodes a beat: Redis is never held long.
+local budget = 1000
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. since)) do
+  local members = redis.call('SPOP', P .. 'm:' .. dead, budget)
+  for _, member in ipairs(members) do
+    local app, id = string.match(member, '^([^%z]*)%z(.*)$')
+    local dir = P .. 'c:' .. app
+    local entry = redis.call('HGET', dir, id)
+    if entry and owner(entry) == dead then
+      redis.call('HDEL', dir, id)
+    end
+  end
+  budget = budget - #members
+  if budget <= 0 then break end
+  redis.call('ZREM', nodes, dead)
+  redis.call('DEL', P .. 'nc:' .. dead)
+end
+local liveNodes = redis.call('ZRANGEBYSCORE', nodes, since, '+inf')
+local liveCounts = redis.call('MGET', unpack(
+  (function() local keys = {} for i, n in ipairs(liveNodes) do keys[i] = P .. 'nc:' .. n end return keys end)()))
+return {wasLive and 1 or 0, liveNodes, liveCounts}
+""",
+)
+
+#: ARGV: me, liveness (ms), app, then ids (none: every id of the app).
+#: Which ids are connected on a live node.
+PRESENCE = Script(
+    "presence",
+    _COMMON
+    + """
+local since = now() - tonumber(ARGV[2])
+local dir = P .. 'c:' .. ARGV[3]
+local connected = {}
+if #ARGV == 3 then
+  local all = redis.call('HGETALL', dir)
+  for i = 1, #all, 2 do
+    if isLive(owner(all[i + 1]), since) then connected[#connected + 1] = all[i] end
+  end
+else
+  for i = 4, #ARGV do
+    local entry = redis.call('HGET', dir, ARGV[i])
+    if entry and isLive(owner(entry), since) then connected[#connected + 1] = ARGV[i] end
+  end
+end
+return connected
+""",
+)
+
+#: ARGV: me. A node stopping cleanly: its entries and heartbeat go at once.
+LEAVE = Script(
+    "leave",
+    _COMMON
+    + """
+local me = ARGV[1]
+for _, member in ipairs(redis.call('SMEMBERS', P .. 'm:' .. me)) do
+  local app, id = string.match(member, '^([^%z]*)%z(.*)$')
+  local dir = P .. 'c:' .. app
+  local entry = redis.call('HGET', dir, id)
+  if entry and owner(entry) == me then redis.call('HDEL', dir, id) end
+end
+redis.call('DEL', P .. 'm:' .. me, P .. 'nc:' .. me)
+redis.call('ZREM', P .. 'nodes', me)
+return 1
+""",
+)
+
+SCRIPTS = [REGISTER, UNREGISTER, RESTORE, DELIVER, KICK, DENIED, HEARTBEAT, PRESENCE, LEAVE]

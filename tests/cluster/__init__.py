@@ -1,0 +1,3 @@
+"""
+Tests of the cluster over Redis (SPEC §6).
+"""
