@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -39,8 +38,19 @@ def startRedis() -> tuple[subprocess.Popen, int]:
     port = freePort()
     directory = tempfile.mkdtemp()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", directory],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
@@ -58,7 +68,11 @@ def publishRaw(port: int, channel: bytes, count: int) -> None:
     Publish COUNT messages from a plain socket (not the measured process).
     """
     command = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-        len(channel), channel, len(PAYLOAD), PAYLOAD)
+        len(channel),
+        channel,
+        len(PAYLOAD),
+        PAYLOAD,
+    )
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(command * count)
         expected, got = count, 0
@@ -67,8 +81,8 @@ def publishRaw(port: int, channel: bytes, count: int) -> None:
 
 
 def runTxredisapi(port: int) -> dict[str, float]:
-    from twisted.internet import reactor, defer, task
     import txredisapi
+    from twisted.internet import defer, reactor, task
 
     results: dict[str, float] = {}
 
@@ -96,11 +110,12 @@ def runTxredisapi(port: int) -> dict[str, float]:
         factory = txredisapi.SubscriberFactory()
         factory.protocol = Subscriber
         from twisted.internet.endpoints import TCP4ClientEndpoint
+
         sub = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
         yield sub.subscribe("recv")
         yield task.deferLater(reactor, 0.2, lambda: None)
         start = time.process_time()
-        publisher = reactor.callInThread(publishRaw, port, b"recv", RECEIVED)
+        reactor.callInThread(publishRaw, port, b"recv", RECEIVED)
         yield received
         results["received_us"] = (time.process_time() - start) / RECEIVED * 1e6
         yield redis.disconnect()
@@ -123,8 +138,8 @@ def runRedisPy(port: int) -> dict[str, float]:
     from twisted.internet import asyncioreactor
 
     asyncioreactor.install(loop)
-    from twisted.internet import reactor, defer
     import redis.asyncio as aioredis
+    from twisted.internet import defer, reactor
 
     results: dict[str, float] = {}
 
@@ -138,8 +153,10 @@ def runRedisPy(port: int) -> dict[str, float]:
         # A busy node has many commands in flight from many requests; redis-py
         # multiplexes over a pool, so the fair comparison is concurrent calls.
         redis2 = aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool(host="127.0.0.1", port=port,
-                                                            max_connections=50))
+            connection_pool=aioredis.BlockingConnectionPool(
+                host="127.0.0.1", port=port, max_connections=50
+            )
+        )
         start = time.process_time()
         await asyncio.gather(*[redis2.publish("bench", PAYLOAD) for _ in range(PIPELINED)])
         results["pool_us"] = (time.process_time() - start) / PIPELINED * 1e6
@@ -173,7 +190,8 @@ def runRedisPy(port: int) -> dict[str, float]:
         return result
 
     reactor.callWhenRunning(
-        lambda: defer.Deferred.fromFuture(asyncio.ensure_future(main())).addBoth(done))
+        lambda: defer.Deferred.fromFuture(asyncio.ensure_future(main())).addBoth(done)
+    )
     reactor.run()
     return results
 
@@ -195,15 +213,19 @@ def main() -> None:
             for client in rounds:
                 out = subprocess.run(
                     [sys.executable, __file__, "--client", client, "--port", str(port)],
-                    check=True, capture_output=True, text=True,
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 ).stdout
                 rounds[client].append(json.loads(out.splitlines()[-1]))
-        print("client CPU per command, median of %d rounds (us)" % args.rounds)
+        print(f"client CPU per command, median of {args.rounds} rounds (us)")
         print(f"{'':12} {'awaited':>9} {'pipelined':>10} {'received':>9}")
         for client, results in rounds.items():
             med = {k: statistics.median(r[k] for r in results) for k in results[0]}
-            print(f"{client:12} {med['sequential_us']:9.1f} {med['pipelined_us']:10.1f}"
-                  f" {med['received_us']:9.1f}")
+            print(
+                f"{client:12} {med['sequential_us']:9.1f} {med['pipelined_us']:10.1f}"
+                f" {med['received_us']:9.1f}"
+            )
     finally:
         redis.terminate()
         redis.wait()

@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
 
-from socktopus_tw.cluster.redisurl import parseRedisUrl
 from socktopus_tw.accounts.mail import parseSmtpUrl
 from socktopus_tw.accounts.recaptcha import DEFAULT_VERIFY_URL, loadTrustRoot
 from socktopus_tw.accounts.rules import checkEmail
 from socktopus_tw.apps import Apps
+from socktopus_tw.cluster.redisurl import parseRedisUrl
 from socktopus_tw.db import (
     DEFAULT_DATABASE,
     DatabaseConfig,

@@ -156,7 +156,11 @@ export interface WebSocketConstructor {
 }
 
 export interface ConnectOptions {
-  /** Default: the global WebSocket (browsers; Node 22+, or 20 with --experimental-websocket). */
+  /**
+   * Default: the global WebSocket (browsers; Node 22+, or 20 with
+   * --experimental-websocket); in Node without one, the `ws` package when it
+   * is installed. With none of them, connect() throws a TypeError.
+   */
   WebSocket?: WebSocketConstructor;
   /** Milliseconds between PINGs. Default 10000; the daemon closes after 20 s of silence. */
   pingInterval?: number;

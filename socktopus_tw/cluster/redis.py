@@ -90,8 +90,11 @@ def probe(address: RedisAddress, timeout: float = DEADLINE) -> str:
             f"--redis {address}: cannot reach Redis: {reason or type(e).__name__}"
         ) from None
     version = next(
-        (line.split(":", 1)[1].strip() for line in info.splitlines()
-         if line.startswith("redis_version:")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("redis_version:")
+        ),
         "0",
     )
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())

@@ -71,11 +71,12 @@ def parseRedisUrl(text: str) -> RedisAddress:
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     if scheme == "redis+unix":
-        if parts.netloc and parts.netloc.rpartition("@")[2] or not parts.path:
+        if (parts.netloc and parts.netloc.rpartition("@")[2]) or not parts.path:
             raise ValueError("a redis+unix URL is redis+unix:///absolute/path/redis.sock")
         db = _db(query.get("db", ["0"])[-1])
-        return RedisAddress(scheme, path=unquote(parts.path), username=username,
-                            password=password, db=db)
+        return RedisAddress(
+            scheme, path=unquote(parts.path), username=username, password=password, db=db
+        )
     if not parts.hostname:
         raise ValueError(f"the URL names no host; expected {FORMS}")
     try:
@@ -86,8 +87,9 @@ def parseRedisUrl(text: str) -> RedisAddress:
         raise ValueError("the port must be a number from 1 to 65535")
     path = parts.path.strip("/")
     db = _db(path or query.get("db", ["0"])[-1])
-    return RedisAddress(scheme, host=parts.hostname, port=port, username=username,
-                        password=password, db=db)
+    return RedisAddress(
+        scheme, host=parts.hostname, port=port, username=username, password=password, db=db
+    )
 
 
 def _db(text: str) -> int:

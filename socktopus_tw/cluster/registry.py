@@ -46,7 +46,6 @@ from socktopus_tw.cluster.scripts import (
 from socktopus_tw.errors import ServiceUnavailable
 from socktopus_tw.relay.registry import IRegistry, IRelayConnection, LocalRegistry
 
-
 #: Seconds between heartbeats, and without one after which a node is dead
 #: (SPEC §6: a dead node stops counting within 10 s).
 HEARTBEAT_INTERVAL = 1.0
@@ -61,7 +60,7 @@ class _Pending:
     One batch's messages for other nodes, waiting for their answers.
     """
 
-    __slots__ = ("outcomes", "indices", "deferred", "expected", "answered", "timer")
+    __slots__ = ("answered", "deferred", "expected", "indices", "outcomes", "timer")
 
     def __init__(self, outcomes: list[bool], indices: list[int]) -> None:
         self.outcomes = outcomes
@@ -286,8 +285,9 @@ class ClusterRegistry(MultiService):
                 if body["f"] != self.node:
                     self._kickedElsewhere(body["a"], body["i"], body["ms"])
         except Exception:
-            self.log.failure("A cluster message could not be handled: {message!r}",
-                             message=message[:200])
+            self.log.failure(
+                "A cluster message could not be handled: {message!r}", message=message[:200]
+            )
 
     def _deliverFor(self, sender: str, request: int, app: str, records: list) -> None:
         find = self.local.connection
@@ -403,9 +403,7 @@ class ClusterRegistry(MultiService):
         if not self.link.up:
             self._others.clear()
             return succeed(None)
-        d = self.link.run(
-            HEARTBEAT, self.node, self._livenessMs, orjson.dumps(self.local.counts())
-        )
+        d = self.link.run(HEARTBEAT, self.node, self._livenessMs, orjson.dumps(self.local.counts()))
 
         def beaten(result: list[Any]) -> None:
             wasLive, nodes, counts = result
@@ -464,8 +462,9 @@ class ClusterRegistry(MultiService):
             for generation in lost:
                 connection = byGeneration.get(generation.decode())
                 if connection is not None and self._generations.get(connection) is not None:
-                    self._replaced(connection.app, connection.connectionId,
-                                   self._generations[connection])
+                    self._replaced(
+                        connection.app, connection.connectionId, self._generations[connection]
+                    )
         since = (self.clock.seconds() - self.local.tokenLifespan) * 1000
         denied = await self.link.run(DENIED, repr(since))
         for member, at in zip(denied[::2], denied[1::2], strict=True):

@@ -170,7 +170,8 @@ for i = 5, #ARGV, 2 do
   end
 end
 local sent = 0
-local head = '{"t":"d","f":"' .. me .. '","r":' .. request .. ',"a":' .. cjson.encode(app) .. ',"m":['
+local head = '{"t":"d","f":"' .. me .. '","r":' .. request
+  .. ',"a":' .. cjson.encode(app) .. ',"m":['
 for _, node in ipairs(order) do
   local message = head .. table.concat(groups[node], ',') .. ']}'
   if redis.call('PUBLISH', P .. 'n:' .. node, message) > 0 then
@@ -193,7 +194,8 @@ KICK = Script(
     "kick",
     _COMMON
     + """
-local me, app, at, lifespan, broadcast = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local me, app, broadcast = ARGV[1], ARGV[2], ARGV[5]
+local at, lifespan = tonumber(ARGV[3]), tonumber(ARGV[4])
 local since = now() - tonumber(ARGV[6])
 local dir, denied = P .. 'c:' .. app, P .. 'denied'
 local connected = {}
@@ -255,8 +257,9 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. since)) 
   redis.call('DEL', P .. 'nc:' .. dead)
 end
 local liveNodes = redis.call('ZRANGEBYSCORE', nodes, since, '+inf')
-local liveCounts = redis.call('MGET', unpack(
-  (function() local keys = {} for i, n in ipairs(liveNodes) do keys[i] = P .. 'nc:' .. n end return keys end)()))
+local countKeys = {}
+for i, node in ipairs(liveNodes) do countKeys[i] = P .. 'nc:' .. node end
+local liveCounts = redis.call('MGET', unpack(countKeys))
 return {wasLive and 1 or 0, liveNodes, liveCounts}
 """,
 )

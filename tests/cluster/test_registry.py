@@ -37,7 +37,7 @@ class ClusterTestsMixin:
 
 class ClusterTests(ClusterTestsMixin, TestCase):
     def test_clusterRegistryProvidesIRegistry(self):
-        a, = self.startCluster(1)
+        (a,) = self.startCluster(1)
         self.assertIsInstance(a.registry, ClusterRegistry)
         self.assertTrue(verifyObject(IRegistry, a.registry))
 
@@ -86,8 +86,11 @@ class ClusterTests(ClusterTestsMixin, TestCase):
         self.assertIn("CLOSE", client.received)
         yield a.registry.link.ping()
         for node in (a, b):
-            self.assertTrue(node.registry.isKicked(APP, "alice", int(token.split("h")[0], 16)
-                                                   if False else _stamp(token)))
+            self.assertTrue(
+                node.registry.isKicked(
+                    APP, "alice", int(token.split("h")[0], 16) if False else _stamp(token)
+                )
+            )
 
     @inlineCallbacks
     def test_sameIdOnAnotherNodeReplacesTheOldConnection(self):
@@ -127,7 +130,7 @@ class ClusterTests(ClusterTestsMixin, TestCase):
     @inlineCallbacks
     def test_redisDownLocalWorksRemoteFailsAndItHeals(self):
         a, b = self.startCluster(2)
-        onA = yield a.connect("alice")
+        yield a.connect("alice")
         onB = yield b.connect("bob")
         yield self.settled(a, b)
         self.redis.stop()

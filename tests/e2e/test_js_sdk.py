@@ -61,7 +61,8 @@ class JavaScriptSDKTests(TestCase):
         major = int(version.output.split(b".")[0])
         if major < 20:
             self.fail(f"node {version.output.decode().strip()} is too old: the SDK needs Node 20+")
-        if not os.path.isdir(os.path.join(SDK, "node_modules", "playwright-core")):
+        modules = os.path.join(SDK, "node_modules")
+        if not all(os.path.isdir(os.path.join(modules, m)) for m in ("playwright-core", "ws")):
             npm = self.tool("npm", "npm comes with Node 20 or newer")
             install = run(self, npm, "ci", "--no-audit", "--no-fund", env=env, path=SDK)
             status = yield install.ended

@@ -46,7 +46,8 @@ function receiveUrl(url, path) {
  *
  * Options: `WebSocket` (the implementation; default the global one, which
  * Node has from v22, or v20 with --experimental-websocket; the `ws` package
- * fits too), `pingInterval` (10000 ms), `minDelay` (500 ms) and `maxDelay`
+ * fits too, and the Node entry, node.js, takes it by itself when Node has no
+ * global one), `pingInterval` (10000 ms), `minDelay` (500 ms) and `maxDelay`
  * (30000 ms) for the exponential backoff with jitter, `maxAttempts`
  * (unlimited), `path` ("/recieve").
  *
