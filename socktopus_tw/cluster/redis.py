@@ -55,11 +55,17 @@ def probe(address: RedisAddress, timeout: float = DEADLINE) -> str:
             b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded)
         )
         reply = b""
-        while not reply.endswith(b"\r\n") or (reply[:1] == b"$" and reply.count(b"\r\n") < 2):
+        while True:
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError("the server closed the connection")
             reply += chunk
+            head, crlf, rest = reply.partition(b"\r\n")
+            if not crlf:
+                continue
+            # A bulk reply ($N) is whole once its N bytes and CRLF are here.
+            if head[:1] != b"$" or head == b"$-1" or len(rest) >= int(head[1:]) + 2:
+                break
         if reply[:1] == b"-":
             raise _Refused(reply[1:].strip().decode(errors="replace"))
         return reply

@@ -97,7 +97,7 @@ class ClusterRegistry(MultiService):
             reactor,
             [self.channel, f"{PREFIX}all"],
             onMessage=self.received,
-            onReady=self.restore,
+            onReady=self._linkReady,
         )
         local.setServiceParent(self)
         self.link.setServiceParent(self)
@@ -395,6 +395,13 @@ class ClusterRegistry(MultiService):
         return 1 + len(self._others)
 
     # -- keeping the cluster's view whole --------------------------------
+
+    def _linkReady(self) -> None:
+        # Both connections are (back) up: messages may have been missed and
+        # steps skipped while they were not, so claim everything again, and
+        # beat now rather than in up to a second.
+        self.restore()
+        self.heartbeat()
 
     def heartbeat(self) -> Deferred[None]:
         """

@@ -38,7 +38,7 @@ class RedisServer:
     One C{redis-server} for one test.
     """
 
-    def __init__(self, testCase: Any, tcp: bool = False) -> None:
+    def __init__(self, testCase: Any, tcp: bool = False, password: str | None = None) -> None:
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not os.path.exists(self.binary):
             testCase.fail(INSTALL_HINT)
@@ -48,6 +48,7 @@ class RedisServer:
         testCase.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
         self.socket = os.path.join(self.directory, "r.sock")
         self.port = freePort() if tcp else 0
+        self.password = password
         self.process: subprocess.Popen | None = None
         self.start()
         testCase.addCleanup(self.stop)
@@ -85,6 +86,7 @@ class RedisServer:
                 "notice",
                 "--daemonize",
                 "no",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
