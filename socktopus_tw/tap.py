@@ -169,6 +169,10 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         maxMessageSize=config["max-message-size"],
         clientMessageRate=config["client-message-rate"],
         metrics=metrics,
+        # For the home page's overview of endpoints: composed just below.
+        accountsMounted=True,
+        healthMounted=True,
+        metricsListener=config["metrics-listen"] is not None,
     )
     health = [(b"health", Health()), (b"ready", Ready(database, checks=checks))]
     for name, resource in [*relay, *accountsRoutes(accounts), *health]:

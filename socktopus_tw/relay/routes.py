@@ -30,10 +30,17 @@ def routes(
     maxMessageSize: int,
     clientMessageRate: float = 20.0,
     metrics: Metrics | None = None,
+    accountsMounted: bool = False,
+    healthMounted: bool = False,
+    metricsListener: bool = False,
 ) -> list[tuple[bytes, IResource]]:
     """
     The home page, the WebSocket endpoint (spelled as the original did and
     as it should be), C{/send} and C{/kick}.
+
+    @param accountsMounted: the home page's list of endpoints names the
+        accounts paths; C{healthMounted}, C{/health} and C{/ready};
+        C{metricsListener}, C{/metrics} on its own listener.
     """
     factory = RelayFactory(
         registry,
@@ -45,7 +52,17 @@ def routes(
     gatekeeper = Gatekeeper(apps, registry, reactor, tokenLifespan)
     receive = ReceiveResource(gatekeeper, factory)
     return [
-        (b"", HomeResource(apps, registry)),
+        (
+            b"",
+            HomeResource(
+                apps,
+                registry,
+                clock=reactor,
+                accounts=accountsMounted,
+                health=healthMounted,
+                metricsListener=metricsListener,
+            ),
+        ),
         (b"recieve", receive),
         (b"receive", receive),
         (

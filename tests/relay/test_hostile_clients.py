@@ -11,19 +11,26 @@ C{doWrite}, the 64 KiB C{bufferSize}, pausing and resuming its producer)
 over an in-memory socket whose client reads only as much as a test lets it.
 The client's bytes reach the server only while the server reads, as the
 kernel would hold them. Time is a L{MemoryReactorClock}; nothing sleeps.
+The last tests feed it whatever frames a client could send (hypothesis, a
+bounded number of examples) and hold what it does against their own
+reading of RFC 6455 (L{expect}).
 """
 
 from __future__ import annotations
 
-import random
 import socket
 import sys
+from typing import Any, NamedTuple
 
+import hypothesis
 import txaio
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 from twisted.internet import abstract, error, main, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -31,6 +38,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from socktopus_tw import settings
 from socktopus_tw.relay.registry import LocalRegistry
 from socktopus_tw.relay.websocket import (
+    _SLICE,
     WRITE_OVERHEAD,
     RelayFactory,
     RelayProtocol,
@@ -213,14 +221,15 @@ class Client:
     def sendText(self, text: bytes, times: int = 1) -> None:
         self.push(clientFrame(TEXT, text) * times)
 
-    def arrive(self) -> bool:
+    def arrive(self, size: int = READ_SIZE) -> bool:
         """
-        One read by the server, if it is reading: whether it read anything.
+        One read of at most C{size} bytes by the server, if it is reading:
+        whether it read anything.
         """
         if not (self.wire.reading and self.outbound):
             return False
-        chunk = bytes(self.outbound[:READ_SIZE])
-        del self.outbound[:READ_SIZE]
+        chunk = bytes(self.outbound[:size])
+        del self.outbound[:size]
         self.server.dataReceived(chunk)
         return True
 
@@ -255,15 +264,26 @@ class HostileClientTestCase(SynchronousTestCase):
 
     maxClientBuffer = 1024 * KiB
     clientMessageRate: float = 20
+    maxMessageSize = 1024 * KiB
 
     def setUp(self) -> None:
+        self.patch(txaio.config, "loop", None)
+        self.build()
+
+    def build(self) -> None:
+        """
+        A new reactor, registry and factory (each hypothesis example gets
+        its own: setUp runs once for all of them).
+        """
         self.reactor = MemoryReactorClock()
         self.reactor.advance(NOW)
-        self.patch(txaio.config, "loop", self.reactor)
+        # Autobahn's timers (the close handshake's) run on txaio's loop.
+        txaio.config.loop = self.reactor
         self.registry = LocalRegistry(self.reactor, idleTimeout=20.0, tokenLifespan=5.0)
         self.factory = RelayFactory(
             self.registry,
             maxClientBuffer=self.maxClientBuffer,
+            maxMessageSize=self.maxMessageSize,
             clientMessageRate=self.clientMessageRate,
             clock=self.reactor,
         )
@@ -560,46 +580,631 @@ class FallbackTests(SynchronousTestCase):
         self.assertFalse(self.server.deliver(b"x"))
 
 
-class RandomClientTests(HostileClientTestCase):
+# -- the fuzz: whatever frames a client sends (issue 11, item 11) ---------------
+
+CONTINUATION, BINARY = 0x0, 0x2
+ZERO_KEY = b"\0\0\0\0"
+
+#: The registered close codes a client may send (RFC 6455 §7.4.1, and
+#: Autobahn's list); 3000-4999 are allowed too. 1014 is registered at IANA
+#: ("bad gateway") but Autobahn refuses it, so the daemon does too.
+REGISTERED_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013]
+REFUSED_CODES = [0, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000, 65535]
+
+#: Text that is not UTF-8: a bad byte, an overlong form, a surrogate, past
+#: U+10FFFF, a code point cut short, and a good command spoilt.
+BAD_UTF8 = [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"PING\x80"]
+
+#: The bytes that complete a valid UTF-8 prefix of any kind (see isUtf8Prefix).
+_UTF8_TAILS = (b"", b"\x80", b"\x80\x80", b"\x80\x80\x80", b"\xbf", b"\xbf\x80", b"\xbf\x80\x80")
+
+
+class Frame(NamedTuple):
     """
-    Bounded random abuse: whatever a client sends, reads and is sent, the
-    daemon's queue for it stays under the cap (plus Twisted's own buffer)
-    and no turn handles more than two reads' worth (C{framesPerTurn} each)
-    of its frames.
+    One frame a client sends, as a hypothesis example shows it; the header
+    says what the fields say even where that is wrong.
+
+    @ivar key: the mask key; C{None} for an unmasked frame.
+    @ivar form: the length's encoding: 7, 16 or 64 bits; C{None} for the
+        shortest one.
+    @ivar declared: the length the header gives, if not the payload's.
     """
 
-    maxClientBuffer = 256 * KiB
+    opcode: int
+    payload: bytes = b""
+    fin: bool = True
+    rsv: int = 0
+    key: bytes | None = ZERO_KEY
+    form: int | None = None
+    declared: int | None = None
 
-    def test_randomAbuse(self) -> None:
-        """A client mixing floods, stalls and reads grows the daemon or stalls the others."""
-        frames = [
-            clientFrame(TEXT, b"PING"),
-            clientFrame(PING, b"p" * 125),
-            clientFrame(PONG, b""),
-            clientFrame(PING, b""),
+    def encode(self) -> bytes:
+        length = len(self.payload) if self.declared is None else self.declared
+        form = self.form or (7 if length < 126 else 16 if length < 65536 else 64)
+        head = bytes(((0x80 if self.fin else 0) | self.rsv << 4 | self.opcode,))
+        maskBit = 0x80 if self.key is not None else 0
+        if form == 7:
+            head += bytes((maskBit | length & 0x7F,))
+        elif form == 16:
+            head += bytes((maskBit | 126,)) + (length & 0xFFFF).to_bytes(2, "big")
+        else:
+            head += bytes((maskBit | 127,)) + (length & (2**64 - 1)).to_bytes(8, "big")
+        if self.key is None:
+            return head + self.payload
+        return head + self.key + unmask(self.payload, self.key)
+
+
+def closeCodeAllowed(code: int) -> bool:
+    """
+    Whether a client may close with C{code}: a registered one, or one of
+    the ranges for libraries and applications.
+    """
+    return code in REGISTERED_CODES or 3000 <= code <= 4999
+
+
+def unmask(data: bytes, key: bytes) -> bytes:
+    """
+    C{data} XORed with a mask C{key} (RFC 6455 §5.3): masks and unmasks.
+    """
+    return bytes(byte ^ key[i % 4] for i, byte in enumerate(data))
+
+
+def isUtf8Prefix(data: bytes) -> bool:
+    """
+    Whether C{data} begins some valid UTF-8 text: what a validator that
+    reads fragment by fragment can tell before the message ends. (Python's
+    incremental decoder is lazier: it holds back a surrogate's first two
+    bytes, which Autobahn refuses at once.)
+    """
+    for tail in _UTF8_TAILS:
+        try:
+            (data + tail).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return True
+    return False
+
+
+payloads = st.one_of(
+    st.sampled_from([b"PING", b"CLOSE", b"PONG", b"ping", b"PING ", b"", b"DATA:x"]),
+    st.sampled_from(BAD_UTF8),
+    st.text(max_size=8).map(str.encode),
+    st.binary(max_size=16),
+    # Around the 125 bytes of a control frame, the 1 KiB frame cap and
+    # (split into fragments) the message cap of FuzzedClientTests.
+    st.sampled_from([125, 126, 1024, 1025, 3100]).map(b"x".__mul__),
+)
+
+closePayloads = st.one_of(
+    st.just(b""),
+    st.binary(min_size=1, max_size=1),
+    st.builds(
+        lambda code, reason: code.to_bytes(2, "big") + reason,
+        st.sampled_from([*REGISTERED_CODES, 3000, 4999, *REFUSED_CODES]),
+        st.sampled_from([b"", b"bye", "\u00e9t\u00e9".encode(), b"\xff", b"x" * 123, b"x" * 124]),
+    ),
+)
+
+#: Mask keys: zero (the payload as it is) or any.
+keys = st.just(ZERO_KEY) | st.binary(min_size=4, max_size=4)
+
+#: Frame flaws, none first (what hypothesis shrinks to).
+FLAWS = [None, None, None, None, None, "rsv", "unmasked", "fin", "form16", "form64", "lie"]
+
+#: Lengths a lying header gives: off by one, around each encoding's limits,
+#: past every cap, past 2**63.
+LIES = [0, 1, 125, 126, 1024, 1025, 65535, 65536, 2**31, 2**63 - 1, 2**63, 2**64 - 1]
+
+
+@st.composite
+def frames(draw: st.DrawFn, opcode: int | None = None) -> Frame:
+    """
+    One frame of any opcode (reserved ones too) with a command, text,
+    binary, a size around a cap or a close code in it; half of them with
+    one flaw: reserved bits, no mask, no FIN, a longer length encoding
+    than needed, or a length that lies.
+    """
+    if opcode is None:
+        opcode = draw(st.sampled_from([TEXT, TEXT, PING, PONG, CLOSE, BINARY, 0, 3, 7, 11, 15]))
+    frame = Frame(
+        opcode,
+        draw(closePayloads if opcode == CLOSE else payloads),
+        key=draw(keys),
+    )
+    flaw = draw(st.sampled_from(FLAWS))
+    if flaw == "rsv":
+        frame = frame._replace(rsv=draw(st.integers(1, 7)))
+    elif flaw == "unmasked":
+        frame = frame._replace(key=None)
+    elif flaw == "fin":
+        frame = frame._replace(fin=False)
+    elif flaw in ("form16", "form64"):
+        frame = frame._replace(form=int(flaw[4:]))
+    elif flaw == "lie":
+        declared = draw(st.sampled_from([len(frame.payload) - 1, len(frame.payload) + 1, *LIES]))
+        frame = frame._replace(declared=max(declared, 0))
+    return frame
+
+
+@st.composite
+def fragmentedMessages(
+    draw: st.DrawFn, payload: bytes | None = None, orderly: bool = False
+) -> list[Frame]:
+    """
+    A message in fragments with control frames between them, as the RFC
+    allows; unless C{orderly}, maybe out of order, one lost or repeated,
+    never finished, or interrupted by a new message, as it does not.
+    """
+    opcode = TEXT if payload is not None else draw(st.sampled_from([TEXT, BINARY]))
+    if payload is None:
+        payload = draw(payloads)
+    cuts = sorted(draw(st.lists(st.integers(0, len(payload)), max_size=4)))
+    pieces = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)], strict=True)]
+    message = [
+        Frame(opcode if i == 0 else CONTINUATION, piece, fin=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    ]
+    for _ in range(draw(st.integers(0, 2))):
+        if orderly:
+            control = Frame(draw(st.sampled_from([PING, PONG])), draw(st.binary(max_size=8)))
+        else:
+            control = draw(frames(draw(st.sampled_from([PING, PONG, CLOSE]))))
+        message.insert(draw(st.integers(1, len(message))), control)
+    if orderly:
+        return message
+    disorder = draw(st.sampled_from([None, None, "shuffle", "drop", "repeat", "open", "restart"]))
+    if disorder == "shuffle":
+        message = draw(st.permutations(message))
+    elif disorder == "drop":
+        del message[draw(st.integers(0, len(message) - 1))]
+    elif disorder == "repeat":
+        message.insert(draw(st.integers(0, len(message))), draw(st.sampled_from(message)))
+    elif disorder == "open":
+        message[-1] = message[-1]._replace(fin=False)
+    elif disorder == "restart":
+        message.insert(draw(st.integers(1, len(message))), draw(frames(TEXT)))
+    return message
+
+
+#: What a client that behaves sends: text PINGs, in one frame, in fragments
+#: with pings between them or many at once; pings; pongs; CLOSE.
+commands = st.one_of(
+    st.builds(lambda key: [Frame(TEXT, b"PING", key=key)], keys),
+    st.builds(lambda key: [Frame(PING, b"", key=key)], keys),
+    st.builds(
+        lambda payload, key: [Frame(PING, payload, key=key)],
+        st.binary(max_size=8) | st.just(b"p" * 125),
+        keys,
+    ),
+    st.builds(lambda payload, key: [Frame(PONG, payload, key=key)], st.binary(max_size=8), keys),
+    fragmentedMessages(b"PING", orderly=True),
+    st.integers(1, 60).map(lambda count: [Frame(TEXT, b"PING")] * count),
+    st.just([Frame(TEXT, b"CLOSE")]),
+)
+
+
+#: What a hostile client sends among them: any frame or fragmented message,
+#: and some aimed at each way the daemon must refuse one (which any frame
+#: finds too, less often).
+attacks = st.one_of(
+    frames().map(lambda frame: [frame]),
+    fragmentedMessages(),
+    frames(CLOSE).map(lambda frame: [frame]),
+    st.builds(lambda text, key: [Frame(TEXT, text, key=key)], st.sampled_from(BAD_UTF8), keys),
+    # A code point cut across fragments, valid or not.
+    st.builds(
+        lambda text, cut: [Frame(TEXT, text[:cut], fin=False), Frame(CONTINUATION, text[cut:])],
+        st.sampled_from(["\u20ac".encode(), b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]),
+        st.integers(1, 2),
+    ),
+    # Over the frame cap, or the message cap in fragments under it.
+    st.builds(
+        lambda opcode, size, key: [Frame(opcode, b"x" * size, key=key)],
+        st.sampled_from([TEXT, BINARY, PING]),
+        st.sampled_from([126, 1025, 4097]),
+        keys,
+    ),
+    st.builds(
+        lambda count: [
+            Frame(CONTINUATION if i else TEXT, b"x" * 1000, fin=i == count - 1)
+            for i in range(count)
+        ],
+        st.integers(3, 5),
+    ),
+    # A header that lies, followed by nothing it promised.
+    st.builds(
+        lambda opcode, declared: [Frame(opcode, b"", declared=declared)],
+        st.sampled_from([TEXT, BINARY, CONTINUATION, PING]),
+        st.sampled_from(LIES),
+    ),
+)
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[list[Frame]], int]:
+    """
+    What a hostile client sends: commands with a few frames or fragmented
+    messages of any kind among them, its last few bytes maybe never sent.
+    """
+    groups = draw(st.lists(commands, max_size=8))
+    for _ in range(draw(st.integers(0, 2))):
+        groups.insert(draw(st.integers(0, len(groups))), draw(attacks))
+    return groups, draw(st.integers(0, 8))
+
+
+#: What happens meanwhile: the server reads the client (the chunk is the
+#: size of that read), a reactor turn, time passes, the client reads what
+#: it is sent, it is relayed messages (how many, how big), the registry
+#: sweeps.
+actions = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("arrive"),
+            st.integers(1, 64) | st.sampled_from([100, 1000, 4095, 4097, READ_SIZE]),
+        ),
+        st.tuples(st.just("turn"), st.just(0)),
+        # (Under the idle timeout: the good client is not to be closed as idle.)
+        st.tuples(st.just("advance"), st.sampled_from([0, 0.01, 0.2, 0.5, 1.0, 2.5, 10.0, 15.0])),
+        st.tuples(st.just("read"), st.integers(0, 100_000)),
+        st.tuples(
+            st.just("deliver"),
+            st.tuples(st.integers(1, 40), st.sampled_from([0, 1000, 5000]) | st.integers(0, 5000)),
+        ),
+        st.tuples(st.just("sweep"), st.just(0)),
+    ),
+    max_size=25,
+)
+
+
+class Expectation(NamedTuple):
+    """
+    What the daemon must make of a client's bytes, read as RFC 6455 and
+    the relay's own rules have it (L{expect}).
+
+    @ivar answers: the PONG texts and pongs it answers, in order, before
+        the end.
+    @ivar ending: how it ends the connection, if the bytes make it: C{fail}
+        (dropped: Autobahn's C{failByDrop}) with the code Autobahn fails it
+        with, C{close} with the code of the close frame the relay sends, or
+        C{reply} to the client's own close frame.
+    @ivar metered: how many frames the rate limit counts up to the end.
+    """
+
+    answers: list[tuple[int, bytes]]
+    ending: tuple[str, int] | None
+    metered: int
+
+
+def expect(stream: bytes, maxFrame: int, maxMessage: int) -> Expectation:
+    """
+    Read C{stream} as the daemon must: its frames until the first one that
+    ends the connection, if any. The order of the checks follows Autobahn's
+    (header, then size, then payload) where it decides which code is sent.
+    """
+    answers: list[tuple[int, bytes]] = []
+    metered, pos = 0, 0
+    # The message being received: its opcode, its payload so far, its length.
+    message: tuple[int, bytearray, list[int]] | None = None
+
+    def end(kind: str, code: int) -> Expectation:
+        return Expectation(answers, (kind, code), metered)
+
+    while len(stream) - pos >= 2:
+        first, second = stream[pos], stream[pos + 1]
+        fin, rsv, opcode = first & 0x80, first >> 4 & 7, first & 0x0F
+        masked, length = second & 0x80, second & 0x7F
+        if rsv or not masked:
+            return end("fail", 1002)
+        if opcode > 7:
+            if not fin or length > 125 or opcode not in (CLOSE, PING, PONG):
+                return end("fail", 1002)
+            if opcode == CLOSE and length == 1:
+                return end("fail", 1002)
+        elif opcode not in (CONTINUATION, TEXT, BINARY):
+            return end("fail", 1002)
+        elif (message is None) == (opcode == CONTINUATION):
+            return end("fail", 1002)
+        extended = {126: 2, 127: 8}.get(length, 0)
+        start = pos + 2 + extended + 4
+        if len(stream) < start:
+            break
+        if extended:
+            length = int.from_bytes(stream[pos + 2 : pos + 2 + extended], "big")
+            if length < (126 if extended == 2 else 65536) or length >= 2**63:
+                return end("fail", 1002)  # not the shortest encoding
+        payload = unmask(stream[start : start + length], stream[start - 4 : start])
+        complete = len(payload) == length
+        pos = start + length
+        if opcode <= 7:
+            if message is None:
+                message = (opcode, bytearray(), [0])
+            kind, body, total = message
+            total[0] += length
+            if total[0] > maxMessage or length > maxFrame:
+                return end("fail", 1009)
+            body += payload
+            # Text is checked as it arrives, a frame's part included.
+            if kind == TEXT and not isUtf8Prefix(bytes(body)):
+                return end("fail", 1007)
+            if not complete:
+                break
+            if not fin:
+                continue
+            message = None
+            if kind == TEXT:
+                try:  # valid so far, but it may end inside a code point
+                    body.decode("utf-8")
+                except UnicodeDecodeError:
+                    return end("fail", 1007)
+            metered += 1
+            if kind == BINARY or body not in (b"PING", b"CLOSE"):
+                return end("close", 1003)
+            if body == b"CLOSE":
+                return end("close", 1000)
+            answers.append((TEXT, b"PONG"))
+        elif not complete:
+            break
+        elif opcode == PING:
+            metered += 1
+            answers.append((PONG, payload))
+        elif opcode == PONG:
+            metered += 1
+        else:
+            if len(payload) >= 2 and not closeCodeAllowed(int.from_bytes(payload[:2], "big")):
+                return end("fail", 1002)
+            try:
+                payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                return end("fail", 1007)
+            return end("reply", 1000)
+    return Expectation(answers, None, metered)
+
+
+def isAnswer(frame: tuple[int, bytes]) -> bool:
+    """
+    Whether a server frame answers the client (a pong, a PONG text) rather
+    than being relayed to it or sent by the daemon on its own.
+    """
+    return frame[0] == PONG or frame == (TEXT, b"PONG")
+
+
+class FuzzedClientTests(HostileClientTestCase):
+    """
+    Random frames from a hostile client, cut into random reads, between
+    turns, time passing, reads of its own and messages relayed to it, next
+    to a client that behaves (hypothesis, a bounded number of examples).
+    For every example:
+
+      - nothing raises out of the daemon, and no error is logged;
+      - the other client is answered and relayed to at every step;
+      - what the daemon holds for the hostile one stays under the caps:
+        what it queues to send (C{maxClientBuffer}, and one close frame),
+        what it has read and not parsed, and the message being received;
+      - no turn handles more than C{framesPerTurn} of its frames;
+      - it ends either open, answered as L{expect} says, still read and
+        relayed to; or closed as L{expect} says (or for a reason the
+        daemon logged: its rate, its backlog, its silence), and gone from
+        the registry.
+    """
+
+    maxClientBuffer = 96 * KiB
+    # Small, so that a message in a few 1 KiB fragments can pass it.
+    maxMessageSize = 3000
+
+    # (socktopus_tw.settings is the other settings here.)
+    @hypothesis.settings(
+        max_examples=300,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(streams(), actions, st.sampled_from([20.0, 1e9]))
+    def test_fuzzedClient(
+        self, stream: tuple[list[list[Frame]], int], steps: list[tuple[str, Any]], rate: float
+    ) -> None:
+        """
+        A hostile client's frames raise out of the daemon, stall another
+        client, grow without bound, leave its connection half-parsed or
+        registered, or close it without a reason.
+        """
+        groups, unsent = stream
+        data = b"".join(frame.encode() for group in groups for frame in group)
+        data = data[: len(data) - unsent]
+        self.build()
+        self.factory.clientMessageRate = rate
+        self.factory.clientMessageBurst = 2 * rate
+        events: list[dict[str, Any]] = []
+        # Why the hostile connection ends, in order (see recordEndings):
+        # the daemon's own reasons are logged.
+        endings: list[tuple[str, int | None]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            events.append(event)
+            if event.get("connectionId") == "hostile":
+                if event.get("log_format", "").startswith("Cutting off"):
+                    endings.append(("cut off", None))
+                elif event.get("log_format", "").startswith("Closing idle"):
+                    endings.append(("idle", None))
+
+        globalLogPublisher.addObserver(observe)
+        try:
+            self.fuzz(data, steps, events, endings)
+        finally:
+            globalLogPublisher.removeObserver(observe)
+
+    def fuzz(
+        self,
+        data: bytes,
+        steps: list[tuple[str, Any]],
+        events: list[dict[str, Any]],
+        endings: list[tuple[str, int | None]],
+    ) -> None:
+        good, hostile = self.connect("good"), self.connect("hostile")
+        self.recordEndings(hostile.server, endings)
+        # All of it at once: it waits in the "kernel" until the server reads.
+        hostile.push(data)
+        for i, (action, argument) in enumerate(steps):
+            handled = hostile.handled
+            if action == "arrive":
+                hostile.arrive(int(argument))
+            elif action == "turn":
+                self.turn()
+            elif action == "advance":
+                self.reactor.advance(argument)
+            elif action == "read":
+                hostile.read(int(argument))
+            elif action == "deliver":
+                count, size = argument
+                for _ in range(count):
+                    self.registry.deliver(APP, "hostile", b"DATA:" + b"x" * size)
+            else:
+                self.registry.sweep()
+            if action != "advance":
+                # (A Clock's advance runs the turns it jumps over at once.)
+                self.assertLessEqual(hostile.handled - handled, RelayFactory.framesPerTurn)
+            self.assertNoErrors(events)
+            self.assertBounded(hostile)
+            self.assertServed(good, i)
+        self.settle(hostile, good)
+        self.assertNoErrors(events)
+        self.assertBounded(hostile)
+        self.assertServed(good, len(steps))
+        self.assertEnded(hostile, data, endings)
+
+    def recordEndings(self, server: RelayProtocol, endings: list[tuple[str, int | None]]) -> None:
+        """
+        Record in C{endings} each close frame C{server} sends and each time
+        Autobahn fails its connection (C{_fail_connection}, which logs its
+        code but sends nothing under C{failByDrop}).
+        """
+        sendCloseFrame, fail = server.sendCloseFrame, server._fail_connection
+
+        def sendingClose(code=None, reasonUtf8=None, isReply=False):
+            if server.state == RelayProtocol.STATE_OPEN:
+                endings.append(("reply" if isReply else "close", code))
+            return sendCloseFrame(code, reasonUtf8, isReply)
+
+        def failing(code=1001, reason="going away"):
+            if server.state != RelayProtocol.STATE_CLOSED:
+                endings.append(("fail", code))
+            return fail(code, reason)
+
+        server.sendCloseFrame, server._fail_connection = sendingClose, failing
+
+    def assertNoErrors(self, events: list[dict[str, Any]]) -> None:
+        # Trial fails the test for a logged error too, but only once every
+        # example has run: checked here, hypothesis finds the example.
+        errors = [
+            formatEvent(event)
+            for event in events
+            if event.get("log_failure") is not None
+            or event.get("log_level") in (LogLevel.error, LogLevel.critical)
         ]
-        for seed in range(10):
-            rng = random.Random(seed)
-            self.factory.clientMessageRate = rng.choice([20, 1e9])
-            self.factory.clientMessageBurst = 2 * self.factory.clientMessageRate
-            client = self.connect(f"c{seed}")
-            for _ in range(200):
-                action = rng.random()
-                if action < 0.3:
-                    client.push(b"".join(rng.choices(frames, k=rng.randrange(1, 600))))
-                elif action < 0.6:
-                    client.server.deliver(b"DATA:" + b"x" * rng.randrange(0, 5000))
-                elif action < 0.8:
-                    client.read(rng.randrange(0, 100_000))
-                else:
-                    self.reactor.advance(rng.random())
-                handled = client.handled
-                self.turn(client)
-                # A turn may run the rest of the last read, then a new read.
-                self.assertLessEqual(client.handled - handled, 2 * RelayFactory.framesPerTurn, seed)
-                self.assertLessEqual(client.wire.memory(), self.maxClientBuffer + 128 * KiB, seed)
-                if client.wire.lost or client.server.state != RelayProtocol.STATE_OPEN:
+        self.assertEqual(errors, [])
+
+    def assertBounded(self, client: Client) -> None:
+        server, wire = client.server, client.wire
+        # Everything queued passed the cap but the one close frame.
+        self.assertLessEqual(queuedMemory(wire), self.maxClientBuffer + 2 + 125 + WRITE_OVERHEAD)
+        self.assertLessEqual(wire.memory(), self.maxClientBuffer + 128 * KiB)
+        # One read and a slice of the one before.
+        self.assertLessEqual(len(server.data) + len(server._inbox), READ_SIZE + _SLICE)
+        # Autobahn's own buffers for the frame and message being received.
+        frameData = getattr(server, "frame_data", None) or []
+        messageData = getattr(server, "message_data", None) or []
+        controlData = getattr(server, "control_frame_data", None) or []
+        self.assertLessEqual(sum(map(len, frameData)), self.factory.maxFramePayloadSize)
+        self.assertLessEqual(sum(map(len, messageData)), self.factory.maxMessagePayloadSize)
+        self.assertLessEqual(sum(map(len, controlData)), 125)
+
+    def assertServed(self, good: Client, step: int) -> None:
+        """
+        The good client is relayed a message and answered its PING on this
+        turn, whatever the other one did.
+        """
+        message = b"DATA:%d" % step
+        self.assertTrue(self.registry.deliver(APP, "good", message))
+        good.sendText(b"PING")
+        self.turn(good)
+        for opcode, payload in good.readAll():
+            if opcode == PING:  # the registry's keepalive, as browsers answer it
+                good.push(clientFrame(PONG, payload))
+        self.assertEqual(good.frames[-2:], [(TEXT, message), (TEXT, b"PONG")])
+        self.assertEqual(good.server.state, RelayProtocol.STATE_OPEN)
+        self.assertIs(self.registry.connection(APP, "good"), good.server)
+
+    def settle(self, *clients: Client) -> None:
+        """
+        Let everything finish: the clients read all they are sent, the
+        server reads all they send, and the close handshake's timeout
+        passes, a few times over.
+        """
+        for _ in range(3):
+            for _ in range(1000):
+                for client in clients:
+                    client.readAll()
+                now = self.reactor.seconds()
+                due = [c for c in self.reactor.getDelayedCalls() if c.getTime() <= now]
+                self.turn()
+                if not any([client.arrive() for client in clients]) and not due:
                     break
+            else:
+                self.fail("the connections never settle")
+            self.reactor.advance(self.factory.closeHandshakeTimeout + 0.5)
+        for client in clients:
+            client.readAll()
+
+    def assertEnded(
+        self, client: Client, sent: bytes, endings: list[tuple[str, int | None]]
+    ) -> None:
+        """
+        C{client}, once settled, is open as L{expect} says it must be, or
+        closed for the first reason it gave the daemon (or one of the
+        daemon's own), and forgotten.
+        """
+        server, wire = client.server, client.wire
+        factory = self.factory
+        expected = expect(sent, factory.maxFramePayloadSize, factory.maxMessagePayloadSize)
+        answers = [frame for frame in client.frames if isAnswer(frame)]
+        if not endings:
+            self.assertEqual(server.state, RelayProtocol.STATE_OPEN)
+            self.assertIsNone(expected.ending, "the daemon missed how it should end")
+            self.assertEqual(answers, expected.answers)
+            self.assertFalse(client.outbound, "not all of it was read")
+            self.assertTrue(wire.reading)
+            self.assertIs(self.registry.connection(APP, "hostile"), server)
+            self.assertTrue(self.registry.deliver(APP, "hostile", b"DATA:still"))
+            self.assertEqual(client.readAll(), [(TEXT, b"DATA:still")])
+            return
+        self.assertEqual(server.state, RelayProtocol.STATE_CLOSED)
+        self.assertTrue(wire.lost)
+        self.assertIsNone(self.registry.connection(APP, "hostile"))
+        # Nor anywhere else in the registry's bookkeeping.
+        for table in (self.registry._lastSeen, self.registry._pinged, self.registry._closing):
+            self.assertNotIn(server, table)
+        self.assertEqual(self.registry.count(APP), 1)
+        self.assertEqual(answers, expected.answers[: len(answers)])
+        # Its backlog or its silence may end it at any point of its frames;
+        # its rate, only past the burst (the bucket starts full).
+        allowed = [expected.ending, ("cut off", None), ("idle", None)]
+        if expected.metered > factory.clientMessageBurst:
+            allowed.append(("close", 1008))
+        self.assertIn(endings[0], allowed)
+        if endings[0][1] is None:
+            return
+        code = client.closeCode()
+        if endings[0][0] == "fail":
+            self.assertIsNone(code)  # failByDrop: dropped, nothing sent
+        elif code is not None:
+            self.assertEqual(code, endings[0][1])
+            if endings[0] == expected.ending:
+                # Its close frame went out after every answer.
+                self.assertEqual(answers, expected.answers)
+        else:
+            # Dropped before it read the close frame: by a second failure,
+            # or by the close handshake's end (Autobahn aborts then).
+            self.assertTrue(wire.aborted)
 
 
 class MeasuringTests(SynchronousTestCase):
