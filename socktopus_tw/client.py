@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_client -*-
+# -*- test-case-name: tests.e2e.test_client,tests.test_cli_listen -*-
 """
 A Python client for Socktopus, for backends written with Twisted.
 
@@ -21,6 +21,9 @@ a L{Deferred}; from C{async def} code, C{await} it::
 
     react(lambda reactor: ensureDeferred(main(reactor)))
 
+L{connect} is the other side: a client's WebSocket to the relay, kept open
+with a fresh token after each drop (the C{socktopus listen} command is one).
+
 Errors: a 4xx or 5xx answer fails the Deferred with a L{SocktopusError}
 (L{BadRequest}, L{Unauthorized}, L{NotFound}, L{Conflict}, L{TooLarge},
 L{Unavailable}, or L{SocktopusError} itself for any other status). A failure
@@ -40,16 +43,24 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from hyperlink import EncodedURL
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectError
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgent
 
@@ -59,10 +70,13 @@ from socktopus_tw.relay.tokens import MAX_CONNECTION_ID_BYTES, makeToken
 __all__ = [
     "AccountsClient",
     "BadRequest",
+    "Closed",
     "Conflict",
     "KickResult",
     "NotFound",
+    "Reconnecting",
     "RelayClient",
+    "RelayConnection",
     "SendResult",
     "Session",
     "SocktopusError",
@@ -70,8 +84,12 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "auth_headers",
+    "connect",
     "make_token",
+    "receive_url",
 ]
+
+_log = Logger()
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -570,3 +588,377 @@ class AccountsClient(_Client):
         stamp = max(now, self._lastSent.get((user_id, path), now - 1) + 1)
         self._lastSent[(user_id, path)] = stamp
         return stamp
+
+
+# -- the client's side of the relay ----------------------------------------------
+
+
+def receive_url(url: str, path: str = "/recieve") -> str:
+    """
+    The WebSocket URL of the relay's C{path} below C{url}, the daemon's base
+    URL: C{http://} becomes C{ws://} and C{https://} C{wss://}; a base path
+    (the prefix a proxy serves the relay under) is kept, a query or a
+    fragment dropped. C{receive_url("https://example.com/relay")} is
+    C{"wss://example.com/relay/recieve"}.
+
+    @raise ValueError: another scheme, no host, or a bad port.
+    """
+    parts = urlsplit(url.strip())
+    scheme = _WEBSOCKET_SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"the URL must start with ws://, wss://, http:// or https://: {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"the URL has no host: {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"the URL's port must be a number from 1 to 65535: {url!r}")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))
+
+
+_WEBSOCKET_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """
+    A L{RelayConnection} will try again in C{delay} seconds, its
+    C{attempt}th failure in a row. C{error} is why a connection could not
+    open: a L{SocktopusError} when the daemon refused the token (its status
+    and message), or Twisted's L{ConnectError} (refused, DNS, timeout, a
+    handshake that failed below HTTP). It is C{None} when an open
+    connection dropped without the daemon saying C{CLOSE}; C{code} is then
+    its WebSocket close code.
+    """
+
+    attempt: int
+    delay: float
+    code: int | None
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """
+    How a L{RelayConnection} ended, for good. C{reason} is C{"kicked"} when
+    the daemon said C{CLOSE} (a kick, a newer connection with the same id, or
+    the daemon shutting down), C{"closed"} after L{RelayConnection.close},
+    C{"failed"} after C{max_attempts} failures in a row (C{error} is the
+    last one's, as in L{Reconnecting}). C{code} is the last connection's
+    WebSocket close code, if one was open.
+    """
+
+    reason: str
+    code: int | None
+    error: BaseException | None = None
+
+
+class _ReceiveProtocol(WebSocketClientProtocol):
+    """
+    One attempt of a L{RelayConnection}: frames go to it; a refused
+    upgrade is kept as the L{SocktopusError} it means.
+    """
+
+    owner: RelayConnection
+    refusal: SocktopusError | None = None
+    answered = False
+    wasOpen = False
+    toldToClose = False
+
+    def processHandshake(self) -> None:
+        # Autobahn fails a non-101 answer on its status line alone; read the
+        # body first, where the daemon says why ("Invalid signature").
+        # Autobahn calls this again as more bytes arrive.
+        self.answered = True
+        end = self.data.find(b"\r\n\r\n")
+        if end >= 0 and self.refusal is None:
+            head, body = self.data[:end].decode("latin-1"), self.data[end + 4 :]
+            statusLine, *headers = head.split("\r\n")
+            words = statusLine.split(" ", 2)
+            if len(words) >= 2 and words[1].isdigit() and words[1] != "101":
+                length = None
+                for line in headers:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length" and value.strip().isdigit():
+                        length = int(value.strip())
+                if length is not None and len(body) < length:
+                    return
+                phrase = words[2] if len(words) > 2 else ""
+                self.refusal = _error(int(words[1]), phrase.encode("latin-1"), body[:length])
+        super().processHandshake()
+
+    def onOpen(self) -> None:
+        self.wasOpen = True
+        self.owner._opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            return
+        text = payload.decode("utf-8")
+        if text.startswith("DATA:"):
+            self.owner._call(self.owner._on_message, text[5:])
+        elif text == "CLOSE":
+            self.toldToClose = True
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.owner._ended(self, code)
+
+    def failure(self) -> BaseException:
+        """
+        Why this attempt did not open.
+        """
+        if self.refusal is not None:
+            return self.refusal
+        reason = self.wasNotCleanReason
+        if not self.answered and (reason is None or reason.startswith("peer dropped")):
+            reason = "the server closed the connection without answering the WebSocket upgrade"
+        return ConnectError(string=reason or "the WebSocket handshake did not complete")
+
+
+class RelayConnection:
+    """
+    A client's connection to the relay, kept open: a WebSocket to
+    C{/recieve}, reopened with a fresh token (tokens live seconds) after it
+    drops or cannot open, with exponential backoff, until the daemon says
+    C{CLOSE} or L{close} is called. Make one with L{connect}.
+
+    It sends WebSocket pings every C{ping_interval} seconds, which keep it
+    from the daemon's idle timeout, and drops a connection whose pong does
+    not come within C{ping_interval} seconds (a dead daemon or network), to
+    reconnect. Autobahn answers the daemon's own pings.
+
+    @ivar connected: whether a connection is open now.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        get_token: Callable[[], str | Deferred[str] | Coroutine[Any, Any, str]],
+        on_message: Callable[[str], object],
+        *,
+        on_open: Callable[[], object] | None = None,
+        on_reconnecting: Callable[[Reconnecting], object] | None = None,
+        reactor: Any = None,
+        ping_interval: float = 10.0,
+        connect_timeout: float = 10.0,
+        min_delay: float = 0.5,
+        max_delay: float = 30.0,
+        max_attempts: int | None = None,
+        path: str = "/recieve",
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.url = receive_url(url, path)
+        self._reactor = reactor
+        self._get_token = get_token
+        self._on_message = on_message
+        self._on_open = on_open
+        self._on_reconnecting = on_reconnecting
+        self._ping_interval = ping_interval
+        self._connect_timeout = connect_timeout
+        self._min_delay = min_delay
+        self._max_delay = max_delay
+        self._max_attempts = max_attempts
+        self._failures = 0
+        self._finished = False
+        self._result: Closed | None = None
+        self._waiting: list[Deferred[Closed]] = []
+        # At most one of these at a time: the next try's timer, the
+        # attempt being made (token, then TCP), the protocol it gave.
+        self._retry: Any = None
+        self._attempt: Deferred[Any] | None = None
+        self._protocol: _ReceiveProtocol | None = None
+
+    def __repr__(self) -> str:
+        return f"RelayConnection({self.url!r})"
+
+    @property
+    def connected(self) -> bool:
+        protocol = self._protocol
+        return protocol is not None and protocol.state == protocol.STATE_OPEN
+
+    def when_closed(self) -> Deferred[Closed]:
+        """
+        A Deferred that fires with L{Closed} once the connection has ended
+        for good; a new one each call.
+        """
+        if self._result is not None:
+            return succeed(self._result)
+        d: Deferred[Closed] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def close(self) -> Deferred[Closed]:
+        """
+        Close the connection (a clean WebSocket close) and stop reconnecting;
+        fires with L{Closed} once it is closed.
+        """
+        if not self._finished:
+            self._finished = True
+            self._cancelRetry()
+            protocol = self._protocol
+            if self._attempt is not None:
+                self._attempt.cancel()
+            elif protocol is not None and protocol.state == protocol.STATE_OPEN:
+                # onClose settles, once the daemon answered or Autobahn's
+                # closeHandshakeTimeout ran out.
+                protocol.sendClose(1000)
+            elif protocol is not None:
+                protocol.dropConnection(abort=True)
+            else:
+                self._settle(Closed("closed", None))
+        return self.when_closed()
+
+    # -- inside ----------------------------------------------------------
+
+    def _start(self) -> None:
+        self._retry = None
+        self._attempt = Deferred.fromCoroutine(self._open())
+        self._attempt.addErrback(self._notOpened)
+
+    async def _open(self) -> None:
+        token = await maybeDeferred(self._get_token)
+        factory = WebSocketClientFactory(
+            f"{self.url}?token={quote(token, safe='')}", reactor=self._reactor
+        )
+        factory.protocol = _ReceiveProtocol
+        factory.setProtocolOptions(
+            autoPingInterval=self._ping_interval,
+            autoPingTimeout=self._ping_interval,
+            openHandshakeTimeout=self._connect_timeout,
+        )
+        endpoint: Any = HostnameEndpoint(
+            self._reactor, factory.host, factory.port, timeout=self._connect_timeout
+        )
+        if factory.isSecure:
+            endpoint = wrapClientTLS(optionsForClientTLS(factory.host), endpoint)
+        protocol = await endpoint.connect(_OwnedFactory(factory, self))
+        # From here the protocol's onOpen and onClose say what happens.
+        self._attempt = None
+        self._protocol = protocol
+
+    def _notOpened(self, failure: Failure) -> None:
+        self._attempt = None
+        if self._finished:
+            self._settle(Closed("closed", None))
+        else:
+            self._failed(None, failure.value)
+
+    def _opened(self, protocol: _ReceiveProtocol) -> None:
+        if self._finished:
+            protocol.sendClose(1000)
+            return
+        self._failures = 0
+        self._call(self._on_open)
+
+    def _ended(self, protocol: _ReceiveProtocol, code: int | None) -> None:
+        if protocol is not self._protocol:
+            return
+        self._protocol = None
+        wasOpen = protocol.wasOpen
+        if self._finished:
+            self._settle(Closed("closed", code if wasOpen else None))
+        elif protocol.toldToClose:
+            # CLOSE is the daemon's final word: a kicked client that came
+            # back would be refused, a replaced one would replace its
+            # successor, and a stopping daemon is going away.
+            self._finish(Closed("kicked", code))
+        elif wasOpen:
+            self._failed(code, None)
+        else:
+            self._failed(None, protocol.failure())
+
+    def _failed(self, code: int | None, error: BaseException | None) -> None:
+        self._failures += 1
+        if self._max_attempts is not None and self._failures >= self._max_attempts:
+            self._finish(Closed("failed", code, error))
+            return
+        # Exponential backoff, capped, half of it random, so that clients
+        # dropped together (a restart, a network blip) do not return together.
+        ceiling = min(self._max_delay, self._min_delay * 2 ** (self._failures - 1))
+        delay = ceiling / 2 + random.random() * ceiling / 2
+        self._call(self._on_reconnecting, Reconnecting(self._failures, delay, code, error))
+        # The handler may have called close().
+        if not self._finished:
+            self._retry = self._reactor.callLater(delay, self._start)
+
+    def _finish(self, result: Closed) -> None:
+        self._finished = True
+        self._cancelRetry()
+        self._settle(result)
+
+    def _settle(self, result: Closed) -> None:
+        if self._result is not None:
+            return
+        self._result = result
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(result)
+
+    def _cancelRetry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def _call(self, handler: Callable[..., object] | None, *args: Any) -> None:
+        # A handler's mistake is logged, not allowed to break the connection.
+        if handler is None:
+            return
+        try:
+            handler(*args)
+        except Exception:
+            _log.failure("Error in a RelayConnection handler ({handler!r})", handler=handler)
+
+
+class _OwnedFactory(Factory):
+    """
+    Builds the protocol with L{RelayConnection} set as its C{owner}, so
+    that each attempt reports to the connection that made it.
+    """
+
+    def __init__(self, factory: WebSocketClientFactory, owner: RelayConnection) -> None:
+        self.factory = factory
+        self.owner = owner
+
+    def buildProtocol(self, addr: Any) -> _ReceiveProtocol:
+        protocol = self.factory.buildProtocol(addr)
+        protocol.owner = self.owner
+        return protocol
+
+
+def connect(
+    url: str,
+    get_token: Callable[[], str | Deferred[str] | Coroutine[Any, Any, str]],
+    on_message: Callable[[str], object],
+    **options: Any,
+) -> RelayConnection:
+    """
+    Connect to the relay at C{url} (the daemon's base URL: C{ws://},
+    C{wss://}, C{http://} or C{https://}, with a proxy's prefix if any) as
+    a client, and stay connected; see L{RelayConnection} for the
+    keyword C{options}. C{get_token()} returns a token, or a Deferred or
+    coroutine of one, from your backend or L{make_token}; it is called
+    again before each reconnection. C{on_message(content)} gets the content
+    of each C{DATA:} frame, in order::
+
+        connection = connect(
+            "http://localhost:8080",
+            lambda: make_token("demo", "change-me", "user-42"),
+            print,
+            on_reconnecting=lambda event: print("trying again in", event.delay),
+        )
+        closed = await connection.when_closed()  # Closed("kicked", 1000)
+
+    Other handlers: C{on_open()} each time a connection opens (again);
+    C{on_reconnecting(event)} with a L{Reconnecting} when one dropped or
+    could not open (it may call L{RelayConnection.close} to give up).
+    Options: C{reactor}, C{ping_interval} (10 s), C{connect_timeout}
+    (10 s, for the TCP connect and for the handshake), C{min_delay}
+    (0.5 s) and C{max_delay} (30 s) for the backoff, C{max_attempts}
+    (unlimited), C{path} (C{"/recieve"}).
+    """
+    connection = RelayConnection(url, get_token, on_message, **options)
+    connection._start()
+    return connection

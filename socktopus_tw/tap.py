@@ -74,8 +74,9 @@ class SocktopusOptions(usage.Options):
 
     # usage.Options prints a docstring as written; one line wraps cleanly.
     opt_listen.__doc__ = (
-        "A Twisted endpoint to serve on, e.g. tcp:8080 or "
-        "ssl:8443:privateKey=key.pem:certKey=cert.pem; may be repeated. "
+        "A Twisted endpoint to serve on, e.g. tcp:8080, "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem or reuseport:8080 (a port shared "
+        "by several daemons); may be repeated. "
         "[env SOCKTOPUS_LISTEN, space-separated; default tcp:$PORT, else tcp:8080]"
     )
 

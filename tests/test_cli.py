@@ -14,7 +14,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from socktopus_tw.apps import Apps
-from socktopus_tw.cli import main
+from socktopus_tw.cli import Options, main, printable
 from socktopus_tw.relay.tokens import InvalidSignature, parseToken
 
 APP = "demo"
@@ -169,6 +169,18 @@ class BadArgumentsTests(CommandTestCase):
         """
         self.assertRefused("secret", "my-app")
 
+    def test_listenBadArguments(self) -> None:
+        """
+        socktopus listen with arguments the daemon would refuse, or a URL it
+        cannot connect to, tries to connect anyway.
+        """
+        self.assertIn("APP", self.assertRefused("listen", "my-app", SECRET, "c1"))
+        self.assertIn("CONNECTION_ID", self.assertRefused("listen", APP, SECRET, ""))
+        self.assertRefused("listen", APP, SECRET)
+        self.assertRefused("listen", APP, SECRET, "c1", "c2")
+        for url in ["localhost:8080", "ftp://example.com", "ws://", "ws://h:0", "ws://h:x"]:
+            self.assertIn("--url", self.assertRefused("listen", "--url", url, APP, SECRET, "c1"))
+
     def test_oneLine(self) -> None:
         """
         A mistake buries its one-line explanation above the whole usage text.
@@ -222,3 +234,65 @@ class SecretCommandTests(CommandTestCase):
         """
         secrets = {self.command("secret")[1] for _ in range(5)}
         self.assertEqual(len(secrets), 5)
+
+
+class ListenOptionsTests(SynchronousTestCase):
+    """
+    The options of C{socktopus listen [--url URL] APP SECRET CONNECTION_ID}.
+    """
+
+    def parse(self, *arguments: str) -> dict[str, str]:
+        options = Options()
+        options.parseOptions(["listen", *arguments])
+        return dict(options.subOptions)
+
+    def test_defaults(self) -> None:
+        """
+        Without --url it connects somewhere other than the README's daemon.
+        """
+        self.assertEqual(
+            self.parse(APP, SECRET, "user-42"),
+            {
+                "url": "ws://localhost:8080",
+                "receiveUrl": "ws://localhost:8080/recieve",
+                "app": APP,
+                "secret": SECRET,
+                "connectionId": "user-42",
+            },
+        )
+
+    def test_urls(self) -> None:
+        """
+        An http(s):// URL is not mapped to ws(s)://, or a proxy's prefix is lost.
+        """
+        for url, receive in [
+            ("ws://127.0.0.1:9000", "ws://127.0.0.1:9000/recieve"),
+            ("wss://relay.example.com", "wss://relay.example.com/recieve"),
+            ("http://localhost:8080/", "ws://localhost:8080/recieve"),
+            ("HTTPS://example.com/relay/", "wss://example.com/relay/recieve"),
+            ("https://example.com/a/b?x=1#top", "wss://example.com/a/b/recieve"),
+        ]:
+            for option in ["--url", "-u"]:
+                parsed = self.parse(option, url, APP, SECRET, "c1")
+                self.assertEqual((parsed["url"], parsed["receiveUrl"]), (url, receive))
+
+
+class PrintableTests(SynchronousTestCase):
+    """
+    L{printable}: one message, one line of output.
+    """
+
+    def test_oneLine(self) -> None:
+        """
+        A message with line breaks or terminal escapes prints as several
+        lines, or drives the terminal.
+        """
+        self.assertEqual(printable("a\nb\r\nc"), "a\\nb\\r\\nc")
+        self.assertEqual(printable("\x1b[2J\x00\x7f\x85"), "\\x1b[2J\\x00\\x7f\\x85")
+
+    def test_restAsItIs(self) -> None:
+        """
+        Ordinary text, tabs, backslashes and non-ASCII are changed.
+        """
+        for text in ["hello", "a\tb", "C:\\dir \\n", "ünïcødé 🐙", '{"json": [1]}', ""]:
+            self.assertEqual(printable(text), text)

@@ -150,6 +150,7 @@ class _Factory(Factory):
     """
 
     isLazy = True
+    noisy = False
     log = Logger()
 
     def __init__(self, link: RedisLink, protocol: type) -> None:

@@ -424,7 +424,7 @@ class ClusterRegistry(MultiService):
                 if node != self.node and text is not None:
                     others[node] = orjson.loads(text)
             self._others = others
-            if not int(wasLive):
+            if not int(wasLive) and self._restoring is None:
                 # Redis restarted, or this node was thought dead: claim again.
                 self.restore()
 

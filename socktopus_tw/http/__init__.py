@@ -9,5 +9,7 @@ The HTTP edge, below every endpoint.
   - L{fastpath <socktopus_tw.http.fastpath>}: plain backend C{POST}s served
     without twisted.web, everything else handed to it;
   - L{proxy <socktopus_tw.http.proxy>}: who the client is behind a local proxy;
-  - L{writing <socktopus_tw.http.writing>}: writing to a TCP socket at once.
+  - L{writing <socktopus_tw.http.writing>}: writing to a TCP socket at once;
+  - L{reuseport <socktopus_tw.http.reuseport>}: the C{reuseport:} endpoint,
+    for several daemons on one port.
 """

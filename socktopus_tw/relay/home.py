@@ -11,7 +11,7 @@ button.
 C{GET /?format=json} is the same status as JSON, which the page fetches
 every few seconds to refresh its counts without a reload::
 
-    {"version": "0.1.0", "uptimeSeconds": 3600, "clients": 3, "nodes": 1,
+    {"version": "1.2.3", "uptimeSeconds": 3600, "clients": 3, "nodes": 1,
      "apps": {"demo": 2, "other": 1}}
 
 Every configured app is listed, with 0 when nobody is connected; never a

@@ -22,9 +22,7 @@ class ParseRedisUrlTests(SynchronousTestCase):
 
     def test_userPasswordAndDatabase(self):
         address = parseRedisUrl("redis://relay:p%40ss@10.0.0.5:6379/3")
-        self.assertEqual(
-            (address.username, address.password, address.db), ("relay", "p@ss", 3)
-        )
+        self.assertEqual((address.username, address.password, address.db), ("relay", "p@ss", 3))
 
     def test_passwordWithoutUser(self):
         address = parseRedisUrl("redis://:secret@localhost:6379")
