@@ -2,14 +2,19 @@
 Load generator processes for bench/run.py: lean asyncio clients on raw
 sockets, so the generator is not what the benchmark measures.
 
-    python bench/loadgen.py receive PORT APP SECRET FIRST COUNT
-    python bench/loadgen.py send PORT APP SECRET SENDERS RECIPIENTS BATCH SIZE SECONDS
+    python bench/loadgen.py receive PORT APP SECRET FIRST COUNT [STEP]
+    python bench/loadgen.py send PORT APP SECRET SENDERS RECIPIENTS BATCH SIZE SECONDS [RATE]
     python bench/loadgen.py ping PORT APP SECRET SECONDS
     python bench/loadgen.py login PORT APP SECRET SECONDS
 
 Each prints {"result": PATH} on stdout when done, PATH a JSON file the caller
 reads and removes ("ready" lines first for receivers). Receivers run until
 SIGTERM, then report.
+
+A receiver holds the ids rFIRST, rFIRST+STEP, ... (COUNT of them; STEP 1
+unless given), so two nodes can hold interleaved ids. A sender without RATE
+runs closed loops as fast as the daemon answers; with RATE (messages per
+second, over all its loops) each loop paces its requests to its share.
 """
 
 from __future__ import annotations
@@ -179,10 +184,10 @@ async def readOk(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-async def receive(port: int, app: str, secret: str, first: int, count: int) -> dict:
+async def receive(port: int, app: str, secret: str, first: int, count: int, step: int = 1) -> dict:
     stats = {"received": 0, "closed": 0}
     latencies = Reservoir()
-    ids = [f"r{n}" for n in range(first, first + count)]
+    ids = [f"r{n}" for n in range(first, first + count * step, step)]
     await openConnections(port, app, secret, ids, stats, latencies)
     print(json.dumps({"ready": count}), flush=True)
     stop = asyncio.Event()
@@ -207,21 +212,27 @@ async def send(
     batch: int,
     size: int,
     seconds: float,
+    rate: float | None = None,
 ) -> dict:
     """
-    SENDERS concurrent closed loops of /send requests, each on its own
-    keep-alive connection and owning every SENDERS-th recipient.
+    SENDERS concurrent loops of /send requests, each on its own keep-alive
+    connection and owning every SENDERS-th recipient: closed loops, or
+    paced to RATE messages per second between them.
     """
-    mark = cpuSeconds()
+    mark, started = cpuSeconds(), time.monotonic()
+    share = rate / senders if rate else None
     results = await asyncio.gather(
         *(
-            sendLoop(port, app, secret, sender, senders, recipients, batch, size, seconds)
+            sendLoop(port, app, secret, sender, senders, recipients, batch, size, seconds, share)
             for sender in range(senders)
         )
     )
     return {
         "requests": sum(r[0] for r in results),
         "sent": sum(r[1] for r in results),
+        "failed": sum(r[2] for r in results),
+        "late": sum(r[3] for r in results),
+        "seconds": time.monotonic() - started,
         "cpu": cpuSeconds() - mark,
     }
 
@@ -236,15 +247,32 @@ async def sendLoop(
     batch: int,
     size: int,
     seconds: float,
-) -> tuple[int, int]:
+    rate: float | None = None,
+) -> tuple[int, int, int, int]:
+    """
+    One loop: (requests, messages sent, messages failed, requests that
+    left later than their pace allowed by over a millisecond).
+    """
     mine = [f"r{n}" for n in range(sender, recipients, senders)]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     padding = "x" * max(0, size - 20)
     prefix = json.dumps({"secretName": app, "secret": secret})[:-1] + ',"messages":['
-    requests = sent = 0
+    requests = sent = failed = late = 0
     cursor = 0
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
+    # Each request has its slot; a loop that falls behind sends at once
+    # until it catches up, so the rate holds on average and "late" says
+    # how often the daemon could not keep up.
+    interval = batch / rate if rate else 0.0
     while time.monotonic() < deadline:
+        if interval:
+            due = started + requests * interval
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.001:
+                late += 1
         stamp = f"{time.time_ns():019d};"
         parts = []
         for _ in range(batch):
@@ -255,11 +283,15 @@ async def sendLoop(
             b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
             b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         )
-        await readOk(reader)
+        answer = await readOk(reader)
+        # The answer lists "succeeded" then "failed"; counting in bytes keeps
+        # the generator's cost per request at a few microseconds.
+        if not answer.endswith(b'"failed":[]}'):
+            failed += answer[answer.rfind(b'"failed":') :].count(b'"recipient"')
         requests += 1
         sent += batch
     writer.close()
-    return requests, sent
+    return requests, sent, failed, late
 
 
 async def ping(port: int, app: str, secret: str, seconds: float) -> dict:
@@ -327,11 +359,12 @@ def main() -> None:
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if role == "receive":
-        result = asyncio.run(receive(port, app, secret, int(rest[0]), int(rest[1])))
+        result = asyncio.run(receive(port, app, secret, *map(int, rest[:3])))
     elif role == "send":
         senders, recipients, batch, size = map(int, rest[:4])
+        rate = float(rest[5]) if len(rest) > 5 else None
         result = asyncio.run(
-            send(port, app, secret, senders, recipients, batch, size, float(rest[4]))
+            send(port, app, secret, senders, recipients, batch, size, float(rest[4]), rate)
         )
     elif role == "login":
         result = asyncio.run(login(port, float(rest[0])))

@@ -147,6 +147,18 @@ def emailAddress(text: str) -> str:
     return checkEmail(text) and text
 
 
+#: The password of a URL's user information: C{scheme://user:PASSWORD@}.
+_URL_PASSWORD = re.compile(r"(?P<head>^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]*(?=@)")
+
+
+def withoutPassword(text: str) -> str:
+    """
+    C{text} with a URL's password replaced by C{***}, for error messages:
+    a mistyped C{--redis} or C{--smtp} URL must not print its password.
+    """
+    return _URL_PASSWORD.sub(r"\g<head>***", text)
+
+
 @dataclass(frozen=True)
 class Setting:
     """
@@ -432,7 +444,7 @@ def resolveConfiguration(
         try:
             config[setting.name] = setting.parse(raw)
         except (ValueError, ApiError) as e:
-            raise ConfigurationError(f"{source} {raw!r}: {e}") from None
+            raise ConfigurationError(f"{source} {withoutPassword(raw)!r}: {e}") from None
     if config["smtp"] is not None and config["mail-from"] is None:
         raise ConfigurationError("--smtp needs --mail-from, the address mail is sent from")
     if config["recaptcha-secret"] is not None:

@@ -107,3 +107,28 @@ class ParseDotEnvTests(SynchronousTestCase):
         An empty .env is an error.
         """
         self.assertEqual(parseDotEnv(""), {})
+
+
+class WithoutPasswordTests(SynchronousTestCase):
+    """
+    A mistyped URL option is quoted in its error without its password.
+    """
+
+    def test_urlPasswordsAreHidden(self) -> None:
+        from socktopus_tw.settings import withoutPassword
+
+        self.assertEqual(withoutPassword("redis://u:pw@h:x"), "redis://u:***@h:x")
+        self.assertEqual(withoutPassword("smtp://:pw@h:25"), "smtp://:***@h:25")
+        self.assertEqual(withoutPassword("sqlite:my.db"), "sqlite:my.db")
+        self.assertEqual(withoutPassword("redis://h:6379/0"), "redis://h:6379/0")
+
+    def test_aBadRedisUrlIsQuotedWithoutItsPassword(self) -> None:
+        from socktopus_tw.settings import ConfigurationError, resolveConfiguration
+        from socktopus_tw.tap import SocktopusOptions
+
+        options = SocktopusOptions(environ={})
+        options["redis"] = "redis://user:hunter2@127.0.0.1:port"
+        with self.assertRaises(ConfigurationError) as caught:
+            resolveConfiguration(options, {}, [])
+        self.assertIn("--redis", str(caught.exception))
+        self.assertNotIn("hunter2", str(caught.exception))

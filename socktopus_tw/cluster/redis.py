@@ -36,6 +36,15 @@ DEADLINE = 2.0
 MINIMUM_VERSION = (6, 0)
 
 
+#: Seconds a timer may fire late before the reactor counts as having been
+#: busy rather than Redis as slow.
+LATE = 0.05
+
+
+def _deadline() -> float:
+    return DEADLINE
+
+
 class RedisUnavailable(Exception):
     """
     Redis cannot be reached now: the step fails at once.
@@ -161,7 +170,8 @@ class _Factory(Factory):
         address = self.link.address
         p = self.protocolClass(
             charset=None,
-            replyTimeout=DEADLINE,
+            # The deadline is RedisLink's own (see RedisLink._deadline).
+            replyTimeout=None,
             password=address.password,
             dbid=address.db or None,
             convertNumbers=False,
@@ -198,6 +208,7 @@ class RedisLink(MultiService):
     ) -> None:
         super().__init__()
         self.address = address
+        self.reactor = reactor
         self.channels = channels
         self.onMessage = onMessage
         self.onReady = onReady
@@ -224,43 +235,78 @@ class RedisLink(MultiService):
         Run one script; fails at once with L{RedisUnavailable} while Redis
         is unreachable, and within L{DEADLINE} seconds if it does not answer.
         """
-        commands = self.commands
-        if commands is None:
-            return fail(RedisUnavailable("Redis is unreachable"))
         if script.sha in self._loaded:
-            d = commands.execute_command("EVALSHA", script.sha, 0, *args)
+            d = self._command("EVALSHA", script.sha, 0, *args)
         else:
-            d = commands.execute_command("EVAL", script.source, 0, *args)
+            d = self._command("EVAL", script.source, 0, *args)
             d.addCallback(self._remember, script)
-        d.addErrback(self._failed, script, args)
+        d.addErrback(self._noScript, script, args)
         return d
 
     def ping(self) -> Deferred[Any]:
         """
         A round trip: fires once every command sent before it was answered.
         """
-        commands = self.commands
-        if commands is None:
-            return fail(RedisUnavailable("Redis is unreachable"))
-        return commands.execute_command("PING")
+        return self._command("PING")
 
     def publish(self, channel: str, message: bytes) -> Deferred[int]:
+        return self._command("PUBLISH", channel, message)
+
+    def _command(self, *words: Any) -> Deferred[Any]:
         commands = self.commands
         if commands is None:
             return fail(RedisUnavailable("Redis is unreachable"))
-        return commands.execute_command("PUBLISH", channel, message)
+        d = commands.execute_command(*words)
+        self._deadline(d, commands)
+        return d.addErrback(self._unavailable)
+
+    def _deadline(self, d: Deferred[Any], commands: _Commands) -> None:
+        """
+        Drop the connection (failing every command on it, so a frozen Redis
+        is noticed) when C{d} has no answer after L{DEADLINE} seconds of the
+        reactor's time. When the reactor itself was busy (thousands of
+        clients closing at once), the command may not even have been
+        written yet: the time it was late is given again, so a busy node
+        does not take Redis for frozen, as a plain timer would.
+        """
+        clock = self.reactor
+        timer: list[Any] = []
+
+        def check(due: float) -> None:
+            if d.called:
+                return
+            now = clock.seconds()
+            late = now - due
+            if late > LATE:
+                timer[0] = clock.callLater(late, check, now + late)
+            elif commands.transport is not None:
+                commands.transport.abortConnection()
+
+        deadline = _deadline()
+        timer.append(clock.callLater(deadline, check, clock.seconds() + deadline))
+
+        def cancel(result: Any) -> Any:
+            if timer[0].active():
+                timer[0].cancel()
+            return result
+
+        d.addBoth(cancel)
+
+    @staticmethod
+    def _unavailable(failure: Any) -> Any:
+        if failure.check(txredisapi.ConnectionError, txredisapi.TimeoutError):
+            raise RedisUnavailable(str(failure.value))
+        return failure
 
     def _remember(self, result: Any, script: Script) -> Any:
         self._loaded.add(script.sha)
         return result
 
-    def _failed(self, failure: Any, script: Script, args: tuple) -> Any:
+    def _noScript(self, failure: Any, script: Script, args: tuple) -> Any:
         if failure.check(txredisapi.ResponseError) and "NOSCRIPT" in str(failure.value):
             # Redis restarted (or its scripts were flushed): send the source.
             self._loaded.discard(script.sha)
             return self.run(script, *args)
-        if failure.check(txredisapi.ConnectionError, txredisapi.TimeoutError):
-            raise RedisUnavailable(str(failure.value))
         return failure
 
     def _commandsReady(self, protocol: _Commands) -> None:

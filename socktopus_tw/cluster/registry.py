@@ -32,6 +32,7 @@ from zope.interface import implementer
 from socktopus_tw.cluster.redis import DEADLINE, RedisLink, RedisUnavailable, probe
 from socktopus_tw.cluster.redisurl import RedisAddress
 from socktopus_tw.cluster.scripts import (
+    CHANGES,
     DELIVER,
     DENIED,
     HEARTBEAT,
@@ -39,9 +40,7 @@ from socktopus_tw.cluster.scripts import (
     LEAVE,
     PREFIX,
     PRESENCE,
-    REGISTER,
     RESTORE,
-    UNREGISTER,
 )
 from socktopus_tw.errors import ServiceUnavailable
 from socktopus_tw.relay.registry import IRegistry, IRelayConnection, LocalRegistry
@@ -114,6 +113,8 @@ class ClusterRegistry(MultiService):
         self._beat = LoopingCall(self.heartbeat)
         self._beat.clock = reactor
         self._down = False
+        self._changes: list[str] = []
+        self._flushing: Any = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -145,6 +146,7 @@ class ClusterRegistry(MultiService):
         if self._beat.running:
             self._beat.stop()
         await self.local.stopService()
+        self.flush()
         try:
             await self.link.run(LEAVE, self.node)
         except Exception:
@@ -175,18 +177,44 @@ class ClusterRegistry(MultiService):
             return  # shutting down: evicted at once
         generation = str(next(self._nextGeneration))
         self._generations[connection] = generation
-        if self.link.up:
-            self.link.run(
-                REGISTER, self.node, generation, connection.app, connection.connectionId
-            ).addErrback(self._stepFailed, "register")
+        self._change("r", generation, connection)
 
     def unregister(self, connection: IRelayConnection) -> None:
         self.local.unregister(connection)
         generation = self._generations.pop(connection, None)
-        if generation is not None and self.link.up:
-            self.link.run(
-                UNREGISTER, self.node, generation, connection.app, connection.connectionId
-            ).addErrback(self._stepFailed, "unregister")
+        if generation is not None:
+            self._change("u", generation, connection)
+
+    def _change(self, op: str, generation: str, connection: IRelayConnection) -> None:
+        # While Redis is away nothing is queued: restore() claims what is
+        # connected once it is back, and forgets the rest.
+        if not self.link.up:
+            return
+        self._changes += (op, generation, connection.app, connection.connectionId)
+        if self._flushing is None:
+            self._flushing = self.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Tell Redis this turn's connects and disconnects, in order, in as few
+        scripts as possible.
+        """
+        if self._flushing is not None and self._flushing.active():
+            self._flushing.cancel()
+        self._flushing = None
+        changes, self._changes = self._changes, []
+        step = 4 * RESTORE_CHUNK
+        for start in range(0, len(changes), step):
+            self.link.run(CHANGES, self.node, *changes[start : start + step]).addErrback(
+                self._stepFailed, "register"
+            )
+
+    def sync(self) -> Deferred[Any]:
+        """
+        Fires once every step this node has taken so far has run in Redis.
+        """
+        self.flush()
+        return self.link.ping()
 
     def activity(self, connection: IRelayConnection) -> None:
         self.local.activity(connection)

@@ -65,40 +65,37 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-#: ARGV: me, generation, app, id. Claim the id for this node; tell the node
-#: that held it (a live other one) to close its connection.
-REGISTER = Script(
-    "register",
+#: ARGV: me, then (op, generation, app, id) quads, in the order they
+#: happened on this node: op "r" claims the id for this node and tells the
+#: node that held it (another one) to close its connection; op "u" forgets
+#: the entry if it is still this connection's. One script for every
+#: connect and disconnect of a reactor turn: a reconnect storm is a few
+#: commands, not one per client.
+CHANGES = Script(
+    "changes",
     _COMMON
     + """
-local me, gen, app, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local dir = P .. 'c:' .. app
-local previous = redis.call('HGET', dir, id)
-redis.call('HSET', dir, id, me .. ' ' .. gen)
-redis.call('SADD', P .. 'm:' .. me, app .. '\\0' .. id)
-if previous then
-  local node = owner(previous)
-  if node ~= me then
-    redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
-    local generation = string.match(previous, ' (.*)$')
-    redis.call('PUBLISH', P .. 'n:' .. node,
-      cjson.encode({t = 'e', a = app, i = id, g = generation}))
+local me = ARGV[1]
+for i = 2, #ARGV, 4 do
+  local op, gen, app, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local dir = P .. 'c:' .. app
+  if op == 'r' then
+    local previous = redis.call('HGET', dir, id)
+    redis.call('HSET', dir, id, me .. ' ' .. gen)
+    redis.call('SADD', P .. 'm:' .. me, app .. '\\0' .. id)
+    if previous then
+      local node = owner(previous)
+      if node ~= me then
+        redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
+        local generation = string.match(previous, ' (.*)$')
+        redis.call('PUBLISH', P .. 'n:' .. node,
+          cjson.encode({t = 'e', a = app, i = id, g = generation}))
+      end
+    end
+  elseif redis.call('HGET', dir, id) == me .. ' ' .. gen then
+    redis.call('HDEL', dir, id)
+    redis.call('SREM', P .. 'm:' .. me, app .. '\\0' .. id)
   end
-end
-return 1
-""",
-)
-
-#: ARGV: me, generation, app, id. Forget the entry if it is still this one.
-UNREGISTER = Script(
-    "unregister",
-    _COMMON
-    + """
-local me, gen, app, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local dir = P .. 'c:' .. app
-if redis.call('HGET', dir, id) == me .. ' ' .. gen then
-  redis.call('HDEL', dir, id)
-  redis.call('SREM', P .. 'm:' .. me, app .. '\\0' .. id)
 end
 return 1
 """,
@@ -306,4 +303,4 @@ return 1
 """,
 )
 
-SCRIPTS = [REGISTER, UNREGISTER, RESTORE, DELIVER, KICK, DENIED, HEARTBEAT, PRESENCE, LEAVE]
+SCRIPTS = [CHANGES, RESTORE, DELIVER, KICK, DENIED, HEARTBEAT, PRESENCE, LEAVE]

@@ -5,12 +5,18 @@ line saying what is wrong (never the password).
 
 from __future__ import annotations
 
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from socktopus_tw.cluster.redis import probe
 from socktopus_tw.cluster.redisurl import parseRedisUrl
 from socktopus_tw.errors import StartupError
 from tests.support.accounts import closedPort
+from tests.support.daemon import Daemon
 from tests.support.redis import RedisServer
 
 
@@ -49,3 +55,33 @@ class ProbeTests(TestCase):
     def test_rightPassword(self):
         redis = RedisServer(self, password="right")
         self.assertTrue(probe(parseRedisUrl(f"redis+unix://:right@{redis.socket}")))
+
+
+class BusyReactorTests(TestCase):
+    """
+    A command's deadline drops the connection only when the answer has not
+    come one reactor turn after it: a reactor that was busy past the
+    deadline (thousands of clients closing at once) reads the answer first,
+    and Redis is not taken for frozen.
+    """
+
+    @inlineCallbacks
+    def test_aBusyReactorDoesNotMakeRedisLookFrozen(self):
+        import socktopus_tw.cluster.redis as module
+
+        redis = RedisServer(self)
+        daemon = Daemon(self, "--redis", redis.url)
+        link = daemon.registry.link
+        for _ in range(200):
+            if link.up:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.patch(module, "DEADLINE", 0.05)
+        answered = link.ping()
+        # Busy, not sleeping: the reactor does nothing else for four deadlines.
+        until = time.monotonic() + 0.2
+        while time.monotonic() < until:
+            pass
+        self.assertEqual((yield answered), b"PONG")
+        self.assertTrue(link.up)
+        self.assertEqual((yield link.ping()), b"PONG")

@@ -29,7 +29,7 @@ class ClusterTestsMixin:
         """
         Every step each node sent Redis has run, and each knows the others.
         """
-        yield gatherResults([d.registry.link.ping() for d in daemons])
+        yield gatherResults([d.registry.sync() for d in daemons])
         # Twice: the first beats may come before the others' first.
         for _ in range(2):
             yield gatherResults([d.registry.heartbeat() for d in daemons])
@@ -84,7 +84,7 @@ class ClusterTests(ClusterTestsMixin, TestCase):
         self.assertEqual(body, {"kicked": ["alice"], "notConnected": ["nobody"]})
         yield client.closed
         self.assertIn("CLOSE", client.received)
-        yield a.registry.link.ping()
+        yield a.registry.sync()
         for node in (a, b):
             self.assertTrue(
                 node.registry.isKicked(
