@@ -119,8 +119,9 @@ class ClusterRegistry(MultiService):
     # -- lifecycle -------------------------------------------------------
 
     def privilegedStartService(self) -> None:
-        # Before anything listens or the database is touched: an unreachable
-        # Redis is one clear line and a non-zero exit (SPEC §6).
+        # Before the database is touched (and before the reactor runs, so
+        # nothing is accepted yet): an unreachable Redis is one clear line
+        # and a non-zero exit (SPEC §6).
         version = probe(self.address)
         self.log.info(
             "Cluster node {node} of Redis {address} (Redis {version})",
@@ -437,6 +438,9 @@ class ClusterRegistry(MultiService):
         """
         if not self.link.up:
             self._others.clear()
+            if self._lastBeat is not None:
+                # Said once per outage, also by a node with nothing to send.
+                self._stepFailed(RedisUnavailable("not connected"), "heartbeat")
             return succeed(None)
         d = self.link.run(HEARTBEAT, self.node, self._livenessMs, orjson.dumps(self.local.counts()))
 
