@@ -148,7 +148,7 @@ def emailAddress(text: str) -> str:
 
 
 #: The password of a URL's user information: C{scheme://user:PASSWORD@}.
-_URL_PASSWORD = re.compile(r"(?P<head>^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]*(?=@)")
+_URL_PASSWORD = re.compile(r"(?P<head>^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:).*(?=@)", re.DOTALL)
 
 
 def withoutPassword(text: str) -> str:

@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
@@ -24,7 +25,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from socktopus_tw.cluster.redisurl import RedisAddress
-from socktopus_tw.cluster.scripts import Script
+from socktopus_tw.cluster.scripts import PREFIX, Script
 from socktopus_tw.errors import StartupError
 
 #: Seconds a command may take before it fails (and its connection is
@@ -51,32 +52,31 @@ class RedisUnavailable(Exception):
     """
 
 
-def probe(address: RedisAddress, timeout: float = DEADLINE) -> str:
+def probe(
+    address: RedisAddress, timeout: float = DEADLINE, deniedSince: float | None = None
+) -> tuple[str, list[bytes]]:
     """
     Before the reactor runs: connect, authenticate, select the database and
-    return Redis' version, or raise L{StartupError} saying what is wrong (and
+    return Redis' version and the cluster's kicks stamped since
+    C{deniedSince} (ms; member, time pairs), or raise L{StartupError} saying what is wrong (and
     never the password). Blocking, as the database migration before it is.
     """
 
-    def command(sock: socket.socket, *words: str) -> bytes:
+    def command(sock: socket.socket, *words: str) -> Any:
         encoded = [w.encode() for w in words]
         sock.sendall(
             b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded)
         )
-        reply = b""
-        while True:
+        reader = hiredis.Reader()
+        reply = False
+        while reply is False:
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError("the server closed the connection")
-            reply += chunk
-            head, crlf, rest = reply.partition(b"\r\n")
-            if not crlf:
-                continue
-            # A bulk reply ($N) is whole once its N bytes and CRLF are here.
-            if head[:1] != b"$" or head == b"$-1" or len(rest) >= int(head[1:]) + 2:
-                break
-        if reply[:1] == b"-":
-            raise _Refused(reply[1:].strip().decode(errors="replace"))
+            reader.feed(chunk)
+            reply = reader.gets()
+        if isinstance(reply, hiredis.ReplyError):
+            raise _Refused(str(reply))
         return reply
 
     try:
@@ -97,6 +97,16 @@ def probe(address: RedisAddress, timeout: float = DEADLINE) -> str:
             if address.db:
                 command(sock, "SELECT", str(address.db))
             info = command(sock, "INFO", "server").decode(errors="replace")
+            denied = []
+            if deniedSince is not None:
+                denied = command(
+                    sock,
+                    "ZRANGEBYSCORE",
+                    PREFIX + "denied",
+                    repr(deniedSince),
+                    "+inf",
+                    "WITHSCORES",
+                )
     except _Refused as e:
         raise StartupError(f"--redis {address}: Redis refused: {e}") from None
     except (OSError, ConnectionError) as e:
@@ -117,7 +127,7 @@ def probe(address: RedisAddress, timeout: float = DEADLINE) -> str:
         raise StartupError(
             f"--redis {address}: Redis {version} is too old; the cluster needs Redis 6.0 or newer"
         )
-    return version
+    return version, denied
 
 
 class _Refused(Exception):
@@ -249,6 +259,19 @@ class RedisLink(MultiService):
         """
         return self._command("PING")
 
+    def pingSubscriber(self) -> Deferred[Any]:
+        """
+        A round trip on the subscribed connection, so one that died silently
+        (nothing else is ever sent on it) is dropped by the deadline and
+        made again.
+        """
+        subscriber = self.subscriber
+        if subscriber is None or not self._subscribed:
+            return fail(RedisUnavailable("Redis is unreachable"))
+        d = subscriber.execute_command("PING")
+        self._deadline(d, subscriber)
+        return d.addErrback(self._unavailable)
+
     def publish(self, channel: str, message: bytes) -> Deferred[int]:
         return self._command("PUBLISH", channel, message)
 
@@ -320,14 +343,18 @@ class RedisLink(MultiService):
 
     def _subscriberReady(self, protocol: _Subscriber) -> None:
         self.subscriber = protocol
-        d = protocol.subscribe(self.channels)
+        d = Deferred.fromCoroutine(self._subscribe(protocol))
+        d.addErrback(lambda f: protocol.transport.abortConnection())
 
-        def subscribed(_: object) -> None:
-            if self.subscriber is protocol:
-                self._subscribed = True
-                self._readyIfUp()
-
-        d.addCallbacks(subscribed, lambda f: protocol.transport.abortConnection())
+    async def _subscribe(self, protocol: _Subscriber) -> None:
+        # One channel a command: SUBSCRIBE answers once per channel, and
+        # txredisapi pairs only the first answer with the command, so a later
+        # PING on this connection would be paired with a stale answer.
+        for channel in self.channels:
+            await protocol.subscribe([channel])
+        if self.subscriber is protocol:
+            self._subscribed = True
+            self._readyIfUp()
 
     def _subscriberLost(self, protocol: _Subscriber) -> None:
         if self.subscriber is protocol:

@@ -22,6 +22,7 @@ import secrets
 from typing import Any
 
 import orjson
+import txredisapi
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
@@ -40,6 +41,7 @@ from socktopus_tw.cluster.scripts import (
     LEAVE,
     PREFIX,
     PRESENCE,
+    REMEMBER,
     RESTORE,
 )
 from socktopus_tw.errors import ServiceUnavailable
@@ -49,6 +51,10 @@ from socktopus_tw.relay.registry import IRegistry, IRelayConnection, LocalRegist
 #: (SPEC §6: a dead node stops counting within 10 s).
 HEARTBEAT_INTERVAL = 1.0
 LIVENESS = 4.0
+
+#: Seconds a batch waits for other nodes' answers: under SPEC §6's 2 s with
+#: room for the request and its answer.
+REPLY_DEADLINE = DEADLINE - 0.2
 
 #: Connections claimed again per script after Redis came back.
 RESTORE_CHUNK = 1000
@@ -122,7 +128,10 @@ class ClusterRegistry(MultiService):
         # Before the database is touched (and before the reactor runs, so
         # nothing is accepted yet): an unreachable Redis is one clear line
         # and a non-zero exit (SPEC §6).
-        version = probe(self.address)
+        since = (self.clock.seconds() - self.local.tokenLifespan) * 1000
+        version, denied = probe(self.address, deniedSince=since)
+        # Kicks made elsewhere are refused from the first connection on.
+        self._remember(denied)
         self.log.info(
             "Cluster node {node} of Redis {address} (Redis {version})",
             node=self.node,
@@ -253,7 +262,7 @@ class ClusterRegistry(MultiService):
         request = next(self._requests)
         pending = _Pending(outcomes, elsewhere)
         self._pending[request] = pending
-        pending.timer = self.clock.callLater(DEADLINE, self._settle, request)
+        pending.timer = self.clock.callLater(REPLY_DEADLINE, self._settle, request)
         args: list[str | bytes] = [self.node, str(request), app, self._livenessMs]
         dumps = orjson.dumps
         for position, index in enumerate(elsewhere):
@@ -313,6 +322,9 @@ class ClusterRegistry(MultiService):
             elif kind == "k":
                 if body["f"] != self.node:
                     self._kickedElsewhere(body["a"], body["i"], body["ms"])
+            elif kind == "m":
+                for app, connectionId, at in body["k"]:
+                    self.local.remember(app, connectionId, at)
         except Exception:
             self.log.failure(
                 "A cluster message could not be handled: {message!r}", message=message[:200]
@@ -475,8 +487,10 @@ class ClusterRegistry(MultiService):
         if self._restoring is not None:
             self._restoreAgain = True
             return self._restoring
-        self._restoring = Deferred.fromCoroutine(self._restore())
-        return self._restoring
+        d = Deferred.fromCoroutine(self._restore())
+        # A restore that failed at once (Redis away) has finished already.
+        self._restoring = None if d.called else d
+        return d
 
     async def _restore(self) -> None:
         try:
@@ -491,13 +505,34 @@ class ClusterRegistry(MultiService):
             self._restoring = None
 
     async def _claimAll(self) -> None:
-        connections = list(self._generations.items())
-        byGeneration = dict((g, c) for c, g in connections)
-        for start in range(0, max(len(connections), 1), RESTORE_CHUNK):
-            args: list[str] = [self.node, self._livenessMs, "1" if start == 0 else "0"]
-            for connection, generation in connections[start : start + RESTORE_CHUNK]:
+        # Kicks answered here while Redis was away become cluster-wide.
+        lifespan = self.local.tokenLifespan * 1000
+        kicks = self.local.kicks()
+        for start in range(0, len(kicks), RESTORE_CHUNK):
+            some = kicks[start : start + RESTORE_CHUNK]
+            args = [str(int(lifespan))]
+            for app, connectionId, at in some:
+                args += [app, connectionId, repr(at)]
+            await self.link.run(REMEMBER, *args)
+            # And every node remembers them now (closing nothing).
+            message = orjson.dumps({"t": "m", "f": self.node, "k": some})
+            await self.link.publish(f"{PREFIX}all", message)
+        claimed = 0
+        pending = list(self._generations)
+        first = True
+        while first or pending:
+            # Built when sent: a connection that closed meanwhile is skipped.
+            chunk = [c for c in pending[:RESTORE_CHUNK] if c in self._generations]
+            pending = pending[RESTORE_CHUNK:]
+            args: list[str] = [self.node, self._livenessMs, "1" if first else "0"]
+            first = False
+            byGeneration = {}
+            for connection in chunk:
+                generation = self._generations[connection]
+                byGeneration[generation] = connection
                 args += [generation, connection.app, connection.connectionId]
             lost = await self.link.run(RESTORE, *args)
+            claimed += len(chunk)
             for generation in lost:
                 connection = byGeneration.get(generation.decode())
                 if connection is not None and self._generations.get(connection) is not None:
@@ -505,20 +540,27 @@ class ClusterRegistry(MultiService):
                         connection.app, connection.connectionId, self._generations[connection]
                     )
         since = (self.clock.seconds() - self.local.tokenLifespan) * 1000
-        denied = await self.link.run(DENIED, repr(since))
-        for member, at in zip(denied[::2], denied[1::2], strict=True):
-            app, _, connectionId = member.decode("utf-8").partition("\0")
-            self.local.refuse(app, [connectionId], float(at))
+        self._remember(await self.link.run(DENIED, repr(since)))
         self.log.info(
             "Cluster node {node}: {count} connections claimed in Redis {address}",
             node=self.node,
-            count=len(connections),
+            count=claimed,
             address=str(self.address),
         )
 
+    def _remember(self, denied: list[bytes]) -> None:
+        for member, at in zip(denied[::2], denied[1::2], strict=True):
+            app, _, connectionId = member.decode("utf-8").partition("\0")
+            # Remembered, not kicked again: its connections closed back then,
+            # and a client back since with a newer token stays.
+            self.local.remember(app, connectionId, float(at))
+
     def _stepFailed(self, failure: Any, step: str) -> None:
         value = getattr(failure, "value", failure)
-        if isinstance(value, RedisUnavailable):
+        # Redis refusing (out of memory, read-only replica, ACL) is the
+        # operator's to fix, as Redis being away is: one warning, not a
+        # traceback per step; /ready says 503 while heartbeats fail.
+        if isinstance(value, RedisUnavailable | txredisapi.ResponseError):
             if not self._down:
                 self._down = True
                 self.log.warn(

@@ -211,6 +211,21 @@ return connected
 """,
 )
 
+#: ARGV: lifespan (ms), then (app, id, kick time) triples: kicks this node
+#: answered while Redis was away, made cluster-wide after it came back.
+REMEMBER = Script(
+    "remember",
+    _COMMON
+    + """
+local denied = P .. 'denied'
+for i = 2, #ARGV, 3 do
+  redis.call('ZADD', denied, 'GT', tonumber(ARGV[i + 2]), ARGV[i] .. '\\0' .. ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYSCORE', denied, '-inf', '(' .. (now() - tonumber(ARGV[1])))
+return 1
+""",
+)
+
 #: ARGV: since (ms): the kicks whose tokens may still be valid, as
 #: (member, time) pairs.
 DENIED = Script(
@@ -303,4 +318,4 @@ return 1
 """,
 )
 
-SCRIPTS = [CHANGES, RESTORE, DELIVER, KICK, DENIED, HEARTBEAT, PRESENCE, LEAVE]
+SCRIPTS = [CHANGES, REMEMBER, RESTORE, DELIVER, KICK, DENIED, HEARTBEAT, PRESENCE, LEAVE]

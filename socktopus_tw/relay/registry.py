@@ -310,6 +310,23 @@ class LocalRegistry(Service):
         self.logKick(app, kicked, notConnected)
         return kicked, notConnected
 
+    def remember(self, app: str, connectionId: str, atMilliseconds: float) -> None:
+        """
+        Refuse this id's tokens stamped at or before C{atMilliseconds},
+        closing nothing: a kick learnt again (in a cluster, after Redis came
+        back), whose connections were closed when it happened.
+        """
+        key = (app, connectionId)
+        if self._kicked.get(key, -1.0) < atMilliseconds:
+            self._kicked[key] = atMilliseconds
+            self._kicked.move_to_end(key)
+
+    def kicks(self) -> list[tuple[str, str, float]]:
+        """
+        The kicks whose tokens may still be valid: (app, id, time in ms).
+        """
+        return [(app, connectionId, at) for (app, connectionId), at in self._kicked.items()]
+
     def refuse(
         self, app: str, connectionIds: Iterable[str], atMilliseconds: float
     ) -> tuple[list[str], list[str]]:
@@ -321,10 +338,7 @@ class LocalRegistry(Service):
         kicked, notConnected = [], []
         connections = self._apps.get(app, {})
         for connectionId in connectionIds:
-            key = (app, connectionId)
-            if self._kicked.get(key, -1.0) < atMilliseconds:
-                self._kicked[key] = atMilliseconds
-                self._kicked.move_to_end(key)
+            self.remember(app, connectionId, atMilliseconds)
             connection = connections.get(connectionId)
             if connection is None:
                 notConnected.append(connectionId)

@@ -23,7 +23,8 @@ from tests.support.redis import RedisServer
 class ProbeTests(TestCase):
     def test_answersWithTheVersion(self):
         redis = RedisServer(self)
-        version = probe(parseRedisUrl(redis.url))
+        version, denied = probe(parseRedisUrl(redis.url), deniedSince=0)
+        self.assertEqual(denied, [])
         self.assertRegex(version, r"^\d+\.\d+")
 
     def test_overTcpWithADatabase(self):
