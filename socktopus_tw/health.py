@@ -40,10 +40,10 @@ class Ready(JsonResource):
         self,
         database: Database,
         timeout: float = READY_TIMEOUT,
-        checks: list[tuple[str, Callable[[], None]]] = (),
+        checks: list[Callable[[], None]] = (),
     ) -> None:
         """
-        @param checks: what else must be up, by name: each raises
+        @param checks: what else must be up: each raises
             L{ServiceUnavailable} (at once) when it is not, e.g. the
             cluster's Redis.
         """
@@ -53,7 +53,7 @@ class Ready(JsonResource):
         self.checks = list(checks)
 
     async def json_GET(self, request: Request) -> dict[str, Any]:
-        for _, check in self.checks:
+        for check in self.checks:
             check()
         try:
             await self.database.ping(timeout=self.timeout)

@@ -9,7 +9,7 @@ L{socktopus_tw.daemon}.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.endpoints import serverFromString
@@ -127,10 +127,10 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         metrics=metrics,
     )
     registry: IRegistry = local
-    checks: list[Any] = []
+    checks: list[Callable[[], None]] = []
     if config.get("redis") is not None:
         registry = ClusterRegistry(local, config["redis"], reactor)
-        checks.append(("Redis", registry.ready))
+        checks.append(registry.ready)
     registry.setServiceParent(top)
     # /metrics stays per node (SPEC §6).
     metrics.watchConnections(local.counts)

@@ -274,11 +274,11 @@ class ClusterRegistry(MultiService):
         )
         return pending.deferred
 
-    def _published(self, result: list[Any], request: int) -> None:
+    def _published(self, sent: int, request: int) -> None:
         pending = self._pending.get(request)
         if pending is None:
             return
-        pending.expected = int(result[0])
+        pending.expected = int(sent)
         if pending.answered >= pending.expected:
             self._settle(request)
 

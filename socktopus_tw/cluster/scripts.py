@@ -48,6 +48,16 @@ end
 local function owner(entry)
   return string.match(entry, '^[^ ]+')
 end
+-- Remove the directory entries of these members of a node's set ("APP\\0ID")
+-- that still name that node.
+local function forget(node, members)
+  for _, member in ipairs(members) do
+    local app, id = string.match(member, '^([^%z]*)%z(.*)$')
+    local dir = P .. 'c:' .. app
+    local entry = redis.call('HGET', dir, id)
+    if entry and owner(entry) == node then redis.call('HDEL', dir, id) end
+  end
+end
 """
 
 
@@ -113,12 +123,7 @@ RESTORE = Script(
 local me, since = ARGV[1], now() - tonumber(ARGV[2])
 redis.call('ZADD', P .. 'nodes', now(), me)
 if ARGV[3] == '1' then
-  for _, member in ipairs(redis.call('SMEMBERS', P .. 'm:' .. me)) do
-    local app, id = string.match(member, '^([^%z]*)%z(.*)$')
-    local dir = P .. 'c:' .. app
-    local entry = redis.call('HGET', dir, id)
-    if entry and owner(entry) == me then redis.call('HDEL', dir, id) end
-  end
+  forget(me, redis.call('SMEMBERS', P .. 'm:' .. me))
   redis.call('DEL', P .. 'm:' .. me)
 end
 local lost = {}
@@ -140,8 +145,9 @@ return lost
 
 #: ARGV: me, request, app, liveness (ms), then (id, record) pairs: publish
 #: each live other node's records to it in one message. Returns the number of
-#: nodes that got a message, and the pair positions (from 0) that failed:
-#: connected nowhere, on a dead node, or on a node that did not hear.
+#: nodes that got a message, i.e. the answers to wait for; a record that went
+#: nowhere (connected nowhere, on a dead node, or on a node that did not hear)
+#: stays failed.
 DELIVER = Script(
     "deliver",
     _COMMON
@@ -149,21 +155,17 @@ DELIVER = Script(
 local me, request, app = ARGV[1], ARGV[2], ARGV[3]
 local since = now() - tonumber(ARGV[4])
 local dir = P .. 'c:' .. app
-local groups, positions, order, failed = {}, {}, {}, {}
+local groups, order = {}, {}
 for i = 5, #ARGV, 2 do
-  local position = (i - 5) / 2
   local entry = redis.call('HGET', dir, ARGV[i])
   local node = entry and owner(entry)
   if node and node ~= me and isLive(node, since) then
     if groups[node] == nil then
-      groups[node], positions[node] = {}, {}
+      groups[node] = {}
       order[#order + 1] = node
     end
     local group = groups[node]
     group[#group + 1] = ARGV[i + 1]
-    positions[node][#group] = position
-  else
-    failed[#failed + 1] = position
   end
 end
 local sent = 0
@@ -173,13 +175,9 @@ for _, node in ipairs(order) do
   local message = head .. table.concat(groups[node], ',') .. ']}'
   if redis.call('PUBLISH', P .. 'n:' .. node, message) > 0 then
     sent = sent + 1
-  else
-    for _, position in ipairs(positions[node]) do
-      failed[#failed + 1] = position
-    end
   end
 end
-return {sent, failed}
+return sent
 """,
 )
 
@@ -255,14 +253,7 @@ redis.call('SET', P .. 'nc:' .. me, counts, 'PX', ttl)
 local budget = 1000
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. since)) do
   local members = redis.call('SPOP', P .. 'm:' .. dead, budget)
-  for _, member in ipairs(members) do
-    local app, id = string.match(member, '^([^%z]*)%z(.*)$')
-    local dir = P .. 'c:' .. app
-    local entry = redis.call('HGET', dir, id)
-    if entry and owner(entry) == dead then
-      redis.call('HDEL', dir, id)
-    end
-  end
+  forget(dead, members)
   budget = budget - #members
   if budget <= 0 then break end
   redis.call('ZREM', nodes, dead)
@@ -306,12 +297,7 @@ LEAVE = Script(
     _COMMON
     + """
 local me = ARGV[1]
-for _, member in ipairs(redis.call('SMEMBERS', P .. 'm:' .. me)) do
-  local app, id = string.match(member, '^([^%z]*)%z(.*)$')
-  local dir = P .. 'c:' .. app
-  local entry = redis.call('HGET', dir, id)
-  if entry and owner(entry) == me then redis.call('HDEL', dir, id) end
-end
+forget(me, redis.call('SMEMBERS', P .. 'm:' .. me))
 redis.call('DEL', P .. 'm:' .. me, P .. 'nc:' .. me)
 redis.call('ZREM', P .. 'nodes', me)
 return 1
