@@ -33,8 +33,9 @@ from socktopus_tw.errors import StartupError
 #: than 2 s".
 DEADLINE = 2.0
 
-#: The oldest Redis with everything the scripts use (AUTH with a user name).
-MINIMUM_VERSION = (6, 0)
+#: The oldest Redis with everything the scripts use (AUTH with a user name,
+#: ZADD GT).
+MINIMUM_VERSION = (6, 2)
 
 
 #: Seconds a timer may fire late before the reactor counts as having been
@@ -125,7 +126,7 @@ def probe(
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if parts < MINIMUM_VERSION:
         raise StartupError(
-            f"--redis {address}: Redis {version} is too old; the cluster needs Redis 6.0 or newer"
+            f"--redis {address}: Redis {version} is too old; the cluster needs Redis 6.2 or newer"
         )
     return version, denied
 
@@ -139,7 +140,7 @@ class _Commands(txredisapi.RedisProtocol):
 
     def connectionMade(self) -> Deferred[None]:
         d = super().connectionMade()
-        d.addCallback(lambda _: self._ready and self.link._commandsReady(self))
+        d.addCallback(lambda _: self._ready and self.link._commandsConnected(self))
         return d
 
     def connectionLost(self, reason: Any) -> None:
@@ -283,7 +284,7 @@ class RedisLink(MultiService):
         self._deadline(d, commands)
         return d.addErrback(self._unavailable)
 
-    def _deadline(self, d: Deferred[Any], commands: _Commands) -> None:
+    def _deadline(self, d: Deferred[Any], commands: txredisapi.RedisProtocol) -> None:
         """
         Drop the connection (failing every command on it, so a frozen Redis
         is noticed) when C{d} has no answer after L{DEADLINE} seconds of the
@@ -332,7 +333,17 @@ class RedisLink(MultiService):
             return self.run(script, *args)
         return failure
 
+    def _commandsConnected(self, protocol: _Commands) -> None:
+        # A frozen Redis' kernel still accepts connections: usable only once
+        # Redis itself answered, within the deadline (else dropped, and made
+        # again).
+        d = protocol.execute_command("PING")
+        self._deadline(d, protocol)
+        d.addCallbacks(lambda _: self._commandsReady(protocol), lambda _: None)
+
     def _commandsReady(self, protocol: _Commands) -> None:
+        if protocol.transport is None or not protocol.connected:
+            return
         self.commands = protocol
         self._loaded.clear()
         self._readyIfUp()
@@ -351,7 +362,9 @@ class RedisLink(MultiService):
         # txredisapi pairs only the first answer with the command, so a later
         # PING on this connection would be paired with a stale answer.
         for channel in self.channels:
-            await protocol.subscribe([channel])
+            d = protocol.subscribe([channel])
+            self._deadline(d, protocol)
+            await d
         if self.subscriber is protocol:
             self._subscribed = True
             self._readyIfUp()

@@ -185,7 +185,8 @@ class ClusterRegistry(MultiService):
         self.local.register(connection)
         if self.local.connection(connection.app, connection.connectionId) is not connection:
             return  # shutting down: evicted at once
-        generation = str(next(self._nextGeneration))
+        # When it connected, then a count: RESTORE keeps the newer of two.
+        generation = f"{int(self.clock.seconds() * 1000)}.{next(self._nextGeneration)}"
         self._generations[connection] = generation
         self._change("r", generation, connection)
 
@@ -454,7 +455,17 @@ class ClusterRegistry(MultiService):
                 # Said once per outage, also by a node with nothing to send.
                 self._stepFailed(RedisUnavailable("not connected"), "heartbeat")
             return succeed(None)
-        d = self.link.run(HEARTBEAT, self.node, self._livenessMs, orjson.dumps(self.local.counts()))
+        d = self.link.run(
+            HEARTBEAT,
+            self.node,
+            self._livenessMs,
+            orjson.dumps(self.local.counts()),
+            str(int(self.local.tokenLifespan * 1000)),
+        )
+        # Nothing else is ever sent on the subscribed connection: a round
+        # trip each beat drops one that died silently (its deadline), and
+        # the link connects again and restores.
+        self.link.pingSubscriber().addErrback(lambda _: None)
 
         def beaten(result: list[Any]) -> None:
             wasLive, nodes, counts = result

@@ -5,7 +5,10 @@ atomically, so two nodes never see half of another's step.
 
 Keys, all under C{socktopus:}:
 
-  - C{c:APP}: a hash, connection id -> C{"NODE GENERATION"}, the directory.
+  - C{c:APP}: a hash, connection id -> C{"NODE GENERATION"}, the directory;
+    a generation is C{"MS.N"}: when the connection was made (ms, the node's
+    clock) and the node's count of connections, so that of two connections
+    with one id the newer can be told after an outage.
   - C{m:NODE}: a set of C{"APP\\0ID"} a node registered, so a dead node's
     directory entries can be found and removed.
   - C{nodes}: a sorted set, node -> time of its last heartbeat (ms).
@@ -47,6 +50,12 @@ local function isLive(node, since)
 end
 local function owner(entry)
   return string.match(entry, '^[^ ]+')
+end
+local function generation(entry)
+  return string.match(entry, ' (.*)$')
+end
+local function connectedAt(gen)
+  return tonumber(string.match(gen, '^%d+')) or 0
 end
 -- Remove the directory entries of these members of a node's set ("APP\\0ID")
 -- that still name that node.
@@ -97,9 +106,8 @@ for i = 2, #ARGV, 4 do
       local node = owner(previous)
       if node ~= me then
         redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
-        local generation = string.match(previous, ' (.*)$')
         redis.call('PUBLISH', P .. 'n:' .. node,
-          cjson.encode({t = 'e', a = app, i = id, g = generation}))
+          cjson.encode({t = 'e', a = app, i = id, g = generation(previous)}))
       end
     end
   elseif redis.call('HGET', dir, id) == me .. ' ' .. gen then
@@ -114,8 +122,9 @@ return 1
 #: ARGV: me, liveness (ms), fresh, then (generation, app, id) triples. After
 #: Redis came back: with C{fresh} "1" (the first part), forget this node's
 #: old entries (connections that closed while Redis was away); then claim
-#: each id unless a live other node holds it now (a newer connection made
-#: during the outage), and return the generations lost that way.
+#: each id unless a live other node holds a connection made later (during
+#: the outage), telling a node that holds an older one to close it, as a
+#: connect does; return the generations lost to newer connections.
 RESTORE = Script(
     "restore",
     _COMMON
@@ -132,11 +141,19 @@ for i = 4, #ARGV, 3 do
   local dir = P .. 'c:' .. app
   local previous = redis.call('HGET', dir, id)
   local node = previous and owner(previous)
-  if previous and node ~= me and isLive(node, since) then
+  local other = previous and node ~= me and isLive(node, since)
+  if other and connectedAt(generation(previous)) >= connectedAt(gen) then
     lost[#lost + 1] = gen
   else
     redis.call('HSET', dir, id, me .. ' ' .. gen)
     redis.call('SADD', P .. 'm:' .. me, app .. '\\0' .. id)
+    if previous and node ~= me then
+      redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
+      if other then
+        redis.call('PUBLISH', P .. 'n:' .. node,
+          cjson.encode({t = 'e', a = app, i = id, g = generation(previous)}))
+      end
+    end
   end
 end
 return lost
@@ -196,7 +213,7 @@ local dir, denied = P .. 'c:' .. app, P .. 'denied'
 local connected = {}
 for i = 7, #ARGV do
   local id = ARGV[i]
-  redis.call('ZADD', denied, at, app .. '\\0' .. id)
+  redis.call('ZADD', denied, 'GT', at, app .. '\\0' .. id)
   local entry = redis.call('HGET', dir, id)
   local node = entry and owner(entry)
   if node and node ~= me and isLive(node, since) then
@@ -234,9 +251,10 @@ return redis.call('ZRANGEBYSCORE', P .. 'denied', ARGV[1], '+inf', 'WITHSCORES')
 """,
 )
 
-#: ARGV: me, liveness (ms), this node's counts (JSON). Mark this node live,
-#: remove (a bounded part of) dead nodes' entries, and answer whether this
-#: node was live before, and every live node with its counts.
+#: ARGV: me, liveness (ms), this node's counts (JSON), token lifespan (ms).
+#: Mark this node live, remove (a bounded part of) dead nodes' entries and
+#: kicks older than any token, and answer whether this node was live
+#: before, and every live node with its counts.
 HEARTBEAT = Script(
     "heartbeat",
     _COMMON
@@ -249,6 +267,7 @@ local before = redis.call('ZSCORE', nodes, me)
 local wasLive = before ~= false and tonumber(before) >= since
 redis.call('ZADD', nodes, t, me)
 redis.call('SET', P .. 'nc:' .. me, counts, 'PX', ttl)
+redis.call('ZREMRANGEBYSCORE', P .. 'denied', '-inf', '(' .. (t - tonumber(ARGV[4])))
 -- At most 1,000 entries of dead nodes a beat: Redis is never held long.
 local budget = 1000
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. since)) do

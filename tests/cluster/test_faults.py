@@ -505,7 +505,7 @@ class LinkFaultTests(TestCase):
             yield deferLater(reactor, POLL, lambda: None)
         # Both written to the socket on the next reactor turn, after Redis
         # is gone: neither can be answered.
-        script = link.run(HEARTBEAT, daemon.registry.node, "4000", "{}")
+        script = link.run(HEARTBEAT, daemon.registry.node, "4000", "{}", "5000")
         published = link.publish("socktopus-test", b"lost")
         redis.stop()
         yield self.assertFailure(script, RedisUnavailable)

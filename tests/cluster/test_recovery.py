@@ -2,7 +2,7 @@
 How the cluster over Redis recovers (SPEC §6): restores, the deny-list across
 outages and restarts, refusing Redis, deadlines; in-process daemons sharing a
 real redis-server and real WebSocket clients, as L{tests.cluster.test_registry}
-does. The two tests marked C{todo} are known defects not fixed yet.
+does.
 
 Faults are made for real: Redis stopped and started empty, frozen with
 C{SIGSTOP}, out of memory (C{maxmemory}), made to drop connections (C{CLIENT
@@ -207,15 +207,9 @@ def stampOf(token: str) -> int:
 
 
 class ReplacementTests(ReviewTestsMixin, TestCase):
-    todo = "a restore keeps the connection a live node holds, not the newer one"
-
     @inlineCallbacks
     def test_connectionMadeWhileCutOffReplacesTheOlderOne(self):
         """
-        (Not done yet: the directory keeps no connection time, so a restore
-        cannot tell which of two connections is newer; it keeps the one a
-        live node holds.)
-
         A client reconnects with the same id to node B while B is cut off
         from Redis (its old connection on A looks alive: a half-open socket).
         Once B is back, the B{new} connection replaces the old one: the one
@@ -243,16 +237,39 @@ class ReplacementTests(ReviewTestsMixin, TestCase):
         self.assertEqual([m["content"] for m in body["succeeded"]], ["hello"], body)
         self.assertEqual((yield new.waitFor(1)), ["DATA:hello"])
 
+    @inlineCallbacks
+    def test_connectionHeldWhileCutOffLosesToANewerOneElsewhere(self):
+        """
+        The other way round: node B, cut off, holds the old connection and
+        the client reconnects to A meanwhile. Once B is back, B's old
+        connection receives C{CLOSE} and A's new one stays.
+        """
+        (a,) = self.startCluster(1, tcp=True)
+        b = self.startNode(url=self.redis.tcpUrl)
+        old = yield b.connect("x")
+        yield self.settled(a, b)
+        before = self.claims.counts[b.registry.node]
+
+        self.cut()
+        yield self.eventually(lambda: not b.registry.link.up, "B noticed it is cut off")
+        new = yield a.connect("x")
+        yield a.registry.sync()
+        self.heal()
+        yield self.restored(b, before)
+        yield self.settled(a, b)
+
+        yield old.closed
+        self.assertIn("CLOSE", old.received)
+        self.assertFalse(new.closed.called, f"the new connection was closed: {new.received}")
+        code, body, _ = yield b.send([say("hello", "x")])
+        self.assertEqual([m["content"] for m in body["succeeded"]], ["hello"], body)
+        self.assertEqual((yield new.waitFor(1)), ["DATA:hello"])
+
 
 class LinkTests(ReviewTestsMixin, TestCase):
-    todo = "a subscriber connection that died silently is not noticed yet"
-
     @inlineCallbacks
     def test_nodeWhoseSubscriptionSilentlyDiedHealsByItself(self):
         """
-        (Not done yet: the subscriber connection is PINGed every heartbeat
-        with the 2 s deadline, yet here it is not dropped; not understood.)
-
         The network path between node B and Redis breaks silently (Redis
         drops B's connections; B is told nothing) and comes back. B's
         command connection notices (its deadline) and reconnects; its

@@ -86,3 +86,44 @@ class BusyReactorTests(TestCase):
         self.assertEqual((yield answered), b"PONG")
         self.assertTrue(link.up)
         self.assertEqual((yield link.ping()), b"PONG")
+
+
+class FrozenRedisTests(TestCase):
+    """
+    A frozen Redis' kernel still accepts connections: the link counts a
+    connection usable only once Redis itself answered on it.
+    """
+
+    @inlineCallbacks
+    def test_linkToAFrozenRedisIsNotUpUntilItAnswers(self):
+        import socktopus_tw.cluster.redis as module
+
+        redis = RedisServer(self)
+        redis.freeze()
+        self.addCleanup(redis.thaw)
+        self.patch(module, "DEADLINE", 0.1)
+        seenUp = []
+        link = module.RedisLink(
+            parseRedisUrl(redis.url),
+            reactor,
+            ["socktopus-test"],
+            onMessage=lambda message: None,
+            onReady=lambda: seenUp.append(reactor.seconds()),
+        )
+        link.startService()
+        self.addCleanup(link.stopService)
+        # Long enough for several connections to be made and dropped.
+        for _ in range(50):
+            self.assertFalse(link.up, "the link counted a frozen Redis as up")
+            # Commands fail at once rather than wait for their deadline.
+            self.assertIsNone(link.commands, "commands would go to a frozen Redis")
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(seenUp, [])
+        redis.thaw()
+        for _ in range(500):
+            if link.up:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertTrue(link.up, "the link did not come up once Redis answered")
+        self.assertEqual((yield link.ping()), b"PONG")
+        self.assertEqual(len(seenUp), 1)
