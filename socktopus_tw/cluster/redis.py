@@ -11,6 +11,7 @@ are L{ClientService}s on the endpoint of the C{--redis} URL.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def probe(
         else:
             sock = socket.create_connection((address.host, address.port), timeout=timeout)
             if address.scheme == "rediss":
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=address.host)
+                sock = _tlsContext().wrap_socket(sock, server_hostname=address.host)
         with sock:
             if address.password is not None:
                 if address.username:
@@ -133,6 +134,27 @@ def probe(
 
 class _Refused(Exception):
     pass
+
+
+def _tlsContext() -> ssl.SSLContext:
+    """
+    Trust what the daemon's connections will (L{RedisAddress.endpoint}), so
+    the probe passes only when they can link. Their OpenSSL (cryptography's
+    wheel) has no system paths built in: with C{SSL_CERT_FILE} or
+    C{SSL_CERT_DIR} set they trust those alone (pyOpenSSL looks for the
+    system's only when neither is), where this module's OpenSSL would add
+    its own built-in ones.
+    """
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    capath = os.environ.get("SSL_CERT_DIR") or None
+    if cafile or capath:
+        context = ssl.create_default_context(cafile=cafile, capath=capath)
+    else:
+        context = ssl.create_default_context()
+    # service_identity, which checks the host for them, reads only the
+    # subjectAltName.
+    context.hostname_checks_common_name = False
+    return context
 
 
 class _Commands(txredisapi.RedisProtocol):

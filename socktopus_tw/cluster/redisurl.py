@@ -9,9 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from OpenSSL.SSL import VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_PEER, Connection
+from service_identity import CertificateError, VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 FORMS = "redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss://... or redis+unix:///PATH[?db=DB]"
 
@@ -51,8 +58,43 @@ class RedisAddress:
             return UNIXClientEndpoint(reactor, self.path, timeout=2)
         endpoint = HostnameEndpoint(reactor, self.host, self.port, timeout=2)
         if self.scheme == "rediss":
-            return wrapClientTLS(optionsForClientTLS(self.host), endpoint)
+            return wrapClientTLS(_ClientTLS(self.host), endpoint)
         return endpoint
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _ClientTLS:
+    """
+    L{optionsForClientTLS}, but a certificate without a subjectAltName is
+    refused too. Twisted's verify callback (26.10) catches only
+    service_identity's C{VerificationError}; for such a certificate
+    service_identity (26.1) raises C{CertificateError}, which Twisted logs
+    before accepting the certificate, for any host.
+    """
+
+    def __init__(self, host: str) -> None:
+        self._options = optionsForClientTLS(host)
+        ip = isIPAddress(host) or isIPv6Address(host)
+        self._identity = IPAddress_ID(host) if ip else DNS_ID(host)
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Connection:
+        connection = self._options.clientConnectionForTLS(tlsProtocol)
+        identity = self._identity
+
+        def verify(conn: Connection, cert: Any, err: int, depth: int, ok: int) -> bool:
+            # Only the server's own certificate names it; OpenSSL checked the chain.
+            if depth != 0 or not ok:
+                return bool(ok)
+            try:
+                verify_service_identity(extract_patterns(cert), [identity], [])
+            except (VerificationError, CertificateError):
+                tlsProtocol.failVerification(Failure())
+                return False
+            return True
+
+        # Replaces the callback Twisted set, with the same check made strict.
+        connection.set_verify(VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+        return connection
 
 
 def parseRedisUrl(text: str) -> RedisAddress:
