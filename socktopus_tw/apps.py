@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_apps -*-
 """
 Apps and their secrets (SPEC §2): an app exists when the environment holds
-C{<APP>_SOCKTOPUS_SECRET}.
+C{<APP>_SOCKTOPUS_SECRET}; with C{<APP>_SOCKTOPUS_WEBHOOK} it has a webhook
+(SPEC §7.2).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from socktopus_tw.errors import InvalidSecret, SecretNotFound
 
 APP_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 _SUFFIX = "_SOCKTOPUS_SECRET"
+_WEBHOOK = "_SOCKTOPUS_WEBHOOK"
 
 
 class Apps:
@@ -23,17 +25,36 @@ class Apps:
     Names are matched case-insensitively, so they are kept lower-cased.
     """
 
-    def __init__(self, secrets: Mapping[str, str]) -> None:
+    def __init__(
+        self, secrets: Mapping[str, str], webhooks: Mapping[str, str] | None = None
+    ) -> None:
         self._secrets = {name.lower(): secret for name, secret in secrets.items()}
+        self._webhooks = {name.lower(): url for name, url in (webhooks or {}).items()}
+        unknown = sorted(set(self._webhooks) - set(self._secrets))
+        if unknown:
+            name = unknown[0].upper()
+            raise ValueError(
+                f"{name}{_WEBHOOK} is set but {name}{_SUFFIX} is not: an app needs a secret"
+            )
 
     @classmethod
     def fromEnvironment(cls, environ: Mapping[str, str]) -> Apps:
-        secrets = {}
+        """
+        The apps C{environ} configures; L{ValueError} for a webhook of no app.
+        """
+        secrets, webhooks = {}, {}
         for key, value in environ.items():
-            name = key[: -len(_SUFFIX)]
-            if key.endswith(_SUFFIX) and value and APP_NAME.fullmatch(name):
-                secrets[name] = value
-        return cls(secrets)
+            for suffix, found in ((_SUFFIX, secrets), (_WEBHOOK, webhooks)):
+                name = key[: -len(suffix)]
+                if key.endswith(suffix) and value and APP_NAME.fullmatch(name):
+                    found[name] = value
+        return cls(secrets, webhooks)
+
+    def webhooks(self) -> dict[str, str]:
+        """
+        App (lower-cased) -> its webhook URL, for the apps that have one.
+        """
+        return dict(self._webhooks)
 
     def names(self) -> list[str]:
         """

@@ -298,7 +298,12 @@ class SocktopusService(MultiService):
         for factory in {listener.factory for listener in listeners}:
             if isinstance(factory, Drainable):
                 await factory.drain(self.drainTimeout)
-        await gatherResults([maybeDeferred(c.stopService) for c in children if c not in listeners])
+        rest = [c for c in children if c not in listeners]
+        # The webhooks last: the registry's shutdown makes their last events
+        # (every client's disconnect, once its close is done).
+        last = [c for c in rest if c.name == "webhooks"]
+        await gatherResults([maybeDeferred(c.stopService) for c in rest if c not in last])
+        await gatherResults([maybeDeferred(c.stopService) for c in last])
 
 
 class StopOnTerm(Service):

@@ -65,6 +65,8 @@ class Metrics:
         )
         self._hot = _HotCounts()
         r.register(self._hot)
+        self._webhooks = _WebhookCounts()
+        r.register(self._webhooks)
 
     def sent(self, app: str, delivered: int, failed: int) -> None:
         """
@@ -94,6 +96,37 @@ class Metrics:
         nothing is counted on the connect path for this gauge.
         """
         self.registry.register(_ConnectionsCollector(counts))
+
+    def webhookDelivered(self, app: str, events: int) -> None:
+        """
+        A webhook post of C{app} was answered 2xx: C{events} delivered.
+        """
+        counts = self._webhooks.delivered
+        counts[app] = counts.get(app, 0) + events
+
+    def webhookDropped(self, app: str, reason: str, events: int = 1) -> None:
+        """
+        Webhook events of C{app} given up on, for one of
+        L{WEBHOOK_DROP_REASONS}.
+        """
+        key = (app, reason)
+        counts = self._webhooks.dropped
+        counts[key] = counts.get(key, 0) + events
+
+    def webhookPost(self, app: str, outcome: str) -> None:
+        """
+        One webhook post of C{app} ended, with one of L{WEBHOOK_OUTCOMES}.
+        """
+        key = (app, outcome)
+        counts = self._webhooks.posts
+        counts[key] = counts.get(key, 0) + 1
+
+    def watchWebhookQueues(self, lengths: Callable[[], dict[str, int]]) -> None:
+        """
+        Report undelivered webhook events per app from C{lengths()} at each
+        scrape (the last one given wins: one webhook sender per daemon).
+        """
+        self._webhooks.queues = lengths
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -161,6 +194,64 @@ class _HotCounts:
         for endpoint, histogram in sorted(self.requests.items()):
             requests.add_metric([endpoint], histogram.buckets(), histogram.sum)
         yield requests
+
+
+#: Why webhook events were given up on: the app's queue was full (the
+#: oldest go), the receiver answered 4xx (or another non-2xx, non-5xx
+#: status), 10 minutes of failed retries, or the daemon stopped first.
+WEBHOOK_DROP_REASONS = ("overflow", "rejected", "expired", "shutdown")
+
+#: How a webhook post ended: 2xx; 4xx or another status that is not retried;
+#: 5xx; no whole answer within the timeout; no connection or a broken one.
+WEBHOOK_OUTCOMES = ("delivered", "rejected", "server_error", "timeout", "failed")
+
+
+class _WebhookCounts:
+    """
+    The webhook sender's counts, as plain numbers for the same reason as
+    L{_HotCounts}: a full queue drops (and counts) one event per event added.
+    """
+
+    def __init__(self) -> None:
+        self.delivered: dict[str, int] = {}
+        self.dropped: dict[tuple[str, str], int] = {}
+        self.posts: dict[tuple[str, str], int] = {}
+        self.queues: Callable[[], dict[str, int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        delivered = CounterMetricFamily(
+            "socktopus_webhook_events_delivered",
+            "Webhook events posted and answered 2xx.",
+            labels=["app"],
+        )
+        for app, count in sorted(self.delivered.items()):
+            delivered.add_metric([app], count)
+        yield delivered
+        dropped = CounterMetricFamily(
+            "socktopus_webhook_events_dropped",
+            "Webhook events given up on, by reason (overflow, rejected, expired, shutdown).",
+            labels=["app", "reason"],
+        )
+        for (app, reason), count in sorted(self.dropped.items()):
+            dropped.add_metric([app, reason], count)
+        yield dropped
+        posts = CounterMetricFamily(
+            "socktopus_webhook_posts",
+            "Webhook posts, by outcome (delivered, rejected, server_error, timeout, failed).",
+            labels=["app", "outcome"],
+        )
+        for (app, outcome), count in sorted(self.posts.items()):
+            posts.add_metric([app, outcome], count)
+        yield posts
+        if self.queues is not None:
+            queued = GaugeMetricFamily(
+                "socktopus_webhook_queue",
+                "Webhook events not delivered yet (in flight included).",
+                labels=["app"],
+            )
+            for app, length in sorted(self.queues().items()):
+                queued.add_metric([app], length)
+            yield queued
 
 
 class _ConnectionsCollector:

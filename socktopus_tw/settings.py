@@ -34,6 +34,7 @@ from socktopus_tw.db import (
 )
 from socktopus_tw.db.dialect import SQLITE
 from socktopus_tw.errors import ApiError
+from socktopus_tw.relay.webhooks import checkWebhookUrl
 
 ENV_PREFIX = "SOCKTOPUS_"
 DEFAULT_PORT = 8080
@@ -469,5 +470,14 @@ def resolveConfiguration(
     if newFile is not None and created is not None and os.path.exists(newFile):
         created.append(newFile)
 
-    config["apps"] = Apps.fromEnvironment(environ)
+    try:
+        config["apps"] = apps = Apps.fromEnvironment(environ)
+    except ValueError as e:
+        raise ConfigurationError(str(e)) from None
+    for app, url in apps.webhooks().items():
+        problem = checkWebhookUrl(url)
+        if problem is not None:
+            raise ConfigurationError(
+                f"{app.upper()}_SOCKTOPUS_WEBHOOK {withoutPassword(url)!r}: {problem}"
+            )
     return config

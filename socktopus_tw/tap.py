@@ -31,6 +31,7 @@ from socktopus_tw.http.site import SocktopusSite
 from socktopus_tw.metrics import Metrics, MetricsResource
 from socktopus_tw.relay.registry import IRegistry, LocalRegistry
 from socktopus_tw.relay.routes import routes as relayRoutes
+from socktopus_tw.relay.webhooks import Webhooks
 from socktopus_tw.settings import SETTINGS, ConfigurationError, resolveConfiguration
 
 
@@ -120,11 +121,18 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     top = SocktopusService(apps, config.get("startup"))
 
     metrics = Metrics()
+    webhooks = None
+    if apps.webhooks():
+        # Stopped after the registry (see SocktopusService.stopService), so
+        # the shutdown's disconnect events are posted.
+        webhooks = Webhooks(apps.webhooks(), apps.secretFor, reactor, metrics=metrics)
+        webhooks.setServiceParent(top)
     local = LocalRegistry(
         reactor,
         idleTimeout=config["idle-timeout"],
         tokenLifespan=config["token-lifespan"],
         metrics=metrics,
+        events=webhooks,
     )
     registry: IRegistry = local
     checks: list[Callable[[], None]] = []

@@ -45,6 +45,7 @@ from socktopus_tw.cluster.scripts import (
     RESTORE,
 )
 from socktopus_tw.errors import ServiceUnavailable
+from socktopus_tw.relay import events
 from socktopus_tw.relay.registry import IRegistry, IRelayConnection, LocalRegistry
 
 #: Seconds between heartbeats, and without one after which a node is dead
@@ -190,8 +191,8 @@ class ClusterRegistry(MultiService):
         self._generations[connection] = generation
         self._change("r", generation, connection)
 
-    def unregister(self, connection: IRelayConnection) -> None:
-        self.local.unregister(connection)
+    def unregister(self, connection: IRelayConnection, reason: str = events.CLIENT) -> None:
+        self.local.unregister(connection, reason)
         generation = self._generations.pop(connection, None)
         if generation is not None:
             self._change("u", generation, connection)
@@ -229,6 +230,13 @@ class ClusterRegistry(MultiService):
 
     def activity(self, connection: IRelayConnection) -> None:
         self.local.activity(connection)
+
+    def acceptsMessages(self, app: str) -> bool:
+        return self.local.acceptsMessages(app)
+
+    def message(self, connection: IRelayConnection, content: str) -> None:
+        # Each node posts the events of its own connections (SPEC §7.2).
+        self.local.message(connection, content)
 
     # -- deliveries ------------------------------------------------------
 

@@ -29,6 +29,8 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from socktopus_tw.logs import listForLog
+from socktopus_tw.relay import events
+from socktopus_tw.relay.events import IEventSink
 
 if TYPE_CHECKING:
     from socktopus_tw.metrics import Metrics
@@ -76,14 +78,25 @@ class IRegistry(Interface):
         with the same app and id.
         """
 
-    def unregister(connection: IRelayConnection) -> None:
+    def unregister(connection: IRelayConnection, reason: str = events.CLIENT) -> None:
         """
-        A connection has closed.
+        A connection has closed, for one of L{events.REASONS} (unless the
+        registry closed it: then for the registry's reason).
         """
 
     def activity(connection: IRelayConnection) -> None:
         """
         The client sent something: it is not idle.
+        """
+
+    def acceptsMessages(app: str) -> bool:
+        """
+        Whether C{app}'s clients may send C{DATA:} frames (it has a webhook).
+        """
+
+    def message(connection: IRelayConnection, content: str) -> None:
+        """
+        The client sent C{DATA:<content>}: a C{message} event.
         """
 
     def deliver(app: str, connectionId: str, payload: bytes) -> bool | Deferred[bool]:
@@ -158,9 +171,12 @@ class LocalRegistry(Service):
         idleTimeout: float = 20.0,
         tokenLifespan: float = 5.0,
         metrics: Metrics | None = None,
+        events: IEventSink | None = None,
     ) -> None:
         self.clock = clock
         self.metrics = metrics
+        #: Told of connects, client messages and disconnects (with why).
+        self.events = events
         self.idleTimeout = idleTimeout
         self.tokenLifespan = tokenLifespan
         self._apps: dict[str, dict[str, IRelayConnection]] = {}
@@ -199,7 +215,7 @@ class LocalRegistry(Service):
         everyone = [c for conns in self._apps.values() for c in conns.values()]
         self.log.info("Shutting down: closing {count} connections", count=len(everyone))
         for connection in everyone:
-            self._evict(connection)
+            self._evict(connection, events.SHUTDOWN)
         # A client that never finishes the close handshake is dropped by the
         # WebSocket layer's own timeout; this one only keeps shutdown bounded.
         d = self.whenDrained()
@@ -234,22 +250,28 @@ class LocalRegistry(Service):
             self.log.info(
                 "Replacing connection {app}/{connectionId}", app=app, connectionId=connectionId
             )
-            self._evict(previous)
+            self._evict(previous, events.REPLACED)
         self._apps.setdefault(app, {})[connectionId] = connection
         self._lastSeen[connection] = self.clock.seconds()
         if self.metrics is not None:
             self.metrics.connects.labels(app).inc()
         self.log.info("Connected {app}/{connectionId}", app=app, connectionId=connectionId)
+        if self.events is not None:
+            self.events.connected(app, connectionId)
 
-    def unregister(self, connection: IRelayConnection) -> None:
+    def unregister(self, connection: IRelayConnection, reason: str = events.CLIENT) -> None:
         """
         A connection has closed. Only the connection that is registered under
         its id is removed: a replaced connection that finishes closing after
         its successor opened must not drop the successor (the Go original did).
+        One the registry closed was told of (with its reason) when it was.
         """
         if connection in self._closing:
             self._closing.discard(connection)
-        elif not self._forget(connection):
+        elif self._forget(connection):
+            if self.events is not None:
+                self.events.disconnected(connection.app, connection.connectionId, reason)
+        else:
             return
         self.log.info(
             "Disconnected {app}/{connectionId}",
@@ -271,6 +293,19 @@ class LocalRegistry(Service):
             self._lastSeen[connection] = self.clock.seconds()
             self._lastSeen.move_to_end(connection)
             self._pinged.discard(connection)
+
+    def acceptsMessages(self, app: str) -> bool:
+        """
+        Whether C{app}'s clients may send C{DATA:} frames: it has a webhook.
+        """
+        return self.events is not None and self.events.wants(app)
+
+    def message(self, connection: IRelayConnection, content: str) -> None:
+        """
+        The client sent C{DATA:<content>}: a C{message} event.
+        """
+        if self.events is not None and connection in self._lastSeen:
+            self.events.message(connection.app, connection.connectionId, content)
 
     def deliver(self, app: str, connectionId: str, payload: bytes) -> bool:
         """
@@ -344,7 +379,7 @@ class LocalRegistry(Service):
                 notConnected.append(connectionId)
             else:
                 kicked.append(connectionId)
-                self._evict(connection)
+                self._evict(connection, events.KICK)
         return kicked, notConnected
 
     def logKick(self, app: str, kicked: list[str], notConnected: list[str]) -> None:
@@ -434,7 +469,7 @@ class LocalRegistry(Service):
                 app=connection.app,
                 connectionId=connection.connectionId,
             )
-            self._evict(connection)
+            self._evict(connection, events.IDLE)
 
         # A token stamped at or before the kick is refused by its age once
         # the lifespan has passed, so the entry is no longer needed.
@@ -456,18 +491,19 @@ class LocalRegistry(Service):
         self._pinged.discard(connection)
         return True
 
-    def evict(self, connection: IRelayConnection) -> None:
+    def evict(self, connection: IRelayConnection, reason: str = events.REPLACED) -> None:
         """
         Send C{CLOSE} and close one connection: in a cluster, when another
         node took its id.
         """
         if self.connection(connection.app, connection.connectionId) is connection:
-            self._evict(connection)
+            self._evict(connection, reason)
 
-    def _evict(self, connection: IRelayConnection) -> None:
+    def _evict(self, connection: IRelayConnection, reason: str) -> None:
         # Forgotten first, so nothing more is delivered to it; remembered as
         # closing, so shutdown can wait for its close to finish. The close may
         # complete synchronously and call unregister() from inside evict().
-        self._forget(connection)
+        if self._forget(connection) and self.events is not None:
+            self.events.disconnected(connection.app, connection.connectionId, reason)
         self._closing.add(connection)
         connection.evict()

@@ -23,6 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from socktopus_tw.http.writing import writerFor
+from socktopus_tw.relay import events
 from socktopus_tw.relay.registry import IRegistry, IRelayConnection
 
 log = Logger()
@@ -116,7 +117,9 @@ def textFrame(payload: bytes) -> bytes:
 class RelayProtocol(WebSocketServerProtocol):
     """
     One client socket. Client text C{PING} is answered C{PONG}, C{CLOSE}
-    closes; anything else, binary frames included, closes the connection.
+    closes, C{DATA:<content>} is a message for the backend when the app has
+    a webhook (SPEC §7.3); anything else, binary frames included, closes
+    the connection.
 
     It is its transport's streaming producer. While the transport's buffer
     is full (Twisted pauses it past 64 KiB) the client is not read unless it
@@ -140,6 +143,8 @@ class RelayProtocol(WebSocketServerProtocol):
     app: str = ""
     connectionId: str = ""
     _registered = False
+    # Why this side ended the connection (an events.REASONS), if it did.
+    _ending: str | None = None
     # The transport asked us to pause: its send buffer is full.
     _paused = False
     # Not read because paused, and the client has not shown since the last
@@ -170,6 +175,8 @@ class RelayProtocol(WebSocketServerProtocol):
     _tokens = 0.0
     _refilledAt = 0.0
     _credit = 0.0
+    # Whether DATA: frames are messages (the app has a webhook).
+    _messages = False
 
     # -- IRelayConnection ------------------------------------------------
 
@@ -227,6 +234,7 @@ class RelayProtocol(WebSocketServerProtocol):
             cap=self.factory.maxClientBuffer,
         )
         # abort: the buffered bytes are dropped at once, not flushed.
+        self._ending = events.BUFFER
         self.dropConnection(abort=True)
         return False
 
@@ -456,6 +464,7 @@ class RelayProtocol(WebSocketServerProtocol):
                 rate=factory.clientMessageRate,
             )
             # Autobahn's sendClose() refuses 1008; see _refuse.
+            self._ending = events.ERROR
             self.sendCloseFrame(code=1008, reasonUtf8=b"Too many frames")
             # And nothing more of the flood is parsed: the close handshake
             # is left to time out (closeHandshakeTimeout), which aborts.
@@ -474,8 +483,14 @@ class RelayProtocol(WebSocketServerProtocol):
         self._tokens = self.factory.clientMessageBurst
         self._refilledAt = self.factory.clock.seconds()
         self.transport.registerProducer(self, True)
+        registry = self.factory.registry
+        self._messages = registry.acceptsMessages(self.app)
+        if self._messages:
+            # Clients of an app with a webhook send messages, capped as
+            # /send's are; a browser sends each in one frame.
+            self.maxFramePayloadSize = self.maxMessagePayloadSize
         self._registered = True
-        self.factory.registry.register(self)
+        registry.register(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         # Once closing, what the client still sends before its close frame
@@ -488,7 +503,11 @@ class RelayProtocol(WebSocketServerProtocol):
         elif payload == b"PING":
             self.sendMessage(b"PONG")
         elif payload == b"CLOSE":
+            self._ending = events.CLIENT
             self.sendClose(1000)
+        elif self._messages and payload[:5] == b"DATA:":
+            # Autobahn checked it is UTF-8 and within the size cap.
+            self.factory.registry.message(self, payload[5:].decode("utf-8"))
         else:
             # As the Go original: any other text ends the connection.
             self._refuse(b"Expected PING or CLOSE")
@@ -498,6 +517,7 @@ class RelayProtocol(WebSocketServerProtocol):
         # only lets applications use 1000 and 3000-4999, so send the frame
         # through the lower-level call it uses itself.
         if self.state == _OPEN:
+            self._ending = events.ERROR
             self.sendCloseFrame(code=1003, reasonUtf8=reason)
 
     def onPing(self, payload: bytes) -> None:
@@ -518,7 +538,11 @@ class RelayProtocol(WebSocketServerProtocol):
         self._cancelWatch()
         if self._registered:
             self._registered = False
-            self.factory.registry.unregister(self)
+            # A close handshake the client finished is its own close; a
+            # connection lost without one, or failed by Autobahn for a
+            # protocol violation, is an error.
+            ending = self._ending or (events.CLIENT if wasClean else events.ERROR)
+            self.factory.registry.unregister(self, ending)
 
 
 class RelayFactory(WebSocketServerFactory):

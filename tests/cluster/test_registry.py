@@ -29,6 +29,11 @@ class ClusterTestsMixin:
         """
         Every step each node sent Redis has run, and each knows the others.
         """
+        deadline = reactor.seconds() + 5
+        while not all(d.registry.link.up for d in daemons):
+            if reactor.seconds() > deadline:
+                self.fail("a node's link to Redis did not come up within 5 s")
+            yield deferLater(reactor, 0.02, lambda: None)
         yield gatherResults([d.registry.sync() for d in daemons])
         # Twice: the first beats may come before the others' first.
         for _ in range(2):

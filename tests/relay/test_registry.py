@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from socktopus_tw.relay.events import IEventSink
 from socktopus_tw.relay.registry import IRelayConnection, LocalRegistry
 from tests.support.fakes import FakeConnection
 
@@ -645,3 +647,105 @@ class ShutdownTests(RegistryTestCase):
         connection = self.connect()
         self.assertEqual(connection.evictions, 0)
         self.assertIs(self.registry.connection("demo", "c1"), connection)
+
+
+@implementer(IEventSink)
+class RecordingSink:
+    """
+    Keeps every event, as (type, app, id, detail).
+    """
+
+    def __init__(self, apps: tuple[str, ...] = ("demo",)) -> None:
+        self.apps = apps
+        self.events: list[tuple[str, ...]] = []
+
+    def wants(self, app: str) -> bool:
+        return app in self.apps
+
+    def connected(self, app: str, connectionId: str) -> None:
+        self.events.append(("connect", app, connectionId))
+
+    def message(self, app: str, connectionId: str, content: str) -> None:
+        self.events.append(("message", app, connectionId, content))
+
+    def disconnected(self, app: str, connectionId: str, reason: str) -> None:
+        self.events.append(("disconnect", app, connectionId, reason))
+
+
+class EventTests(RegistryTestCase):
+    """
+    Events are born here, with the reason for every ending the registry
+    causes; one the connection reports is taken as given.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.sink = RecordingSink()
+        verifyObject(IEventSink, self.sink)
+        self.registry.events = self.sink
+
+    def test_connectMessageAndClientClose(self) -> None:
+        connection = self.connect()
+        self.assertTrue(self.registry.acceptsMessages("demo"))
+        self.assertFalse(self.registry.acceptsMessages("other"))
+        self.registry.message(connection, "hi")
+        self.registry.unregister(connection, "client")
+        self.assertEqual(
+            self.sink.events,
+            [
+                ("connect", "demo", "c1"),
+                ("message", "demo", "c1", "hi"),
+                ("disconnect", "demo", "c1", "client"),
+            ],
+        )
+
+    def test_reasonTheConnectionGives(self) -> None:
+        connection = self.connect()
+        self.registry.unregister(connection, "buffer")
+        self.assertEqual(self.sink.events[-1], ("disconnect", "demo", "c1", "buffer"))
+
+    def test_kickIsToldOnceEvenWhenTheCloseFinishesLater(self) -> None:
+        connection = self.connect()
+        self.registry.kick("demo", ["c1"])
+        self.assertEqual(self.sink.events[-1], ("disconnect", "demo", "c1", "kick"))
+        # The close handshake ends later; the connection says "client".
+        self.registry.unregister(connection, "client")
+        self.assertEqual(len(self.sink.events), 2)
+
+    def test_replaced(self) -> None:
+        self.connect()
+        self.connect()
+        self.assertEqual(
+            self.sink.events,
+            [
+                ("connect", "demo", "c1"),
+                ("disconnect", "demo", "c1", "replaced"),
+                ("connect", "demo", "c1"),
+            ],
+        )
+
+    def test_idle(self) -> None:
+        self.start()
+        self.connect()
+        self.clock.advance(IDLE + 1)
+        self.assertEqual(self.sink.events[-1], ("disconnect", "demo", "c1", "idle"))
+
+    def test_shutdown(self) -> None:
+        self.start()
+        self.connect(connectionId="a")
+        self.connect(connectionId="b")
+        self.registry.stopService()
+        self.assertEqual(
+            sorted(e for e in self.sink.events if e[0] == "disconnect"),
+            [("disconnect", "demo", "a", "shutdown"), ("disconnect", "demo", "b", "shutdown")],
+        )
+
+    def test_messageOfAConnectionGoneIsDropped(self) -> None:
+        connection = self.connect()
+        self.registry.unregister(connection)
+        self.registry.message(connection, "late")
+        self.assertNotIn("message", [e[0] for e in self.sink.events])
+
+    def test_withoutASinkNoAppAcceptsMessages(self) -> None:
+        self.registry.events = None
+        self.assertFalse(self.registry.acceptsMessages("demo"))
