@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_client,tests.test_cli_listen -*-
+# -*- test-case-name: tests.e2e.test_client,tests.e2e.test_client_events,tests.test_cli_listen -*-
 """
 A Python client for Socktopus, for backends written with Twisted.
 
@@ -23,6 +23,8 @@ a L{Deferred}; from C{async def} code, C{await} it::
 
 L{connect} is the other side: a client's WebSocket to the relay, kept open
 with a fresh token after each drop (the C{socktopus listen} command is one).
+L{verify_webhook} checks the signature of the events the daemon posts to an
+app's webhook (SPEC §7.2).
 
 Errors: a 4xx or 5xx answer fails the Deferred with a L{SocktopusError}
 (L{BadRequest}, L{Unauthorized}, L{NotFound}, L{Conflict}, L{TooLarge},
@@ -42,8 +44,11 @@ L{twisted.internet.task.react}, as above.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +79,7 @@ __all__ = [
     "Conflict",
     "KickResult",
     "NotFound",
+    "PresenceResult",
     "Reconnecting",
     "RelayClient",
     "RelayConnection",
@@ -87,6 +93,7 @@ __all__ = [
     "connect",
     "make_token",
     "receive_url",
+    "verify_webhook",
 ]
 
 _log = Logger()
@@ -139,6 +146,66 @@ def auth_headers(
         "HMAC": sign(secret, timeSent, path, encoding),
         "Encoding": encoding,
     }
+
+
+#: How far a webhook's signed time may be from now, either way, in seconds.
+WEBHOOK_TOLERANCE = 300.0
+
+#: A webhook signature's time: decimal milliseconds (15 digits reach the year 33658).
+_WEBHOOK_TIME = re.compile(r"[0-9]{1,15}")
+#: A hex HMAC-SHA256.
+_WEBHOOK_MAC = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def verify_webhook(
+    body: bytes, header: str | bytes | list[Any] | None, secret: str, now: float | None = None
+) -> bool:
+    """
+    Whether a webhook request is the daemon's (SPEC §7.2): C{header}, its
+    C{Socktopus-Signature} (C{t=<ms>,v1=<hex>}), signs C{body}, the raw
+    bytes as they came, with the app's C{secret}, at a time within 5
+    minutes of C{now} (Unix time in seconds, default the current time).
+
+    A missing or malformed header, a wrong signature, or a time too old (a
+    replay) or too far ahead is C{False}, never an exception. The header
+    may be given as a web framework hands it over: C{str}, C{bytes}, or a
+    list of either (Twisted's C{getRawHeaders()}). Parts other than C{t}
+    and C{v1} are ignored, and any C{v1} that matches will do.
+
+    @raise TypeError: C{body} is not bytes (a decoded or re-encoded body
+        would not be what was signed).
+    """
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise TypeError("body must be the request's raw bytes")
+    if header is None:
+        return False
+    stamp = None
+    macs = []
+    for part in _headerValue(header).split(","):
+        # Optional whitespace as HTTP has it (spaces, tabs), nothing more.
+        name, equals, value = part.strip(" \t").partition("=")
+        if not equals:
+            return False
+        if name == "t":
+            if stamp is not None or not _WEBHOOK_TIME.fullmatch(value):
+                return False
+            stamp = value
+        elif name == "v1" and _WEBHOOK_MAC.fullmatch(value):
+            macs.append(bytes.fromhex(value))
+    if stamp is None or not macs:
+        return False
+    seconds = time.time() if now is None else now
+    if abs(seconds - int(stamp) / 1000) > WEBHOOK_TOLERANCE:
+        return False
+    expected = hmac.new(
+        secret.encode("utf-8"), stamp.encode("ascii") + b"." + bytes(body), hashlib.sha256
+    ).digest()
+    # Constant time, and every v1 compared: how long this takes says nothing
+    # about how much of a forged signature was right.
+    matched = False
+    for mac in macs:
+        matched |= hmac.compare_digest(mac, expected)
+    return matched
 
 
 # -- errors --------------------------------------------------------------------
@@ -251,6 +318,20 @@ class KickResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceResult:
+    """
+    The answer to L{RelayClient.presence}. Asked about ids: those connected
+    and those not, each in the order asked (an id asked twice is listed
+    twice). Asked about everyone: every connected id of the app, and no
+    C{not_connected}. C{count} is how many ids C{connected} lists.
+    """
+
+    connected: list[str]
+    not_connected: list[str]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     """
     A logged-in user: the session C{secret} that signs requests, the user's
@@ -360,7 +441,8 @@ class _Client:
 
 class RelayClient(_Client):
     """
-    The relay's backend API for one app: tokens, C{POST /send}, C{POST /kick}.
+    The relay's backend API for one app: tokens, C{POST /send}, C{POST /kick},
+    C{POST /presence}.
 
     @param base_url: the daemon, e.g. C{"http://localhost:8080"}, or the
         prefix a proxy serves the relay under.
@@ -422,6 +504,24 @@ class RelayClient(_Client):
             {"secretName": self.app, "secret": self._secret, "connections": connections},
         )
         return KickResult(answer["kicked"], answer["notConnected"])
+
+    @_returnsDeferred
+    async def presence(self, connection_ids: Iterable[str] | str | None = None) -> PresenceResult:
+        """
+        Which of these connections are connected now (a single id may be
+        given as a string); without ids, every connected id of the app.
+        Across the cluster, with C{--redis}. Fires with a L{PresenceResult}.
+        """
+        body: dict[str, Any] = {"secretName": self.app, "secret": self._secret}
+        if connection_ids is not None:
+            body["connections"] = (
+                [connection_ids] if isinstance(connection_ids, str) else list(connection_ids)
+            )
+        answer = await self._request("POST", "/presence", body)
+        connected = answer["connected"]
+        return PresenceResult(
+            connected, answer.get("notConnected", []), answer.get("count", len(connected))
+        )
 
 
 def _headerValue(value: Any) -> str:

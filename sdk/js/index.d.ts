@@ -1,5 +1,6 @@
 // Types for the socktopus package: the same API in browsers and Node, plus
-// the synchronous createTokenSync and authHeadersSync in Node only.
+// the synchronous createTokenSync, authHeadersSync and verifyWebhookSync in
+// Node only.
 
 /** A moment: a Date, or Unix time in milliseconds (as Date.now() gives). */
 export type Moment = Date | number;
@@ -57,6 +58,33 @@ export function authHeadersSync(
   encoding?: "hex" | "base64",
 ): AuthHeaders;
 
+/** A request body as it arrived, unparsed: what the daemon signed. */
+export type RawBody = string | Uint8Array | ArrayBuffer | ArrayBufferView;
+
+/**
+ * Whether a webhook request is the daemon's (SPEC §7.2): `header`, its
+ * Socktopus-Signature (`t=<ms>,v1=<hex>`), signs the raw `body` with the
+ * app's `secret`, at a time within 5 minutes of `now` (default: the current
+ * time). Resolves to false for a missing or malformed header, a wrong
+ * signature, or a time too old (a replay) or too far ahead. Web Crypto, so
+ * it is async everywhere; rejects with a TypeError for a body that is not
+ * raw (a parsed object) or an empty secret.
+ */
+export function verifyWebhook(
+  body: RawBody,
+  header: string | string[] | null | undefined,
+  secret: string,
+  now?: Moment,
+): Promise<boolean>;
+
+/** Node only: as verifyWebhook, computed with node:crypto and returned at once. */
+export function verifyWebhookSync(
+  body: RawBody,
+  header: string | string[] | null | undefined,
+  secret: string,
+  now?: Moment,
+): boolean;
+
 /** A request the daemon refused or failed. */
 export class SocktopusError extends Error {
   readonly name: "SocktopusError";
@@ -84,6 +112,18 @@ export interface KickResult {
   notConnected: string[];
 }
 
+/** The answer to presence(ids): each id in the order asked, duplicates as given. */
+export interface PresenceResult {
+  connected: string[];
+  notConnected: string[];
+}
+
+/** The answer to presence() without ids: every connected id of the app. */
+export interface AllPresenceResult {
+  count: number;
+  connected: string[];
+}
+
 export interface RelayClientOptions {
   /** The daemon's base URL, e.g. "https://relay.example.com". */
   baseUrl: string;
@@ -94,7 +134,7 @@ export interface RelayClientOptions {
   fetch?: typeof fetch;
 }
 
-/** Sends to and kicks the connections of one app (POST /send, POST /kick). */
+/** Sends to, kicks and asks about the connections of one app (POST /send, /kick, /presence). */
 export class RelayClient {
   constructor(options: RelayClientOptions);
   readonly baseUrl: string;
@@ -108,6 +148,10 @@ export class RelayClient {
   send(messages: Message[] | Record<string, string> | Map<string, string>): Promise<SendResult>;
   /** Close connections for good (they receive CLOSE). Rejects with SocktopusError. */
   kick(connectionIds: string | Iterable<string>): Promise<KickResult>;
+  /** Every connected id of the app, and how many. Rejects with SocktopusError. */
+  presence(connectionIds?: null): Promise<AllPresenceResult>;
+  /** Which of these ids are connected, in the order asked. Rejects with SocktopusError. */
+  presence(connectionIds: string | Iterable<string>): Promise<PresenceResult>;
 }
 
 export interface CloseEvent {
@@ -179,6 +223,15 @@ export interface Connection {
   readonly connected: boolean;
   /** Resolves with what onClose receives, once the connection is over for good. */
   readonly closed: Promise<CloseEvent>;
+  /**
+   * Send `DATA:<content>` to the app's backend, which gets it as a `message`
+   * event on its webhook. True if it was handed to the open socket; false,
+   * with nothing sent or queued, while not connected. The daemon closes a
+   * connection that sends this when the app has no webhook, a content over
+   * its --max-message-size, or more than --client-message-rate messages a
+   * second (default 20, bursts of 40). Throws a TypeError for a non-string.
+   */
+  send(content: string): boolean;
   /** Close for good; resolves once closed. */
   close(): Promise<CloseEvent>;
 }

@@ -1,6 +1,7 @@
-# -*- test-case-name: tests.relay.test_api,tests.relay.test_registry_seam -*-
+# -*- test-case-name: tests.relay -*-
 """
-C{POST /send} and C{POST /kick} (SPEC §3.3, §3.4): the backend's side of the relay.
+C{POST /send}, C{POST /kick} and C{POST /presence} (SPEC §3.3, §3.4, §7.1):
+the backend's side of the relay.
 
 C{/send} is the hot path: one JSON decode and one encode per request, no
 Deferred, log line or re-encode per message. A body over C{inlineLimit} is
@@ -8,7 +9,9 @@ authenticated first, from its credentials alone (wherever they are in it),
 then decoded, checked, delivered and answered a slice at a time, a few
 slices per reactor turn (see L{socktopus_tw.relay.slices}), so a 16 MiB
 request does not stall every other connection, and costs its size, no
-more, to whoever does not know the secret.
+more, to whoever does not know the secret. An answer of more than a slice
+of ids (C{/presence} of a whole app may list 100,000) is encoded a slice
+at a time too.
 """
 
 from __future__ import annotations
@@ -38,13 +41,15 @@ log = Logger()
 
 _SEND_FIELDS = {"secretName", "secret", "messages"}
 _KICK_FIELDS = {"secretName", "secret", "connections"}
+_PRESENCE_FIELDS = _KICK_FIELDS
 
 
-def decodeRequest(body: bytes, fields: set[str]) -> dict[str, Any]:
+def decodeRequest(body: bytes, fields: set[str], optional: str | None = None) -> dict[str, Any]:
     """
-    Decode a backend request: a JSON object with exactly C{fields}, the two
-    credentials strings and the third field a list. Anything else is
-    L{MalformedRequest}, as the Go original rejected unknown fields too.
+    Decode a backend request: a JSON object with exactly C{fields} (or
+    without the list field C{optional}), the two credentials strings and
+    the third field a list. Anything else is L{MalformedRequest}, as the Go
+    original rejected unknown fields too.
     """
     try:
         # orjson refuses what is not text (invalid UTF-8, a lone surrogate
@@ -52,17 +57,20 @@ def decodeRequest(body: bytes, fields: set[str]) -> dict[str, Any]:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise MalformedRequest() from None
-    return checkFields(value, fields)
+    return checkFields(value, fields, optional)
 
 
-def checkFields(value: Any, fields: set[str]) -> dict[str, Any]:
+def checkFields(value: Any, fields: set[str], optional: str | None = None) -> dict[str, Any]:
     """
-    C{value} if it is an object with exactly C{fields}: the two credentials
-    strings (text: see L{checkText}) and the third field a list.
+    C{value} if it is an object with exactly C{fields}, or C{fields} but
+    C{optional}: the two credentials strings (text: see L{checkText}) and
+    the third field a list.
     """
-    if type(value) is not dict or value.keys() != fields:
+    if type(value) is not dict:
         raise MalformedRequest()
-    for name in fields:
+    if value.keys() != fields and (optional is None or value.keys() != fields - {optional}):
+        raise MalformedRequest()
+    for name in value:
         expected = str if name.startswith("secret") else list
         if type(value[name]) is not expected:
             raise MalformedRequest()
@@ -113,14 +121,16 @@ def framePayloads(messages: list[Any], limit: int) -> tuple[list[str], list[byte
 @implementer(IDirectEndpoint)
 class BackendResource(JsonResource):
     """
-    Shared by C{/send} and C{/kick}: decode and authenticate a backend's
-    request. A body over C{inlineLimit} bytes is handled by
+    Shared by C{/send}, C{/kick} and C{/presence}: decode and authenticate
+    a backend's request. A body over C{inlineLimit} bytes is handled by
     L{handleInSlices}, C{sliceSize} elements of its array at a time.
     """
 
     fields: set[str]
     #: The request's one field that can be big: a list.
     arrayField: str
+    #: A field a request may leave out (C{/presence} without ids asks for all).
+    optionalField: str | None = None
     path: str
     inlineLimit = 256 * 1024
     sliceSize = 1000
@@ -147,7 +157,7 @@ class BackendResource(JsonResource):
         L{socktopus_tw.http.fastpath.FastPathChannel}.
         """
         if len(body) <= self.inlineLimit:
-            return self.handle(decodeRequest(body, self.fields))
+            return self.handle(decodeRequest(body, self.fields, self.optionalField))
         return self.inSlices(self.handleInSlices(body))
 
     def inSlices(self, work: Generator[None, None, Any]) -> Deferred[Any]:
@@ -189,7 +199,7 @@ class BackendResource(JsonResource):
         checkText(*credentials.values())
         self.authenticate(credentials)
         value = yield from decodeInSlices(body, self.fields, self.arrayField, self.sliceSize)
-        return checkFields(value, self.fields)
+        return checkFields(value, self.fields, self.optionalField)
 
     def slices(self, items: list[Any]) -> Iterator[list[Any]]:
         step = self.sliceSize
@@ -404,15 +414,7 @@ class KickResource(BackendResource):
         for some in self.slices(value["connections"]):
             outcome = self.registry.kick(app, some)
             if type(outcome) is not tuple:
-                # Other nodes answer later; the cooperator waits for them.
-                # (The cooperator does not throw a failure into the
-                # generator: it is caught here and raised from it.)
-                answered: list[Any] = []
-                outcome.addBoth(answered.append)
-                yield outcome
-                outcome = answered[0]
-                if isinstance(outcome, Failure):
-                    outcome.raiseException()
+                outcome = yield from settled(outcome)
             kicked, notConnected = outcome
             result["kicked"] += kicked
             result["notConnected"] += notConnected
@@ -429,3 +431,105 @@ def checkIds(connectionIds: list[Any]) -> None:
     if any(type(connectionId) is not str for connectionId in connectionIds):
         raise MalformedRequest()
     checkText(*connectionIds)
+
+
+def settled(outcome: Deferred[Any]) -> Generator[Any, None, Any]:
+    """
+    The result of C{outcome}, from inside work a L{Cooperator} runs: the
+    cooperator waits for a Deferred yielded to it (other nodes answer
+    later), but does not throw a failure into the generator, so it is
+    caught here and raised from it.
+    """
+    answered: list[Any] = []
+    outcome.addBoth(answered.append)
+    yield outcome
+    result = answered[0]
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+class PresenceResource(BackendResource):
+    """
+    C{POST /presence}: which of these connections are connected, in the
+    order asked (duplicates as given); without C{connections}, every
+    connected id of the app and how many. A big request is looked up a
+    slice per step, and an answer of more than a slice of ids encoded so.
+    """
+
+    fields = _PRESENCE_FIELDS
+    arrayField = "connections"
+    optionalField = "connections"
+    path = "/presence"
+
+    def handle(self, value: dict[str, Any]) -> object:
+        app = self.authenticate(value)
+        connectionIds = value.get("connections")
+        if connectionIds is not None:
+            checkIds(connectionIds)
+        outcome = self.registry.presence(app, connectionIds)
+        if type(outcome) is tuple:
+            return self.answer(app, connectionIds, outcome)
+        return outcome.addCallback(lambda outcome: self.answer(app, connectionIds, outcome))
+
+    def handleInSlices(self, body: bytes) -> Generator[None, None, object]:
+        value = yield from self.decodeInSlices(body)
+        app = self.authenticate(value)
+        connectionIds = value.get("connections")
+        if connectionIds is None:
+            # A small request, however much whitespace pads it: one lookup.
+            outcome = self.registry.presence(app)
+            if type(outcome) is not tuple:
+                outcome = yield from settled(outcome)
+            return (yield from self.encode(self.result(app, None, outcome)))
+        for some in self.slices(connectionIds):
+            checkIds(some)
+            yield None
+        connected: list[str] = []
+        notConnected: list[str] = []
+        for some in self.slices(connectionIds):
+            outcome = self.registry.presence(app, some)
+            if type(outcome) is not tuple:
+                outcome = yield from settled(outcome)
+            connected += outcome[0]
+            notConnected += outcome[1]
+            yield None
+        return (yield from self.encode(self.result(app, connectionIds, (connected, notConnected))))
+
+    def answer(
+        self, app: str, connectionIds: list[str] | None, outcome: tuple[list[str], list[str]]
+    ) -> object:
+        """
+        The answer to a request handled at once: as it is, or, with more
+        than a slice of ids (a whole app's), encoded a slice per step.
+        """
+        result = self.result(app, connectionIds, outcome)
+        connected, notConnected = outcome
+        if len(connected) + len(notConnected) <= self.sliceSize:
+            return result
+        return self.inSlices(self.encode(result))
+
+    def result(
+        self, app: str, connectionIds: list[str] | None, outcome: tuple[list[str], list[str]]
+    ) -> dict[str, Any]:
+        connected, notConnected = outcome
+        # Counts only: the ids are the backend's business, and may be many.
+        log.info(
+            "Presence for {app}: {connected} connected, {notConnected} not connected",
+            app=app,
+            connected=len(connected),
+            notConnected=len(notConnected),
+        )
+        if connectionIds is None:
+            return {"count": len(connected), "connected": connected}
+        return {"connected": connected, "notConnected": notConnected}
+
+    def encode(self, result: dict[str, Any]) -> Generator[None, None, bytes]:
+        """
+        L{encodeInSlices} for either answer; C{count}, a number, is written
+        in front of the lists it encodes.
+        """
+        if "count" not in result:
+            return (yield from encodeInSlices(result, self.sliceSize))
+        encoded = yield from encodeInSlices({"connected": result["connected"]}, self.sliceSize)
+        return b'{"count":%d,%s' % (result["count"], encoded[1:])

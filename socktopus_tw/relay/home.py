@@ -54,6 +54,7 @@ RELAY_ENDPOINTS = [
     ),
     ("POST", "/send", "a backend sends messages to connections"),
     ("POST", "/kick", "a backend disconnects connections"),
+    ("POST", "/presence", "a backend asks which connections are connected"),
 ]
 HEALTH_ENDPOINTS = [
     ("GET", "/health", '<a href="health">the process answers</a>'),

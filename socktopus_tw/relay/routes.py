@@ -1,7 +1,7 @@
-# -*- test-case-name: tests.relay.test_api,tests.test_tap -*-
+# -*- test-case-name: tests.relay.test_api,tests.relay.test_presence,tests.test_tap -*-
 """
 The relay's endpoints, composed around one registry: what the daemon serves
-for SPEC §3, by first path segment.
+for SPEC §3 and §7.1, by first path segment.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from twisted.web.resource import IResource
 from socktopus_tw.apps import Apps
 from socktopus_tw.metrics import Metrics
 from socktopus_tw.relay.admission import Gatekeeper
-from socktopus_tw.relay.api import KickResource, SendResource
+from socktopus_tw.relay.api import KickResource, PresenceResource, SendResource
 from socktopus_tw.relay.home import HomeResource
 from socktopus_tw.relay.registry import IRegistry
 from socktopus_tw.relay.upgrade import ReceiveResource
@@ -36,7 +36,7 @@ def routes(
 ) -> list[tuple[bytes, IResource]]:
     """
     The home page, the WebSocket endpoint (spelled as the original did and
-    as it should be), C{/send} and C{/kick}.
+    as it should be), C{/send}, C{/kick} and C{/presence}.
 
     @param accountsMounted: the home page's list of endpoints names the
         accounts paths; C{healthMounted}, C{/health} and C{/ready};
@@ -70,4 +70,5 @@ def routes(
             SendResource(apps, registry, reactor, maxMessageSize=maxMessageSize, metrics=metrics),
         ),
         (b"kick", KickResource(apps, registry, reactor)),
+        (b"presence", PresenceResource(apps, registry, reactor)),
     ]

@@ -52,7 +52,9 @@ function receiveUrl(url, path) {
  * (unlimited), `path` ("/recieve").
  *
  * Returns a handle: `close()` (resolves once closed), `closed` (a Promise of
- * what onClose gets) and `connected`.
+ * what onClose gets), `connected`, and `send(content)`, which sends
+ * `DATA:<content>` to the app's backend (its webhook, SPEC §7.3) and says
+ * whether it could: false, with nothing sent or queued, while not connected.
  */
 export function connect(url, getToken, handlers = {}, options = {}) {
   const settings = { ...DEFAULTS, ...options };
@@ -217,6 +219,14 @@ export function connect(url, getToken, handlers = {}, options = {}) {
     closed,
     get connected() {
       return socket !== null && socket.readyState === 1;
+    },
+    send(content) {
+      if (typeof content !== "string") throw new TypeError("content must be a string");
+      // Not queued while there is no open socket: after a reconnection the
+      // backend may no longer want it, and only the caller knows.
+      if (socket === null || socket.readyState !== 1) return false;
+      socket.send(`DATA:${content}`);
+      return true;
     },
     close() {
       if (!finished) {

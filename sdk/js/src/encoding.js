@@ -19,6 +19,15 @@ export function hex(bytes) {
   return out;
 }
 
+/** The bytes of lower- or upper-case hex (of an even length, checked by the caller). */
+export function fromHex(text) {
+  const bytes = new Uint8Array(text.length / 2);
+  for (let i = 0; i < bytes.length; i += 1) {
+    bytes[i] = Number.parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  }
+  return bytes;
+}
+
 /** Standard base64 (with padding), for `Encoding: base64` Auth Headers. */
 export function base64(bytes) {
   let binary = "";

@@ -7,3 +7,4 @@
 export { connect } from "./connect.js";
 export { RelayClient, SocktopusError } from "./relay.js";
 export { authHeaders, createToken } from "./tokens.js";
+export { verifyWebhook } from "./webhooks.js";

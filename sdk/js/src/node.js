@@ -1,15 +1,15 @@
 /**
  * Socktopus for Node: everything the browser build has, plus synchronous
- * token and Auth Headers functions on node:crypto, and a connect() that
+ * token, Auth Headers and webhook functions on node:crypto, and a connect() that
  * falls back on the `ws` package where Node has no WebSocket of its own
  * (Node 20 without --experimental-websocket).
  */
 
-import { createHmac } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import { createRequire } from "node:module";
 
 import { connect as connectWith } from "./connect.js";
-import { headersRecipe, tokenRecipe } from "./signing.js";
+import { headersRecipe, tokenRecipe, webhookRecipe } from "./signing.js";
 
 // This module's own connect shadows the one index.js exports.
 export * from "./index.js";
@@ -65,4 +65,19 @@ export function createTokenSync(app, secret, connectionId, now) {
 export function authHeadersSync(userId, secret, path, now, encoding = "hex") {
   const recipe = headersRecipe(userId, secret, path, now, encoding);
   return recipe.finish(hmacSha256(recipe.key, recipe.message));
+}
+
+/** As verifyWebhook, without the Promise. */
+export function verifyWebhookSync(body, header, secret, now) {
+  const recipe = webhookRecipe(body, header, secret, now);
+  if (recipe === null) return false;
+  const expected = createHmac("sha256", Buffer.from(recipe.key, "utf8"))
+    .update(recipe.message)
+    .digest();
+  let matched = false;
+  for (const mac of recipe.macs) {
+    // Constant time, and every v1 compared: the time taken says nothing of a forgery.
+    if (timingSafeEqual(mac, expected)) matched = true;
+  }
+  return matched;
 }

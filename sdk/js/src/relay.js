@@ -1,6 +1,6 @@
 /**
- * The backend's side of the relay: POST /send and POST /kick over fetch,
- * for Node, serverless and edge functions.
+ * The backend's side of the relay: POST /send, POST /kick and POST
+ * /presence over fetch, for Node, serverless and edge functions.
  */
 
 import { createToken } from "./tokens.js";
@@ -39,7 +39,7 @@ function asMessages(messages) {
 }
 
 /**
- * Sends to and kicks the connections of one app.
+ * Sends to, kicks and asks about the connections of one app.
  *
  *     const relay = new RelayClient({ baseUrl: "https://relay.example.com", app: "myapp", secret });
  *     await relay.send({ "user-42": "hello" });
@@ -85,6 +85,18 @@ export class RelayClient {
   kick(connectionIds) {
     const connections = typeof connectionIds === "string" ? [connectionIds] : [...connectionIds];
     return this.#post("/kick", { connections });
+  }
+
+  /**
+   * Which of these connections are connected now (a single id may be a
+   * string): resolves to `{connected, notConnected}`, each in the order
+   * asked. Without ids (undefined or null), every connected id of the app:
+   * `{count, connected}`. Across the cluster, with --redis.
+   */
+  presence(connectionIds) {
+    if (connectionIds === undefined || connectionIds === null) return this.#post("/presence", {});
+    const connections = typeof connectionIds === "string" ? [connectionIds] : [...connectionIds];
+    return this.#post("/presence", { connections });
   }
 
   async #post(path, fields) {

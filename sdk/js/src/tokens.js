@@ -7,7 +7,8 @@
 import { utf8 } from "./encoding.js";
 import { headersRecipe, tokenRecipe } from "./signing.js";
 
-async function hmacSha256(key, message) {
+/** Web Crypto's SubtleCrypto, or an Error saying why there is none. */
+export function subtleCrypto() {
   const subtle = globalThis.crypto?.subtle;
   if (!subtle) {
     throw new Error(
@@ -15,14 +16,19 @@ async function hmacSha256(key, message) {
         "secure pages (https:// or http://localhost)",
     );
   }
-  const cryptoKey = await subtle.importKey(
-    "raw",
-    utf8(key),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  return new Uint8Array(await subtle.sign("HMAC", cryptoKey, utf8(message)));
+  return subtle;
+}
+
+/** An HMAC-SHA256 key of `key`'s UTF-8 bytes, for `usage` ("sign" or "verify"). */
+export function hmacKey(key, usage) {
+  return subtleCrypto().importKey("raw", utf8(key), { name: "HMAC", hash: "SHA-256" }, false, [
+    usage,
+  ]);
+}
+
+async function hmacSha256(key, message) {
+  const cryptoKey = await hmacKey(key, "sign");
+  return new Uint8Array(await subtleCrypto().sign("HMAC", cryptoKey, utf8(message)));
 }
 
 /**
