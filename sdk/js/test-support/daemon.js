@@ -19,8 +19,11 @@ export const SECRET = "demo-secret-0123456789";
 
 /**
  * Start the daemon and resolve once it says which port it listens on.
+ *
+ * `env` adds variables to the few it is given (or overrides them), e.g.
+ * `{ DEMO_SOCKTOPUS_WEBHOOK: "http://127.0.0.1:<port>/hook" }`.
  */
-export async function startDaemon() {
+export async function startDaemon({ env = {} } = {}) {
   const directory = mkdtempSync(join(tmpdir(), "socktopus-js-"));
   const child = spawn(
     join(VENV_BIN, "twistd"),
@@ -43,6 +46,7 @@ export async function startDaemon() {
         HOME: directory,
         PYTHONUNBUFFERED: "1",
         [`${APP.toUpperCase()}_SOCKTOPUS_SECRET`]: SECRET,
+        ...env,
       },
       stdio: ["ignore", "pipe", "pipe"],
     },
