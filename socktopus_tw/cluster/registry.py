@@ -191,8 +191,10 @@ class ClusterRegistry(MultiService):
         self._generations[connection] = generation
         self._change("r", generation, connection)
 
-    def unregister(self, connection: IRelayConnection, reason: str = events.CLIENT) -> None:
-        self.local.unregister(connection, reason)
+    def unregister(
+        self, connection: IRelayConnection, reason: str = events.CLIENT, closing: bool = False
+    ) -> None:
+        self.local.unregister(connection, reason, closing)
         generation = self._generations.pop(connection, None)
         if generation is not None:
             self._change("u", generation, connection)

@@ -216,8 +216,12 @@ for i = 7, #ARGV do
   redis.call('ZADD', denied, 'GT', at, app .. '\\0' .. id)
   local entry = redis.call('HGET', dir, id)
   local node = entry and owner(entry)
-  if node and node ~= me and isLive(node, since) then
-    connected[#connected + 1] = id
+  if node then
+    -- Closed now (its node hears the broadcast): out of the directory at
+    -- once, so presence and a second kick say not connected.
+    redis.call('HDEL', dir, id)
+    redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
+    if node ~= me and isLive(node, since) then connected[#connected + 1] = id end
   end
 end
 redis.call('ZREMRANGEBYSCORE', denied, '-inf', '(' .. (at - lifespan))
@@ -287,23 +291,26 @@ return {wasLive and 1 or 0, liveNodes, liveCounts}
 )
 
 #: ARGV: me, liveness (ms), app, then ids (none: every id of the app).
-#: Which ids are connected on a live node.
+#: Which ids are connected on a live other node (this node's own registry
+#: knows its connections better: one closing is gone there already).
 PRESENCE = Script(
     "presence",
     _COMMON
     + """
-local since = now() - tonumber(ARGV[2])
+local me, since = ARGV[1], now() - tonumber(ARGV[2])
 local dir = P .. 'c:' .. ARGV[3]
 local connected = {}
 if #ARGV == 3 then
   local all = redis.call('HGETALL', dir)
   for i = 1, #all, 2 do
-    if isLive(owner(all[i + 1]), since) then connected[#connected + 1] = all[i] end
+    local node = owner(all[i + 1])
+    if node ~= me and isLive(node, since) then connected[#connected + 1] = all[i] end
   end
 else
   for i = 4, #ARGV do
     local entry = redis.call('HGET', dir, ARGV[i])
-    if entry and isLive(owner(entry), since) then connected[#connected + 1] = ARGV[i] end
+    local node = entry and owner(entry)
+    if node and node ~= me and isLive(node, since) then connected[#connected + 1] = ARGV[i] end
   end
 end
 return connected

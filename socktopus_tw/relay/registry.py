@@ -78,10 +78,15 @@ class IRegistry(Interface):
         with the same app and id.
         """
 
-    def unregister(connection: IRelayConnection, reason: str = events.CLIENT) -> None:
+    def unregister(
+        connection: IRelayConnection, reason: str = events.CLIENT, closing: bool = False
+    ) -> None:
         """
         A connection has closed, for one of L{events.REASONS} (unless the
-        registry closed it: then for the registry's reason).
+        registry closed it: then for the registry's reason). With
+        C{closing}, it has ended but its close is still under way: it is
+        gone for everything but shutdown, which waits for the C{unregister}
+        that follows once it is closed.
         """
 
     def activity(connection: IRelayConnection) -> None:
@@ -259,7 +264,9 @@ class LocalRegistry(Service):
         if self.events is not None:
             self.events.connected(app, connectionId)
 
-    def unregister(self, connection: IRelayConnection, reason: str = events.CLIENT) -> None:
+    def unregister(
+        self, connection: IRelayConnection, reason: str = events.CLIENT, closing: bool = False
+    ) -> None:
         """
         A connection has closed. Only the connection that is registered under
         its id is removed: a replaced connection that finishes closing after
@@ -271,6 +278,9 @@ class LocalRegistry(Service):
         elif self._forget(connection):
             if self.events is not None:
                 self.events.disconnected(connection.app, connection.connectionId, reason)
+            if closing:
+                self._closing.add(connection)
+                return
         else:
             return
         self.log.info(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import json
 from collections import deque
 from collections.abc import Callable
@@ -81,9 +82,13 @@ def checkWebhookUrl(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         host = parts.hostname
-        parts.port  # noqa: B018 -- only to see it parse
+        port = parts.port
     except ValueError:
         return "it is not a valid URL (check its host and port)."
+    if port == 0 or parts.netloc.endswith(":"):
+        return "its port must be a number from 1 to 65535 (or left out)."
+    if host and not _HOST.fullmatch(host):
+        return "its host is not a host name or an IP address."
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
         return "it must start with https:// (or http:// for a loopback address)."
@@ -101,6 +106,11 @@ def checkWebhookUrl(url: str) -> str | None:
     except Exception:
         return "it is not a valid URL."
     return None
+
+
+#: What a host may be after urlsplit: a name (any letters: IDNA comes
+#: later), an IPv4 address, or an IPv6 literal's inside.
+_HOST = re.compile(r"[^\s%/?#@\[\]]+|[0-9a-f:.]+(%[\w.~-]+)?", re.IGNORECASE)
 
 
 def _isLoopback(host: str) -> bool:

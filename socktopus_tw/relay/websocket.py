@@ -143,8 +143,6 @@ class RelayProtocol(WebSocketServerProtocol):
     app: str = ""
     connectionId: str = ""
     _registered = False
-    # Why this side ended the connection (an events.REASONS), if it did.
-    _ending: str | None = None
     # The transport asked us to pause: its send buffer is full.
     _paused = False
     # Not read because paused, and the client has not shown since the last
@@ -177,6 +175,8 @@ class RelayProtocol(WebSocketServerProtocol):
     _credit = 0.0
     # Whether DATA: frames are messages (the app has a webhook).
     _messages = False
+    # Ended for a reason of ours or the client's close, closing (see _leave).
+    _left = False
 
     # -- IRelayConnection ------------------------------------------------
 
@@ -234,7 +234,7 @@ class RelayProtocol(WebSocketServerProtocol):
             cap=self.factory.maxClientBuffer,
         )
         # abort: the buffered bytes are dropped at once, not flushed.
-        self._ending = events.BUFFER
+        self._leave(events.BUFFER)
         self.dropConnection(abort=True)
         return False
 
@@ -464,7 +464,7 @@ class RelayProtocol(WebSocketServerProtocol):
                 rate=factory.clientMessageRate,
             )
             # Autobahn's sendClose() refuses 1008; see _refuse.
-            self._ending = events.ERROR
+            self._leave(events.ERROR)
             self.sendCloseFrame(code=1008, reasonUtf8=b"Too many frames")
             # And nothing more of the flood is parsed: the close handshake
             # is left to time out (closeHandshakeTimeout), which aborts.
@@ -503,7 +503,7 @@ class RelayProtocol(WebSocketServerProtocol):
         elif payload == b"PING":
             self.sendMessage(b"PONG")
         elif payload == b"CLOSE":
-            self._ending = events.CLIENT
+            self._leave(events.CLIENT)
             self.sendClose(1000)
         elif self._messages and payload[:5] == b"DATA:":
             # Autobahn checked it is UTF-8 and within the size cap.
@@ -517,8 +517,26 @@ class RelayProtocol(WebSocketServerProtocol):
         # only lets applications use 1000 and 3000-4999, so send the frame
         # through the lower-level call it uses itself.
         if self.state == _OPEN:
-            self._ending = events.ERROR
+            self._leave(events.ERROR)
             self.sendCloseFrame(code=1003, reasonUtf8=reason)
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        # The client starts the close handshake (while we were open): it
+        # leaves now, whatever comes while the handshake ends.
+        if self.state == _OPEN:
+            self._leave(events.CLIENT)
+        return super().onCloseFrame(code, reasonRaw)
+
+    def _leave(self, reason: str) -> None:
+        """
+        This connection is ending for C{reason}: out of the registry at
+        once (nothing more is delivered to it, and a kick, an idle close or
+        the shutdown while its close handshake ends does not change why it
+        ended).
+        """
+        if self._registered and not self._left:
+            self._left = True
+            self.factory.registry.unregister(self, reason, closing=True)
 
     def onPing(self, payload: bytes) -> None:
         if self.state != _OPEN or not self._allow():
@@ -538,11 +556,10 @@ class RelayProtocol(WebSocketServerProtocol):
         self._cancelWatch()
         if self._registered:
             self._registered = False
-            # A close handshake the client finished is its own close; a
-            # connection lost without one, or failed by Autobahn for a
-            # protocol violation, is an error.
-            ending = self._ending or (events.CLIENT if wasClean else events.ERROR)
-            self.factory.registry.unregister(self, ending)
+            # If not left yet (see _leave): lost without a close handshake,
+            # or failed by Autobahn for a protocol violation; or the registry
+            # closed it, and then its own reason stands.
+            self.factory.registry.unregister(self, events.CLIENT if wasClean else events.ERROR)
 
 
 class RelayFactory(WebSocketServerFactory):

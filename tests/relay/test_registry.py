@@ -749,3 +749,21 @@ class EventTests(RegistryTestCase):
     def test_withoutASinkNoAppAcceptsMessages(self) -> None:
         self.registry.events = None
         self.assertFalse(self.registry.acceptsMessages("demo"))
+
+    def test_leavingWhileClosingIsToldOnceAndShutdownWaitsForIt(self) -> None:
+        """
+        A connection that ends for its own reason leaves at once (a kick
+        meanwhile finds nobody), and shutdown still waits for its close.
+        """
+        self.start()
+        connection = self.connect()
+        self.registry.unregister(connection, "error", closing=True)
+        self.assertEqual(self.registry.kick("demo", ["c1"]), ([], ["c1"]))
+        drained = self.registry.stopService()
+        self.assertNoResult(drained)
+        self.registry.unregister(connection)
+        self.successResultOf(drained)
+        self.assertEqual(
+            [e for e in self.sink.events if e[0] == "disconnect"],
+            [("disconnect", "demo", "c1", "error")],
+        )

@@ -340,6 +340,14 @@ class CheckWebhookUrlTests(SynchronousTestCase):
         agent.clock.advance(1)
         self.assertEqual(agent.posts[0].uri, b"https://xn--bcher-kva.example/hook")
 
+    def test_emptyOrZeroPortAndBadHostsAreRefused(self) -> None:
+        """
+        URLs that parse but could never be posted to are start-up errors,
+        not ten minutes of failed posts.
+        """
+        for url in ("https://host:/", "https://host:0/", "https://%zz/", "https://a b/"):
+            self.assertIsNotNone(checkWebhookUrl(url), url)
+
     def test_constructorRefusesBadUrls(self) -> None:
         """
         L{Webhooks} takes only URLs that pass the check.
