@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
 import json
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
