@@ -31,6 +31,7 @@ from socktopus_tw.http.site import SocktopusSite
 from socktopus_tw.metrics import Metrics, MetricsResource
 from socktopus_tw.relay.registry import IRegistry, LocalRegistry
 from socktopus_tw.relay.routes import routes as relayRoutes
+from socktopus_tw.relay.totals import SendTotals
 from socktopus_tw.relay.webhooks import Webhooks
 from socktopus_tw.settings import SETTINGS, ConfigurationError, resolveConfiguration
 
@@ -168,6 +169,8 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         metrics=metrics,
     )
 
+    totals = SendTotals(reactor)
+    totals.setServiceParent(top)
     site = FastPathSite(Root(), maxBodySize=config["max-body-size"], metrics=metrics)
     relay = relayRoutes(
         apps,
@@ -178,6 +181,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         maxMessageSize=config["max-message-size"],
         clientMessageRate=config["client-message-rate"],
         metrics=metrics,
+        totals=totals,
         # For the home page's overview of endpoints: composed just below.
         accountsMounted=True,
         healthMounted=True,

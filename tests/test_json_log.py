@@ -259,7 +259,7 @@ class DaemonJsonLogTests(TestCase):
         response = await treq.post(url, json=body, persistent=False)
         self.assertEqual(response.code, 200)
         await response.content()
-        await process.waitFor(rb'"message":"Sent 0 messages')
+        # Summed per app every 10 s, and at shutdown.
         process.transport.signalProcess("TERM")
         self.assertEqual(await process.ended, 0)
 
@@ -271,6 +271,8 @@ class DaemonJsonLogTests(TestCase):
         listening = next(r for r in records if r["message"].startswith("Listening on"))
         self.assertEqual(listening["logger"], "socktopus_tw.daemon.Listener")
         self.assertEqual(listening["endpoint"], "tcp:0:interface=127.0.0.1")
-        sent = next(r for r in records if r["message"].startswith("Sent 0 messages"))
-        self.assertEqual((sent["app"], sent["succeeded"], sent["failed"]), (APP, 0, 1))
+        sent = next(r for r in records if r["message"].startswith("Sent 1 messages"))
+        self.assertEqual(
+            (sent["app"], sent["requests"], sent["messages"], sent["failed"]), (APP, 1, 1, 1)
+        )
         self.assertIn("Socktopus stopping", [r["message"] for r in records])

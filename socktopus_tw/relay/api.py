@@ -36,6 +36,7 @@ from socktopus_tw.http.respond import JsonResource, forLog
 from socktopus_tw.metrics import Metrics
 from socktopus_tw.relay.registry import IRegistry
 from socktopus_tw.relay.slices import credentialsInSlices, decodeInSlices, encodeInSlices
+from socktopus_tw.relay.totals import SendTotals
 
 log = Logger()
 
@@ -239,11 +240,13 @@ class SendResource(BackendResource):
         reactor: Any,
         maxMessageSize: int = 1024 * 1024,
         metrics: Metrics | None = None,
+        totals: SendTotals | None = None,
     ) -> None:
         super().__init__(apps, registry, reactor)
         # A frame is "DATA:" plus the content: the cap is on the content.
         self.payloadLimit = maxMessageSize + 5
         self.metrics = metrics
+        self.totals = totals
         # Batches waiting to be delivered, in the order they were accepted;
         # the first is being delivered a slice per step.
         self._queue: deque[tuple[Iterator[None], Deferred[None]]] = deque()
@@ -357,12 +360,15 @@ class SendResource(BackendResource):
 
     def _answer(self, app: str, result: dict[str, list[Any]], big: bool) -> object:
         succeeded, failed = len(result["succeeded"]), len(result["failed"])
-        log.info(
+        # Summed into a line per app every 10 s; the batch's own is debug.
+        log.debug(
             "Sent {succeeded} messages for {app}, {failed} failed",
             app=app,
             succeeded=succeeded,
             failed=failed,
         )
+        if self.totals is not None:
+            self.totals.add(app, succeeded, failed)
         if self.metrics is not None:
             self.metrics.sent(app, succeeded, failed)
         if big:

@@ -16,6 +16,7 @@ from socktopus_tw.relay.admission import Gatekeeper
 from socktopus_tw.relay.api import KickResource, PresenceResource, SendResource
 from socktopus_tw.relay.home import HomeResource
 from socktopus_tw.relay.registry import IRegistry
+from socktopus_tw.relay.totals import SendTotals
 from socktopus_tw.relay.upgrade import ReceiveResource
 from socktopus_tw.relay.websocket import RelayFactory
 
@@ -30,6 +31,7 @@ def routes(
     maxMessageSize: int,
     clientMessageRate: float = 20.0,
     metrics: Metrics | None = None,
+    totals: SendTotals | None = None,
     accountsMounted: bool = False,
     healthMounted: bool = False,
     metricsListener: bool = False,
@@ -67,7 +69,14 @@ def routes(
         (b"receive", receive),
         (
             b"send",
-            SendResource(apps, registry, reactor, maxMessageSize=maxMessageSize, metrics=metrics),
+            SendResource(
+                apps,
+                registry,
+                reactor,
+                maxMessageSize=maxMessageSize,
+                metrics=metrics,
+                totals=totals,
+            ),
         ),
         (b"kick", KickResource(apps, registry, reactor)),
         (b"presence", PresenceResource(apps, registry, reactor)),
