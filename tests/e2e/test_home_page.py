@@ -25,6 +25,7 @@ from twisted.trial.unittest import TestCase
 
 import socktopus_tw
 from tests.support.daemon import OTHER_APP, OTHER_SECRET, Daemon
+from tests.support.npm import ensureSdkModules
 from tests.support.process import ROOT, Process, run
 
 SDK = os.path.join(ROOT, "sdk", "js")
@@ -218,12 +219,8 @@ class HomePageInChromiumTests(TestCase):
         """
         Make sure sdk/js has playwright-core, as the SDK's own test does.
         """
-        if not os.path.isdir(PLAYWRIGHT):
-            npm = self.tool("npm", "npm comes with Node 20 or newer")
-            env = {**self.npmEnvironment(), "HOME": os.environ.get("HOME", self.mktemp())}
-            install = run(self, npm, "ci", "--no-audit", "--no-fund", env=env, path=SDK)
-            status = yield install.ended
-            self.assertEqual(status, 0, (install.output + install.errors).decode())
+        env = {**self.npmEnvironment(), "HOME": os.environ.get("HOME", self.mktemp())}
+        yield ensureSdkModules(self, env)
 
     def step(self, browser: Process, name: str):
         """

@@ -14,6 +14,7 @@ import sys
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from tests.support.npm import ensureSdkModules
 from tests.support.process import ROOT, run
 
 SDK = os.path.join(ROOT, "sdk", "js")
@@ -61,12 +62,7 @@ class JavaScriptSDKTests(TestCase):
         major = int(version.output.split(b".")[0])
         if major < 20:
             self.fail(f"node {version.output.decode().strip()} is too old: the SDK needs Node 20+")
-        modules = os.path.join(SDK, "node_modules")
-        if not all(os.path.isdir(os.path.join(modules, m)) for m in ("playwright-core", "ws")):
-            npm = self.tool("npm", "npm comes with Node 20 or newer")
-            install = run(self, npm, "ci", "--no-audit", "--no-fund", env=env, path=SDK)
-            status = yield install.ended
-            self.assertEqual(status, 0, (install.output + install.errors).decode())
+        yield ensureSdkModules(self, env)
         # Node 20 has WebSocket behind this flag (22 has it on and still accepts it).
         tests = run(
             self,

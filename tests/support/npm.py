@@ -1,0 +1,49 @@
+"""
+sdk/js's node modules (playwright-core, ws) for the tests that drive Node
+or Chromium. Several trial workers may ask at once: the install runs under
+C{flock(1)}, so one worker installs and the others wait for it, in a child
+process, never blocking a reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.support.process import ROOT, run
+
+SDK = os.path.join(ROOT, "sdk", "js")
+MODULES = ("playwright-core", "ws")
+
+_INSTALL = 'for m in "$@"; do [ -d "node_modules/$m" ] || exec npm ci --no-audit --no-fund; done'
+
+
+@inlineCallbacks
+def ensureSdkModules(testCase: TestCase, env: dict[str, str]):
+    """
+    Install sdk/js's modules with C{npm ci} unless they are there.
+    """
+    if all(os.path.isdir(os.path.join(SDK, "node_modules", m)) for m in MODULES):
+        return
+    for tool in ("npm", "flock"):
+        if shutil.which(tool) is None:
+            testCase.fail(
+                f"{tool} is not installed (npm comes with Node 20+, flock with util-linux)"
+            )
+    install = run(
+        testCase,
+        shutil.which("flock"),
+        os.path.join(SDK, ".npm-install.lock"),
+        "sh",
+        "-c",
+        _INSTALL,
+        "sh",
+        *MODULES,
+        env=env,
+        path=SDK,
+    )
+    status = yield install.ended
+    testCase.assertEqual(status, 0, (install.output + install.errors).decode())
