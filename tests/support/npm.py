@@ -18,7 +18,12 @@ from tests.support.process import ROOT, run
 SDK = os.path.join(ROOT, "sdk", "js")
 MODULES = ("playwright-core", "ws")
 
-_INSTALL = 'for m in "$@"; do [ -d "node_modules/$m" ] || exec npm ci --no-audit --no-fund; done'
+# npm writes node_modules/.package-lock.json last: without it an install is
+# unfinished (another worker's, under way), whatever directories exist.
+_INSTALL = (
+    "[ -f node_modules/.package-lock.json ] || exec npm ci --no-audit --no-fund; "
+    'for m in "$@"; do [ -d "node_modules/$m" ] || exec npm ci --no-audit --no-fund; done'
+)
 
 
 @inlineCallbacks
@@ -26,8 +31,7 @@ def ensureSdkModules(testCase: TestCase, env: dict[str, str]):
     """
     Install sdk/js's modules with C{npm ci} unless they are there.
     """
-    if all(os.path.isdir(os.path.join(SDK, "node_modules", m)) for m in MODULES):
-        return
+    # Always under the lock: a directory seen outside it may be half written.
     for tool in ("npm", "flock"):
         if shutil.which(tool) is None:
             testCase.fail(
