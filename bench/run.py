@@ -9,6 +9,8 @@ driven over loopback by separate load-generator processes.
     .venv/bin/python bench/run.py --reuseport [--rounds 3] [--seconds 10] [--clients 1000]
                                   [--loops 96] [--json bench/reuseport-results.json]
     .venv/bin/python bench/run.py --cluster-disconnects [--rounds 3] [--seconds 8] [--rate 10000]
+    .venv/bin/python bench/run.py --webhook [--rounds 3] [--seconds 10] [--churn 1000]
+                                  [--json bench/webhook-results.json]
 
 Prints a table and writes JSON. Daemon CPU comes from /proc/<pid>/stat
 (user + system), so it is the daemon's own cost whatever the generator does.
@@ -58,12 +60,41 @@ meanwhile: whether A ever logged Redis as unreachable (or any other Redis
 trouble), how many of those messages failed, how late and slow A's /ready
 answered, and how long until A's status counted the closes. Each round
 (--rounds, 3) on a cluster of its own; JSON only with --json.
+
+--webhook (SPEC §7.2) runs the batch phase (100 x 64 B) and the single
+phase three ways in each round, the order alternating from round to round,
+each on a daemon of its own (all with --metrics-listen, read between
+windows):
+
+  (a) no webhook;
+  (b) BENCH_SOCKTOPUS_WEBHOOK to a receiver of the harness's (one process,
+      plain sockets under epoll, events counted in the posts' bytes, 204
+      at once), while a churn process opens and closes --churn WebSocket
+      clients a second (1,000) to the same app, each sending one DATA:x and
+      a close frame once upgraded: connect, message and disconnect events;
+  (c) the same churn, the receiver reading the posts and never answering:
+      the daemon's queue at its 10,000-event cap (waited for), dropping.
+
+Before (b)'s and (c)'s /send windows the churn runs alone, no /send, on the
+same daemon (and on (a)'s, where there is no webhook and the clients'
+DATA:x is refused): its CPU per churned connection, times the connections
+a /send window churned, is subtracted from that window's. Daemon CPU per
+1,000 messages (batch) or requests (single) is given raw (all the daemon's
+CPU) and net (the churn's subtracted), each over (a)'s of the same round;
+the issue's goal is /send's within 5% of (a)'s. Since /send itself does
+nothing for webhooks, what the churn adds beyond its own CPU (the reactor
+shared, its garbage) is measured too: (a)'s daemon, after (a)'s windows,
+runs both phases again under the same churn, "(a+)", and (b) and (c) are
+also given over (a+) (*_vs_a_plus). Also the p99 latency (from
+a message's stamp to its client), the events the receiver read per second,
+its cores (not the daemon's), and the daemon's RSS after each window.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.util
 import json
 import math
@@ -155,9 +186,18 @@ class Daemon:
         *arguments: str,
         logger: str = "twistd",
         listen: str = "tcp:0:interface=127.0.0.1:backlog=4096",
+        environment: dict[str, str] | None = None,
+        metricsPort: int | None = None,
     ) -> None:
-        env = dict(os.environ, **{f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET})
+        """
+        ENVIRONMENT: more variables for it (an app's webhook); METRICSPORT:
+        a loopback port for its --metrics-listen (see scrape()).
+        """
+        env = dict(os.environ, **{f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET}, **(environment or {}))
         logger = [] if logger == "twistd" else ["--logger", logger]
+        self.metricsPort = metricsPort
+        if metricsPort is not None:
+            arguments = (*arguments, "--metrics-listen", f"tcp:{metricsPort}:interface=127.0.0.1")
         self.process = subprocess.Popen(
             [
                 TWISTD,
@@ -180,7 +220,7 @@ class Daemon:
         )
         for line in self.process.stdout:
             match = re.search(rb"Listening on 127\.0\.0\.1:(\d+)", line)
-            if match:
+            if match and int(match.group(1)) != metricsPort:
                 self.port = int(match.group(1))
                 break
         else:
@@ -201,6 +241,30 @@ class Daemon:
     def rss(self) -> int:
         with open(f"/proc/{self.process.pid}/statm") as f:
             return int(f.read().split()[1]) * PAGE
+
+    def peakRss(self) -> int:
+        """
+        The most resident memory it ever had (VmHWM), in bytes.
+        """
+        with open(f"/proc/{self.process.pid}/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    def scrape(self) -> dict[str, float]:
+        """
+        Its /metrics (it needs a METRICSPORT), as {name{labels}: value}.
+        """
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.metricsPort}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        figures = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                figures[name] = float(value)
+        return figures
 
     def stop(self) -> None:
         self.process.terminate()
@@ -305,16 +369,27 @@ def measure(
     size: int,
     seconds: float,
     rate: float = 0,
+    background: Any = None,
+    probes: dict[str, Any] | None = None,
 ) -> dict:
     """
     Receivers as LISTENERS say, then one sender process per (port, loops)
     in SENDERS, to 1,000 recipients, for SECONDS (at RATE messages per
     second between them, unless 0): each WATCHED process's (user, system)
     CPU seconds over the window, what was sent and what was received.
+    No SENDERS: a window of SECONDS with the receivers idle.
+
+    BACKGROUND (--webhook's churn) is started once the machine is quiet,
+    before the window, and stopped after it; each of PROBES (name: a
+    function returning a dict of numbers) is read just before and after
+    the window, its differences in "probes".
     """
     listening = listen(listeners)
     time.sleep(0.5)  # let connection set-up settle out of the measured window
     waited = quiet()
+    if background is not None:
+        background.start()
+    probed0 = {k: f() for k, f in (probes or {}).items()}
     before, busy0, wall0 = (
         {k: p.times() for k, p in watched.items()},
         boxTimes()[0],
@@ -326,12 +401,17 @@ def measure(
         for port, n in senders
     ]
     reports = [result(p) for p in sending]
+    if not senders:
+        time.sleep(seconds)
     time.sleep(0.5)  # in-flight frames reach the clients
     after, busy1, wall1 = (
         {k: p.times() for k, p in watched.items()},
         boxTimes()[0],
         time.monotonic(),
     )
+    probed1 = {k: f() for k, f in (probes or {}).items()}
+    if background is not None:
+        background.stop()
     for process in listening:
         process.terminate()
     received = [result(p) for p in listening]
@@ -339,7 +419,7 @@ def measure(
     return {
         "seconds": wall1 - wall0,
         # From the first request to the last answer (the longest sender).
-        "sending": max(r["seconds"] for r in reports),
+        "sending": max((r["seconds"] for r in reports), default=seconds),
         "cpu": {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in watched},
         **sent,
         "delivered": sum(r["received"] for r in received),
@@ -347,6 +427,9 @@ def measure(
         "generator_cpu": sum(r["cpu"] for r in reports + received),
         "box_busy": busy1 - busy0,
         "waited_for_quiet": waited,
+        "probes": {
+            k: {key: probed1[k][key] - value for key, value in probed0[k].items()} for k in probed0
+        },
     }
 
 
@@ -484,6 +567,22 @@ def main() -> None:
         help="8,000 clients of a two-node cluster's node A closing at once, with cross-node "
         "/send meanwhile: does A lose Redis, do messages fail",
     )
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="the batch and single phases without a webhook, with one answering and with "
+        "one never answering, under WebSocket churn (SPEC §7.2)",
+    )
+    parser.add_argument(
+        "--churn", type=float, default=1000, help="--webhook: WebSocket clients opened a second"
+    )
+    parser.add_argument(
+        "--others",
+        type=float,
+        default=OTHERS,
+        help="--webhook: cores the rest of the machine may use in a window before it is "
+        f"measured again (default {OTHERS})",
+    )
     parser.add_argument("--clients", type=int, default=1000, help="--reuseport: WebSocket clients")
     parser.add_argument(
         "--loops", type=int, default=96, help="--reuseport: concurrent closed /send loops"
@@ -516,6 +615,9 @@ def main() -> None:
         return
     if options.cluster_disconnects:
         disconnectsMain(options)
+        return
+    if options.webhook:
+        webhookMain(options)
         return
     options.seconds = options.seconds or 10.0
     options.runs = options.runs or 1
@@ -1462,6 +1564,632 @@ def disconnectsMain(options: argparse.Namespace) -> None:
     )
     if options.json:
         print(f"written to {options.json}")
+
+
+#: --webhook's configurations: (key, description) and its phases: (name,
+#: batch; 0: the churn alone, no /send).
+HOOK_CONFIGS = [
+    ("a", "no webhook"),
+    ("b", "webhook answering 204"),
+    ("c", "webhook never answering"),
+]
+#: (a+): (a)'s daemon under (b)'s churn, to tell the webhook's cost to /send
+#: from the churn's own interference (measured after (a)'s windows).
+HOOK_NAMES = {**dict(HOOK_CONFIGS), "a+": "no webhook, the same churn"}
+HOOK_PHASES = [("churn alone", 0), ("batch 100 x 64 B", 100), ("single x 64 B", 1)]
+
+#: What the webhook receiver counts (in a shared array), and the churn.
+HOOK_FIELDS = ("posts", "events", "connect", "message", "disconnect", "client", "bytes", "accepted")
+CHURN_FIELDS = ("opened", "closed", "failed", "messages", "skipped", "open_now")
+
+
+def hookServe(listener: socket.socket, answer: bool, counts: Any) -> None:
+    """
+    --webhook's receiver, in a process of its own: plain sockets under one
+    epoll, HTTP/1.1 keep-alive, each POST's events counted in its body's
+    bytes (not parsed, the signature not checked), answered 204 at once, or
+    (ANSWER false) read and never answered.
+    """
+    listener.setblocking(False)
+    poll = select.epoll()
+    poll.register(listener.fileno(), select.EPOLLIN)
+    peers: dict[int, tuple[socket.socket, bytearray]] = {}
+    reply = b"HTTP/1.1 204 No Content\r\n\r\n"
+    marks = [b'"type":"connect"', b'"type":"message"', b'"type":"disconnect"', b'"reason":"client"']
+    while True:
+        for fd, _ in poll.poll():
+            if fd == listener.fileno():
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        peer, _ = listener.accept()
+                        peer.setblocking(False)
+                        peers[peer.fileno()] = (peer, bytearray())
+                        poll.register(peer.fileno(), select.EPOLLIN)
+                        counts[7] += 1
+                continue
+            peer, buffer = peers[fd]
+            try:
+                data = peer.recv(1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                poll.unregister(fd)
+                peer.close()
+                del peers[fd]
+                continue
+            counts[6] += len(data)
+            buffer += data
+            while True:
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    break
+                head = bytes(buffer[:end]).lower()
+                at = head.find(b"content-length:")
+                length = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
+                if len(buffer) < end + 4 + length:
+                    break
+                body = bytes(buffer[end + 4 : end + 4 + length])
+                del buffer[: end + 4 + length]
+                counts[0] += 1
+                for n, mark in enumerate(marks, 2):
+                    found = body.count(mark)
+                    counts[n] += found
+                    if n < 5:  # connect, message, disconnect: the events
+                        counts[1] += found
+                if answer:
+                    peer.send(reply)  # 27 bytes to an idle socket: never short
+
+
+class HookReceiver:
+    """
+    --webhook's receiver process (hookServe) on a free loopback port.
+    """
+
+    def __init__(self, answer: bool) -> None:
+        context = multiprocessing.get_context("fork")
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        self.answer = answer
+        self.counts = context.Array("q", len(HOOK_FIELDS), lock=False)
+        self.process = context.Process(
+            target=hookServe, args=(listener, answer, self.counts), daemon=True
+        )
+        self.process.start()
+        listener.close()
+
+    def times(self) -> tuple[float, float]:
+        return cpuTimes(self.process.pid)
+
+    def read(self) -> dict[str, int]:
+        return dict(zip(HOOK_FIELDS, self.counts, strict=True))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(5)
+
+
+def churnLoad(port: int, rate: float, counts: Any, active: Any) -> None:
+    """
+    --webhook's churn, in a process of its own: while ACTIVE, RATE new
+    WebSocket clients a second (ids unique to this process), each sending
+    one DATA:x and a close frame once upgraded, then waiting for the daemon
+    to end the connection. Plain sockets under one epoll, non-blocking
+    connects; a slot more than 0.1 s late is skipped (and counted), not
+    made up in a burst.
+    """
+    import errno
+
+    from loadgen import handshake, maskedText
+
+    from socktopus_tw.relay.tokens import makeToken
+
+    poll = select.epoll()
+    # fd -> [socket, stage (0 connecting, 1 upgrading, 2 closing), bytes so far]
+    peers: dict[int, list] = {}
+    tail = maskedText(b"DATA:x") + bytes([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])  # close 1000
+    interval, prefix, number, due = 1.0 / rate, f"churn{os.getpid()}-", 0, None
+
+    def end(fd: int, field: int) -> None:
+        peer = peers.pop(fd)[0]
+        poll.unregister(fd)
+        peer.close()
+        counts[field] += 1
+
+    while True:
+        now = time.monotonic()
+        if active.value:
+            if due is None:
+                due = now
+            elif due < now - 0.1:
+                skipped = int((now - 0.1 - due) / interval)
+                counts[4] += skipped
+                due += skipped * interval
+            while due <= now:
+                due += interval
+                peer = socket.socket()
+                peer.setblocking(False)
+                if peer.connect_ex(("127.0.0.1", port)) not in (0, errno.EINPROGRESS):
+                    peer.close()
+                    counts[2] += 1
+                    continue
+                peers[peer.fileno()] = [peer, 0, b""]
+                poll.register(peer.fileno(), select.EPOLLOUT)
+            timeout = max(0.0, due - now)
+        else:
+            due, timeout = None, 0.05
+        for fd, _ in poll.poll(timeout):
+            state = peers[fd]
+            peer = state[0]
+            if state[1] == 0:
+                if peer.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    end(fd, 2)
+                    continue
+                stamp = int(time.time() * 1000)
+                peer.send(handshake(port, makeToken(APP, SECRET, f"{prefix}{number}", stamp)))
+                number += 1
+                state[1] = 1
+                poll.modify(fd, select.EPOLLIN)
+                continue
+            try:
+                data = peer.recv(4096)
+            except OSError:
+                end(fd, 2)
+                continue
+            if state[1] == 1:
+                head = state[2] + data
+                if not data or (b"\r\n\r\n" not in head and len(head) > 4096):
+                    end(fd, 2)
+                elif b"\r\n\r\n" in head:
+                    if not head.startswith(b"HTTP/1.1 101"):
+                        end(fd, 2)
+                        continue
+                    counts[0] += 1
+                    peer.send(tail)
+                    counts[3] += 1
+                    state[1], state[2] = 2, b""
+                else:
+                    state[2] = head
+            elif not data:  # the daemon ended it, after its close frame
+                end(fd, 1)
+        counts[5] = len(peers)
+
+
+class Churn:
+    """
+    --webhook's churn process (churnLoad), idle until start(): measure()'s
+    BACKGROUND. WARM, if given, is called after a second's churn, before
+    the window (the never-answered webhook's queue filling up).
+    """
+
+    def __init__(self, port: int, rate: float, warm: Any = None) -> None:
+        context = multiprocessing.get_context("fork")
+        self.counts = context.Array("q", len(CHURN_FIELDS), lock=False)
+        self.active = context.Value("b", 0, lock=False)
+        self.warm = warm
+        self.process = context.Process(
+            target=churnLoad, args=(port, rate, self.counts, self.active), daemon=True
+        )
+        self.process.start()
+
+    def start(self) -> None:
+        self.active.value = 1
+        time.sleep(1.0)
+        if self.warm is not None:
+            self.warm()
+
+    def stop(self) -> None:
+        self.active.value = 0
+        deadline = time.monotonic() + 5
+        while self.counts[5] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the daemon sees the last of them go
+
+    def times(self) -> tuple[float, float]:
+        return cpuTimes(self.process.pid)
+
+    def read(self) -> dict[str, int]:
+        return dict(zip(CHURN_FIELDS, self.counts, strict=True))
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.join(5)
+
+
+def webhookFigures(daemon: Daemon) -> dict[str, float]:
+    """
+    The daemon's webhook counts for APP from its /metrics: events delivered,
+    dropped (by reason) and posts (by outcome); and its queue's length.
+    """
+    figures = {}
+    for name, value in daemon.scrape().items():
+        if not name.startswith("socktopus_webhook_") or f'app="{APP}"' not in name:
+            continue
+        match = re.search(r'(?:reason|outcome)="([^"]+)"', name)
+        kind = name.split("{")[0].removeprefix("socktopus_webhook_").removesuffix("_total")
+        figures[kind + (f"_{match.group(1)}" if match else "")] = value
+    return figures
+
+
+def hookName(phase: str, key: str) -> str:
+    return f"{phase}, ({key}) {HOOK_NAMES[key]}"
+
+
+def hookEntry(name: str, batch: int, raw: dict) -> dict:
+    """
+    One --webhook window's figures.
+    """
+    cpu = {k: user + system for k, (user, system) in raw["cpu"].items()}
+    wall, delivered, requests = raw["seconds"], raw["delivered"], raw["requests"]
+    daemon = cpu["daemon"]
+    entry: dict[str, Any] = {"name": name, "seconds": round(wall, 2)}
+    if batch:
+        entry.update(
+            {
+                "requests": requests,
+                "sent": raw["sent"],
+                "failed": raw["failed"],
+                "delivered": delivered,
+                "delivered_per_s": round(delivered / wall),
+                "requests_per_s": round(requests / wall),
+                # From the sender's stamp in the content to the client's read.
+                "latency_p50_ms": round(percentile(raw["latencies"], 50), 2),
+                "latency_p99_ms": round(percentile(raw["latencies"], 99), 2),
+            }
+        )
+    entry["daemon_cpu_s"] = round(daemon, 3)
+    entry["daemon_cores"] = round(daemon / wall, 3)
+    if batch:
+        entry["daemon_cpu_ms_per_1000_messages"] = round(daemon * 1e6 / max(delivered, 1), 3)
+        entry["daemon_cpu_ms_per_1000_requests"] = round(daemon * 1e6 / max(requests, 1), 3)
+    probes = raw["probes"]
+    if "churn" in probes:
+        churn = probes["churn"]
+        entry["churn_connections"] = churn["opened"]
+        entry["churn_per_s"] = round(churn["opened"] / wall)
+        entry["churn_closed_by_daemon"] = churn["closed"]
+        entry["churn_failed"] = churn["failed"]
+        entry["churn_slots_skipped"] = churn["skipped"]
+        entry["churn_generator_cores"] = round(cpu["churn"] / wall, 3)
+        if not batch:
+            # What one churned client costs the daemon: its handshake, its
+            # message, its close and their three webhook events.
+            entry["daemon_cpu_ms_per_1000_churn_connections"] = round(
+                daemon * 1e6 / max(churn["opened"], 1), 2
+            )
+    if "receiver" in probes:
+        hook = probes["receiver"]
+        entry["receiver_events_per_s"] = round(hook["events"] / wall)
+        entry["receiver_posts_per_s"] = round(hook["posts"] / wall, 2)
+        for kind in ("connect", "message", "disconnect"):
+            entry[f"receiver_{kind}_events"] = hook[kind]
+        entry["receiver_client_reasons"] = hook["client"]
+        entry["receiver_connections_accepted"] = hook["accepted"]
+        entry["receiver_cores"] = round(cpu["receiver"] / wall, 3)
+        entry["receiver_cpu_ms_per_1000_events"] = round(
+            cpu["receiver"] * 1e6 / max(hook["events"], 1), 2
+        )
+    if "webhook" in probes:
+        counted = probes["webhook"]
+        entry["daemon_events_delivered_per_s"] = round(counted.get("events_delivered", 0) / wall)
+        entry["daemon_events_dropped_overflow_per_s"] = round(
+            counted.get("events_dropped_overflow", 0) / wall
+        )
+        for outcome in ("delivered", "timeout", "failed", "server_error", "rejected"):
+            entry[f"daemon_posts_{outcome}"] = counted.get(f"posts_{outcome}", 0)
+    entry["generator_cpu_s"] = round(raw["generator_cpu"], 2)
+    # What the machine did besides the daemon, the generators, the churn and
+    # the receiver (softirq, this script, someone else's test run), in cores.
+    entry["other_cores"] = round(
+        (raw["box_busy"] - sum(cpu.values()) - raw["generator_cpu"]) / wall, 2
+    )
+    entry["waited_for_quiet_s"] = round(raw["waited_for_quiet"], 1)
+    return entry
+
+
+def hookConfig(key: str, options: argparse.Namespace) -> list[dict]:
+    """
+    One configuration's windows, on a daemon (and receiver) of its own: the
+    churn alone (not for (a)), then the batch and the single phase (with
+    the churn for (b) and (c)).
+    """
+    results = []
+    with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
+        environment, hook, churn = {}, None, None
+        if key != "a":
+            hook = HookReceiver(answer=key == "b")
+            stack.callback(hook.stop)
+            environment[f"{APP.upper()}_SOCKTOPUS_WEBHOOK"] = (
+                f"http://127.0.0.1:{hook.port}/socktopus"
+            )
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            metricsPort = s.getsockname()[1]
+        daemon = Daemon(
+            workdir, logger=options.logger, environment=environment, metricsPort=metricsPort
+        )
+        stack.callback(daemon.stop)
+        watched: dict[str, Any] = {"daemon": daemon}
+        probes: dict[str, Any] = {}
+        if hook is not None:
+
+            def full() -> None:
+                # (c): measured with the queue at its cap, dropping.
+                if key != "c":
+                    return
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    if webhookFigures(daemon).get("queue", 0) >= 10_000:
+                        return
+                    time.sleep(0.2)
+                print("  the webhook queue did not fill up in 30 s", flush=True)
+
+            watched["receiver"] = hook
+            probes.update(receiver=hook.read, webhook=lambda: webhookFigures(daemon))
+        # (a) has the churn only in its churn-alone window: what churned
+        # clients cost without a webhook (their DATA:x is refused, 1003).
+        churn = Churn(daemon.port, options.churn, warm=None if hook is None else full)
+        stack.callback(churn.close)
+        port = daemon.port
+        windows = [(phase, batch, key) for phase, batch in HOOK_PHASES]
+        if hook is None:
+            windows += [(phase, batch, "a+") for phase, batch in HOOK_PHASES[1:]]
+        for phase, batch, nameKey in windows:
+            churning = not batch or nameKey != "a"
+            name = hookName(phase, nameKey)
+            for attempt in range(1, 4):
+                raw = measure(
+                    {**watched, **({"churn": churn} if churning else {})},
+                    [(port, 0, 500, 1), (port, 500, 500, 1)],
+                    [(port, 4)] if batch else [],
+                    batch or 1,
+                    64,
+                    options.seconds,
+                    background=churn if churning else None,
+                    probes={**probes, **({"churn": churn.read} if churning else {})},
+                )
+                entry = hookEntry(name, batch, raw)
+                entry["attempt"] = attempt
+                # Something else ran on the cores during the window: again.
+                if entry["other_cores"] <= options.others:
+                    break
+                print(f"  {name}: {entry['other_cores']:g} cores used by others; again", flush=True)
+            entry["daemon_rss_mib"] = round(daemon.rss() / 2**20, 1)
+            entry["daemon_peak_rss_mib"] = round(daemon.peakRss() / 2**20, 1)
+            if hook is not None:
+                entry["webhook_queue_after"] = webhookFigures(daemon).get("queue", 0)
+            print(
+                f"  {name}: daemon {entry['daemon_cores']:g} cores"
+                + (
+                    f", {entry['daemon_cpu_ms_per_1000_messages']:g} ms/1000 messages"
+                    if batch
+                    else ""
+                )
+                + (f", churn {entry['churn_per_s']}/s" if churning else "")
+                + (f", receiver {entry['receiver_events_per_s']} events/s" if hook else "")
+                + f", other {entry['other_cores']:g}",
+                flush=True,
+            )
+            results.append(entry)
+    return results
+
+
+def hookRound(options: argparse.Namespace, order: list[str]) -> list[dict]:
+    """
+    One round: each configuration in ORDER, then (b)'s and (c)'s figures with
+    the churn's cost (from the churn-alone window of the same daemon, per
+    churned connection) subtracted, and against (a)'s of the same round.
+    """
+    results = []
+    for key in order:
+        results.extend(hookConfig(key, options))
+    byName = {e["name"]: e for e in results}
+    churnedA = byName[hookName("churn alone", "a")]["daemon_cpu_ms_per_1000_churn_connections"]
+    for key in ("a+", "b", "c"):
+        alone = byName[hookName("churn alone", key.rstrip("+"))]
+        perConnection = alone["daemon_cpu_s"] / max(alone["churn_connections"], 1)
+        if key != "a+":
+            alone["churned_cpu_vs_a"] = round(
+                alone["daemon_cpu_ms_per_1000_churn_connections"] / max(churnedA, 0.01), 3
+            )
+        for phase, batch in HOOK_PHASES[1:]:
+            entry, base = byName[hookName(phase, key)], byName[hookName(phase, "a")]
+            subtracted = perConnection * entry["churn_connections"]
+            net = entry["daemon_cpu_s"] - subtracted
+            entry["churn_cpu_subtracted_s"] = round(subtracted, 3)
+            entry["net_daemon_cpu_ms_per_1000_messages"] = round(
+                net * 1e6 / max(entry["delivered"], 1), 3
+            )
+            entry["net_daemon_cpu_ms_per_1000_requests"] = round(
+                net * 1e6 / max(entry["requests"], 1), 3
+            )
+            figure = "messages" if batch > 1 else "requests"
+            own = entry[f"daemon_cpu_ms_per_1000_{figure}"]
+            theirs = max(base[f"daemon_cpu_ms_per_1000_{figure}"], 0.001)
+            entry["raw_cpu_vs_a"] = round(own / theirs, 3)
+            entry["net_cpu_vs_a"] = round(entry[f"net_daemon_cpu_ms_per_1000_{figure}"] / theirs, 3)
+            entry["latency_p99_vs_a"] = round(
+                entry["latency_p99_ms"] / max(base["latency_p99_ms"], 0.01), 2
+            )
+            entry["delivered_per_s_vs_a"] = round(
+                entry["delivered_per_s"] / max(base["delivered_per_s"], 1), 3
+            )
+            if key != "a+":
+                # Against the same churn without a webhook: the webhook's part.
+                churned = byName[hookName(phase, "a+")]
+                entry["raw_cpu_vs_a_plus"] = round(
+                    own / max(churned[f"daemon_cpu_ms_per_1000_{figure}"], 0.001), 3
+                )
+                entry["net_cpu_vs_a_plus"] = round(
+                    entry[f"net_daemon_cpu_ms_per_1000_{figure}"]
+                    / max(churned[f"net_daemon_cpu_ms_per_1000_{figure}"], 0.001),
+                    3,
+                )
+    order_ = [hookName(p, k) for k in HOOK_NAMES for p, _ in HOOK_PHASES]
+    return sorted(results, key=lambda e: order_.index(e["name"]))
+
+
+def treeState() -> dict[str, Any]:
+    """
+    The commit measured, and the files changed since (uncommitted work).
+    """
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(
+            ["git", *arguments], capture_output=True, text=True, cwd=HERE
+        ).stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted": git("status", "--porcelain", "--untracked-files=no").splitlines(),
+        "uncommitted_diff_sha1": hashlib.sha1(git("diff", "HEAD").encode()).hexdigest(),
+    }
+
+
+def webhookMain(options: argparse.Namespace) -> None:
+    options.seconds = options.seconds or 10.0
+    options.runs = options.runs or 3
+    options.json = options.json or os.path.join(HERE, "webhook-results.json")
+    tree = treeState()
+    rounds, orders = [], []
+    keys = [k for k, _ in HOOK_CONFIGS]
+    for n in range(options.runs):
+        # Alternate the order, so a drift of the machine's speed over the
+        # run falls on every configuration alike.
+        order = keys if n % 2 == 0 else keys[::-1]
+        orders.append(order)
+        print(f"round {n + 1} of {options.runs}: {', then '.join(order)}", flush=True)
+        rounds.append(hookRound(options, order))
+    summary = summarise(rounds)
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average": os.getloadavg(),
+        },
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "logger": options.logger,
+        "generators_on_uvloop": importlib.util.find_spec("uvloop") is not None,
+        "tree": tree,
+        "seconds_per_phase": options.seconds,
+        "churn_per_s": options.churn,
+        "configurations": {
+            "a": "no webhook: the batch and the single phase as bench/run.py runs them",
+            "b": f"{APP.upper()}_SOCKTOPUS_WEBHOOK to a receiver of the harness's (one process, "
+            "epoll, events counted in the bytes, 204 at once), while a churn process opens "
+            f"and closes {options.churn:g} WebSocket clients a second to the same app, each "
+            "sending one DATA:x then a close frame (connect, message and disconnect events)",
+            "c": "as (b), but the receiver reads the posts and never answers: the daemon's "
+            "queue is at its 10,000-event cap (waited for before the first window) and drops",
+            "a+": "(a)'s daemon (no webhook) under the same churn, after (a)'s windows; the "
+            "churned clients' DATA:x is refused (1003), there being no webhook. (b) and (c) "
+            "over (a+) (*_vs_a_plus) is the webhook's part, the churn's interference aside",
+        },
+        "phases": {
+            "churn alone": "the churn with no /send (the 1,000 clients connected, idle): its "
+            "cost to the daemon per churned connection, subtracted from the same "
+            "configuration's /send windows as churn_cpu_subtracted_s; (a) has this window "
+            "too (its clients' DATA:x refused with 1003, there being no webhook), only to "
+            "show what the webhook adds per churned connection (churned_cpu_vs_a)",
+            "batch 100 x 64 B": "1,000 clients, 4 closed /send loops, 100 x 64 B per request",
+            "single x 64 B": "the same with one message per request",
+        },
+        "figures": {
+            "daemon_cpu_ms_per_1000_*": "raw: all the daemon's CPU in the window, the churn's "
+            "connections and webhook events included",
+            "net_daemon_cpu_ms_per_1000_*": "the daemon's CPU less the churn's (churn alone's "
+            "CPU per churned connection times the window's churned connections)",
+            "raw_cpu_vs_a, net_cpu_vs_a": "over (a)'s of the same round: per 1,000 messages "
+            "for the batch phase, per 1,000 requests for the single one",
+            "latency_*_ms": "from the sender's stamp in a message to its client's read",
+            "receiver_events_per_s": "events in the posts the receiver read (for (c): never "
+            "answered, so the same events come again with each retry)",
+        },
+        "order_of_rounds": orders,
+        f"median_of_{options.runs}": summary,
+        "rounds": rounds,
+    }
+    with open(options.json, "w") as f:
+        json.dump(report, f, indent=2)
+    printWebhook(summary, rounds)
+    print(f"\nwritten to {options.json}")
+
+
+def printWebhook(summary: dict, rounds: list[list[dict]]) -> None:
+    def cell(name: str, key: str) -> str:
+        value = summary.get(name, {}).get(key)
+        if value is None:
+            return "-"
+        if value["min"] == value["max"]:
+            return f"{value['median']:g}"
+        return f"{value['median']:g} ({value['min']:g}-{value['max']:g})"
+
+    print(f"\nmedian of {len(rounds)} (min-max); CPU in ms of the daemon's")
+    for phase, batch in HOOK_PHASES[1:]:
+        figure = "messages" if batch > 1 else "requests"
+        print(f"\n{phase}: CPU per 1,000 {figure}")
+        for key, description in HOOK_NAMES.items():
+            name = hookName(phase, key)
+            print(f"  ({key}) {description}")
+            rows = [
+                (f"raw CPU / 1,000 {figure}", f"daemon_cpu_ms_per_1000_{figure}"),
+                ("  raw vs (a)", "raw_cpu_vs_a"),
+                ("  raw vs (a+)", "raw_cpu_vs_a_plus"),
+                (f"net CPU / 1,000 {figure}", f"net_daemon_cpu_ms_per_1000_{figure}"),
+                ("  net vs (a)", "net_cpu_vs_a"),
+                ("  net vs (a+)", "net_cpu_vs_a_plus"),
+                ("churn CPU subtracted, s", "churn_cpu_subtracted_s"),
+                ("delivered/s", "delivered_per_s"),
+                ("p99 ms", "latency_p99_ms"),
+                ("  p99 vs (a)", "latency_p99_vs_a"),
+                ("churn/s", "churn_per_s"),
+                ("receiver events/s", "receiver_events_per_s"),
+                ("receiver cores", "receiver_cores"),
+                ("daemon delivered events/s", "daemon_events_delivered_per_s"),
+                ("daemon dropped (overflow)/s", "daemon_events_dropped_overflow_per_s"),
+                ("daemon RSS MiB after", "daemon_rss_mib"),
+                ("other cores", "other_cores"),
+            ]
+            for label, key_ in rows:
+                if key_ in summary.get(name, {}):
+                    print(f"    {label:30} {cell(name, key_)}")
+    print("\nchurn alone (no /send; (a)'s clients have their DATA:x refused)")
+    for key, description in HOOK_CONFIGS:
+        name = hookName("churn alone", key)
+        print(f"  ({key}) {description}")
+        for label, key_ in [
+            ("daemon cores", "daemon_cores"),
+            ("daemon ms / 1,000 churned", "daemon_cpu_ms_per_1000_churn_connections"),
+            ("  vs (a)", "churned_cpu_vs_a"),
+            ("churn/s", "churn_per_s"),
+            ("churn generator cores", "churn_generator_cores"),
+            ("receiver events/s", "receiver_events_per_s"),
+            ("daemon dropped (overflow)/s", "daemon_events_dropped_overflow_per_s"),
+            ("daemon RSS MiB after", "daemon_rss_mib"),
+        ]:
+            if key_ in summary.get(name, {}):
+                print(f"    {label:30} {cell(name, key_)}")
+    last = hookName(HOOK_PHASES[-1][0], "c")
+    print(
+        f"\n(c)'s daemon RSS at its end: {cell(last, 'daemon_rss_mib')} MiB, "
+        f"peak {cell(last, 'daemon_peak_rss_mib')} MiB; queue {cell(last, 'webhook_queue_after')}"
+    )
+    print(
+        "\nagainst the goal: /send CPU within 5% of (a)'s (net: the churn's CPU subtracted; "
+        "vs (a+): against the same churn without a webhook)"
+    )
+    for phase, _ in HOOK_PHASES[1:]:
+        for key in ("b", "c"):
+            for figure in ("net_cpu_vs_a", "raw_cpu_vs_a", "net_cpu_vs_a_plus"):
+                value = summary[hookName(phase, key)][figure]
+                print(
+                    f"  {phase:17} ({key}) {figure:13} {value['median']:>6g} "
+                    f"({value['min']:g}-{value['max']:g})  <= 1.05: "
+                    f"{'met' if value['median'] <= 1.05 else 'not met'}"
+                )
 
 
 if __name__ == "__main__":
