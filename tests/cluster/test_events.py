@@ -15,7 +15,11 @@ from tests.support.daemon import APP, Daemon
 from tests.support.redis import RedisServer
 
 
-class ClusterEventTests(ClusterTestsMixin, TestCase):
+class WebhookClusterMixin(ClusterTestsMixin):
+    """
+    A cluster whose app C{demo} posts to C{self.receiver}.
+    """
+
     timeout = 30
 
     def startCluster(self, nodes: int = 2, *arguments: str) -> list[Daemon]:
@@ -27,6 +31,8 @@ class ClusterEventTests(ClusterTestsMixin, TestCase):
             for _ in range(nodes)
         ]
 
+
+class ClusterEventTests(WebhookClusterMixin, TestCase):
     @inlineCallbacks
     def test_replacedOnAnotherNodeIsPostedByTheOldOnesNode(self):
         a, b = self.startCluster()

@@ -15,13 +15,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
+from tests.cluster.test_events import WebhookClusterMixin
 from tests.cluster.test_registry import ClusterTestsMixin
 from tests.relay.test_e2e import StalledReader
-from tests.relay.test_events import Receiver
 from tests.relay.test_presence import HELD_AT_MOST, ReactorWatch, uuidLike
 from tests.support.daemon import APP, SECRET, Daemon
 from tests.support.fakes import FakeConnection
-from tests.support.redis import RedisServer
 
 
 def presence(daemon: Daemon, connections: list[str] | None = None):
@@ -73,24 +72,13 @@ class ClusterPresenceAfterKickTests(ClusterTestsMixin, TestCase):
         )
 
 
-class ClusterReplacedOrderTests(ClusterTestsMixin, TestCase):
+class ClusterReplacedOrderTests(WebhookClusterMixin, TestCase):
     """
     The backend keys events by connection id: for an id that moved to
     another node, the old connection's disconnect must reach it before the
     new one's connect, as on one node, or it ends up thinking the id is
     gone while it is connected.
     """
-
-    timeout = 30
-
-    def startCluster(self, nodes: int = 2, *arguments: str) -> list[Daemon]:
-        self.redis = RedisServer(self)
-        self.receiver = Receiver(self)
-        environ = {f"{APP.upper()}_SOCKTOPUS_WEBHOOK": self.receiver.url}
-        return [
-            Daemon(self, "--redis", self.redis.url, *arguments, environ=environ)
-            for _ in range(nodes)
-        ]
 
     todo = "across nodes the old connection's node posts its disconnect after the new one's connect"
 
