@@ -17,11 +17,12 @@ import sys
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 import socktopus_tw
@@ -251,10 +252,23 @@ class SocktopusService(MultiService):
     #: Seconds shutdown waits for in-flight requests before going on.
     drainTimeout = 10.0
 
+    #: The log observer for twistd to use when it was given none (see
+    #: L{socktopus_tw.logs.defaultObserver}), or L{None}.
+    logObserver: ILogObserver | None = None
+
     def __init__(self, apps: Apps, startup: Startup | None = None) -> None:
         super().__init__()
         self.apps = apps
         self.startup = startup if startup is not None else Startup()
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        # twistd makes an application for the plugin's service and starts
+        # logging after: an observer the application has is the one it uses
+        # when given no --logger (as a .tac file's setComponent would do).
+        if self.logObserver is not None and isinstance(parent, Componentized):
+            if parent.getComponent(ILogObserver) is None:
+                parent.setComponent(ILogObserver, self.logObserver)
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)

@@ -1,6 +1,11 @@
 # -*- test-case-name: tests.test_logs,tests.test_json_log -*-
 """
-Log observers for twistd's C{--logger} option.
+Log observers: the daemon's default, and those for twistd's C{--logger}.
+
+C{twistd -n socktopus} with no C{--logger} writes with L{text} (see
+L{defaultObserver}); with C{--logfile} or C{--syslog}, twistd's own observer
+is kept. Lines below C{--log-level} (info unless asked: a debug line is
+logged per C{/send} batch) are not written by these observers.
 
 C{twistd -n --logger socktopus_tw.logs.text socktopus} writes the same lines
 as twistd's default, cheaper: common events are formatted without Twisted's
@@ -51,6 +56,35 @@ from zope.interface import implementer
 
 #: Levels written at once, not after the batching interval.
 _URGENT = (LogLevel.warn, LogLevel.error, LogLevel.critical)
+
+#: The levels, least first, as C{--log-level} names them.
+LEVELS = [LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical]
+
+#: Levels these observers do not write (see L{setLevel}).
+_hidden = frozenset({LogLevel.debug})
+
+
+def setLevel(least: LogLevel) -> None:
+    """
+    Write lines of C{least} and above only, from now on (C{--log-level}).
+    """
+    global _hidden
+    _hidden = frozenset(LEVELS[: LEVELS.index(least)])
+
+
+def defaultObserver(twistd: Any) -> ILogObserver | None:
+    """
+    The observer for a daemon twistd starts with C{twistd} (its parsed
+    options) when it was given no C{--logger}, C{--logfile} nor
+    C{--syslog}, and writes to standard output (C{-n}): L{text}, the same
+    lines at a fraction of the cost of its default (about 80 us a line).
+    L{None} where twistd's own choice should stand.
+    """
+    if twistd is None or twistd.get("logger") or twistd.get("syslog"):
+        return None
+    if not twistd.get("nodaemon") or twistd.get("logfile") not in (None, "-"):
+        return None
+    return text()
 
 
 def json() -> ILogObserver:
@@ -163,6 +197,8 @@ class BatchingTextObserver:
         return line + "\n"
 
     def __call__(self, event: LogEvent) -> None:
+        if event.get("log_level") in _hidden:
+            return
         text = self.format(event)
         if not text:
             return

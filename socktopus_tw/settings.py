@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import InvalidLogLevelError, LogLevel
 
 from socktopus_tw.accounts.mail import parseSmtpUrl
 from socktopus_tw.accounts.recaptcha import DEFAULT_VERIFY_URL, loadTrustRoot
@@ -160,6 +161,14 @@ def withoutPassword(text: str) -> str:
     return _URL_PASSWORD.sub(r"\g<head>***", text)
 
 
+def logLevel(text: str) -> LogLevel:
+    try:
+        level = LogLevel.levelWithName(text.strip().lower())
+    except InvalidLogLevelError:
+        raise ValueError("expected debug, info, warn or error") from None
+    return level
+
+
 @dataclass(frozen=True)
 class Setting:
     """
@@ -266,6 +275,12 @@ SETTINGS = [
         str,
         "A Twisted endpoint serving Prometheus /metrics, e.g. tcp:9108:interface=127.0.0.1 "
         "(off without it; keep it private).",
+    ),
+    Setting(
+        "log-level",
+        "info",
+        logLevel,
+        "The least level of log line written: debug (a line per /send batch), info, warn or error.",
     ),
 ]
 

@@ -28,6 +28,7 @@ from socktopus_tw.health import Health, Ready
 from socktopus_tw.http.fastpath import FastPathSite
 from socktopus_tw.http.respond import Root
 from socktopus_tw.http.site import SocktopusSite
+from socktopus_tw.logs import defaultObserver, setLevel
 from socktopus_tw.metrics import Metrics, MetricsResource
 from socktopus_tw.relay.registry import IRegistry, LocalRegistry
 from socktopus_tw.relay.routes import routes as relayRoutes
@@ -120,6 +121,8 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         from twisted.internet import reactor
     apps = config["apps"]
     top = SocktopusService(apps, config.get("startup"))
+    setLevel(config["log-level"])
+    top.logObserver = defaultObserver(getattr(config, "parent", None))
 
     metrics = Metrics()
     webhooks = None

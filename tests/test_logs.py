@@ -243,3 +243,62 @@ class JsonObserverTests(SynchronousTestCase):
         )
         record = json.loads(out.getvalue().strip("\x1e\n"))
         self.assertEqual((record["app"], record["connectionId"]), ("demo", "c1"))
+
+
+class LevelTests(SynchronousTestCase):
+    """
+    The observers write lines of C{--log-level} and above: info unless
+    asked, so the line logged per /send batch (debug) is not written.
+    """
+
+    def setUp(self):
+        self.addCleanup(logs.setLevel, LogLevel.info)
+        self.out = io.StringIO()
+        self.observer = BatchingTextObserver(self.out, FakeReactor(running=False))
+
+    def logged(self) -> list[str]:
+        for level in logs.LEVELS:
+            self.observer(event(level.name, log_level=level))
+        return [line.rsplit(" ", 1)[1] for line in self.out.getvalue().splitlines()]
+
+    def test_infoAndAboveByDefault(self):
+        self.assertEqual(self.logged(), ["info", "warn", "error", "critical"])
+
+    def test_debugWhenAsked(self):
+        logs.setLevel(LogLevel.debug)
+        self.assertEqual(self.logged(), ["debug", "info", "warn", "error", "critical"])
+
+    def test_warningsOnly(self):
+        logs.setLevel(LogLevel.warn)
+        self.assertEqual(self.logged(), ["warn", "error", "critical"])
+
+    def test_jsonToo(self):
+        out = io.StringIO()
+        self.patch(logs.sys, "stdout", out)
+        log = Logger(namespace="socktopus_tw.relay", observer=logs.json())
+        log.debug("hidden")
+        log.info("shown")
+        self.assertEqual(
+            [json.loads(line)["message"] for line in out.getvalue().split()], ["shown"]
+        )
+
+
+class DefaultObserverTests(SynchronousTestCase):
+    """
+    The observer a daemon gets from twistd when given none: the cheap text
+    one on standard output; twistd's own wherever it was asked for more.
+    """
+
+    def test_foregroundOnStandardOutput(self):
+        for twistd in ({"nodaemon": True}, {"nodaemon": True, "logfile": "-"}):
+            self.assertIs(type(logs.defaultObserver(twistd)), BatchingTextObserver, twistd)
+
+    def test_twistdsChoiceStands(self):
+        for twistd in (
+            None,
+            {"nodaemon": False},
+            {"nodaemon": True, "logger": "socktopus_tw.logs.json"},
+            {"nodaemon": True, "syslog": True},
+            {"nodaemon": True, "logfile": "socktopus.log"},
+        ):
+            self.assertIsNone(logs.defaultObserver(twistd), twistd)

@@ -17,6 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -55,6 +56,7 @@ ACCOUNTS_DEFAULTS: dict[str, Any] = {
     "bcrypt-rounds": 12,
     "redis": None,
     "metrics-listen": None,
+    "log-level": LogLevel.info,
 }
 DEFAULTS.update(ACCOUNTS_DEFAULTS)
 
@@ -489,6 +491,16 @@ class MistakeTests(OptionsTestCase):
         for option in ["--token-lifespan", "--idle-timeout"]:
             for value in ["-1", "0", "abc", "5s", "", "nan", "inf", "-inf", "1e400"]:
                 self.assertUsageError([option, value], option, repr(value))
+
+    def test_logLevels(self) -> None:
+        """
+        --log-level takes a level's name in any case; anything else is
+        refused, naming the levels.
+        """
+        for value, level in [("debug", LogLevel.debug), ("WARN", LogLevel.warn)]:
+            self.assertEqual(self.parsed(["--log-level", value])["log-level"], level)
+        for value in ["verbose", "", "0"]:
+            self.assertUsageError(["--log-level", value], "--log-level", "debug, info, warn")
 
     def test_badSecondsFromEnvironment(self) -> None:
         """

@@ -15,9 +15,12 @@ C{POST /send HTTP/1.1} (or C{/kick}), the body has a C{Content-Length}
 within the site's limit, and no header asks for anything else
 (C{Transfer-Encoding}, C{Expect}, C{Upgrade}, ...). A plain upgrade,
 C{GET /recieve?token=TOKEN HTTP/1.1} with C{Upgrade: websocket} and no
-body, is admitted (or refused, in JSON) here and its bytes handed to the
-WebSocket protocol as they came: Autobahn parses the handshake, and the
-request is parsed twice, not three times (here, twisted.web, Autobahn).
+body, is admitted (or refused, in JSON) here. When it is what browsers and
+WebSocket libraries send (L{parseUpgrade}: one key, version 13, no
+subprotocol, no extension but the usual compression offer, which is
+declined), the relay's protocol answers it from the key read here, and the
+request is parsed once; any other is handed over as it came and Autobahn
+parses it again and answers (or refuses) it as it always does.
 
 Anything else, from the first request that is not such a call on, is handed
 to twisted.web for the rest of the connection: a L{SocktopusChannel} is
@@ -83,6 +86,20 @@ _SPECIAL = re.compile(
     rb"\r\n(content-length|connection|transfer-encoding|expect|upgrade|content-encoding"
     rb"|http2-settings):([^\r\n]*)"
 )
+#: In the lower-cased header lines of an upgrade: those above, and those its
+#: opening handshake is answered from (RFC 6455 §4.2.1).
+_HANDSHAKE = re.compile(
+    rb"\r\n(content-length|connection|transfer-encoding|expect|upgrade|content-encoding"
+    rb"|http2-settings|host|origin|sec-websocket-[a-z]+):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n|$)"
+)
+#: Values the protocol answers a handshake from without Autobahn: a key of
+#: 16 bytes in base64, the host and origin Autobahn would accept with the
+#: relay's settings (any origin but null), and the compression offers
+#: browsers make.
+_KEY = re.compile(rb"[a-z0-9+/]{22}==")
+_HOST = re.compile(rb"[a-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
+_ORIGIN = re.compile(rb"https?://[a-z0-9.\-]+(?::([0-9]{1,5}))?")
+_COMPRESSION_OFFERS = {b"permessage-deflate", b"permessage-deflate; client_max_window_bits"}
 
 
 class IDirectEndpoint(Interface):
@@ -108,10 +125,12 @@ class IDirectUpgrade(Interface):
 
     path = Attribute("The path it is served at, for log lines.")
 
-    def accept(token: str, peer: IAddress | None) -> IProtocol:
+    def accept(token: str, peer: IAddress | None, key: bytes | None) -> IProtocol:
         """
-        The protocol to hand the connection to, which answers the upgrade
-        from the request's bytes; or raise the L{ApiError} to answer with.
+        The protocol to hand the connection to; or raise the L{ApiError} to
+        answer with. It answers the upgrade when it is connected if given
+        the checked C{Sec-WebSocket-Key} (C{key}), or else from the
+        request's bytes, which it is given next.
         """
 
 
@@ -280,19 +299,26 @@ class FastPathChannel(Protocol, TimeoutMixin):
             self._answer(200, result, endpoint, started, close)
 
     def _upgrade(
-        self, endpoint: IDirectUpgrade, token: bytes, close: bool, head: bytes, rest: bytes
+        self,
+        endpoint: IDirectUpgrade,
+        token: bytes,
+        close: bool,
+        head: bytes,
+        key: bytes | None,
+        rest: bytes,
     ) -> bool:
         """
         Hand the connection to the protocol C{endpoint} admits for C{token},
-        with the request's own bytes (C{head}, then C{rest}); or answer its
-        refusal. Whether the connection was handed over.
+        with the checked handshake's C{key}, or else the request's own bytes
+        (C{head}); then what followed it (C{rest}). Or answer its refusal.
+        Whether the connection was handed over.
         """
         started = perf_counter()
         if not self._registered:
             self._registered = True
             self.site.track(self)
         try:
-            protocol = endpoint.accept(token.decode("ascii"), self.addr)
+            protocol = endpoint.accept(token.decode("ascii"), self.addr, key)
         except BaseException:
             error = errorFor(Failure(), "GET", endpoint.path)
             self._answer(error.status, error.body(), endpoint, started, close)
@@ -301,7 +327,10 @@ class FastPathChannel(Protocol, TimeoutMixin):
         self.site.untrack(self)
         self._producer = False  # handOver unregisters it
         handOver(self.transport, protocol)
-        protocol.dataReceived(head + b"\r\n\r\n" + rest)
+        if key is None:
+            protocol.dataReceived(head + b"\r\n\r\n" + rest)
+        elif rest:
+            protocol.dataReceived(rest)
         return True
 
     def _succeeded(
@@ -419,14 +448,16 @@ class FastPathChannel(Protocol, TimeoutMixin):
 
 def parseUpgrade(
     head: bytes, routes: dict[bytes, IDirectUpgrade]
-) -> tuple[IDirectUpgrade, bytes, bool, bytes] | None:
+) -> tuple[IDirectUpgrade, bytes, bool, bytes, bytes | None] | None:
     """
     Read a request head that may be a plain WebSocket upgrade of one of
     C{routes}: C{GET /path?token=TOKEN HTTP/1.1} with C{Upgrade: websocket}
     and no body.
 
     @return: the endpoint, the token, whether the client asked to close
-        after a refusal, and the head; or L{None} for twisted.web to answer.
+        after a refusal, the head, and the C{Sec-WebSocket-Key} when the
+        handshake is one the protocol may answer without parsing it again
+        (see L{isPlainHandshake}); or L{None} for twisted.web to answer.
     """
     match = _UPGRADE.fullmatch(head)
     if match is None or head.count(b"\r\n") > MAX_HEADERS:
@@ -434,18 +465,75 @@ def parseUpgrade(
     endpoint = routes.get(match[1])
     if endpoint is None:
         return None
-    upgrade = connection = None
-    for name, value in _SPECIAL.findall(match[3].lower()):
-        if name == b"upgrade" and upgrade is None:
-            upgrade = value.strip(b" \t")
-        elif name == b"connection" and connection is None:
-            connection = value.strip(b" \t")
-        else:
-            return None
-    if upgrade != b"websocket":
+    lines = match[3]
+    found: dict[bytes, list[bytes]] = {}
+    key = None
+    for header in _HANDSHAKE.finditer(lines.lower()):
+        found.setdefault(header[1], []).append(header[2])
+        if header[1] == b"sec-websocket-key":
+            key = lines[header.start(2) : header.end(2)]  # as it came: base64
+    upgrade, connection = found.pop(b"upgrade", ()), found.pop(b"connection", ())
+    if len(upgrade) != 1 or len(connection) > 1 or upgrade[0] != b"websocket":
         return None
-    close = connection is not None and b"close" in connection.split(b" ")
-    return endpoint, match[2], close, head
+    if not found.keys() <= _HANDSHAKE_HEADERS:
+        return None  # a body, or HTTP this path does not implement
+    close = bool(connection) and b"close" in connection[0].split(b" ")
+    if not isPlainHandshake(found, connection):
+        key = None
+    return endpoint, match[2], close, head, key
+
+
+def isPlainOrigin(origin: bytes) -> bool:
+    """
+    Whether C{origin} is C{http(s)://host[:port]}, which Autobahn allows
+    (C{null}, which it refuses, is left to it).
+    """
+    match = _ORIGIN.fullmatch(origin)
+    return match is not None and (match[1] is None or int(match[1]) <= 65535)
+
+
+#: The headers of an upgrade's opening handshake that L{isPlainHandshake}
+#: reads (C{Upgrade} and C{Connection} aside).
+_HANDSHAKE_HEADERS = {
+    b"host",
+    b"origin",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"sec-websocket-extensions",
+    b"sec-websocket-protocol",
+}
+
+
+def isPlainHandshake(found: dict[bytes, list[bytes]], connection: list[bytes] | tuple) -> bool:
+    """
+    Whether a handshake is one Autobahn would accept with nothing in it
+    that needs more than its key to answer: C{Connection: Upgrade}, one
+    host, key and version 13, at most one origin of the forms browsers send
+    (any is allowed but C{null}), no subprotocol, and no extension but the
+    compression offers browsers make (declined, as every offer is). Any
+    other is given to Autobahn to parse.
+
+    @param found: the lower-cased values of the handshake's headers but
+        C{Upgrade} and C{Connection}, by name.
+    @param connection: the lower-cased C{Connection} header, if any.
+    """
+    host, origin = found.get(b"host", ()), found.get(b"origin", ())
+    keys, extensions = (
+        found.get(b"sec-websocket-key", ()),
+        found.get(b"sec-websocket-extensions", ()),
+    )
+    return (
+        len(connection) == 1
+        and b"upgrade" in [token.strip(b" \t") for token in connection[0].split(b",")]
+        and len(host) == 1
+        and _HOST.fullmatch(host[0]) is not None
+        and len(keys) == 1
+        and _KEY.fullmatch(keys[0]) is not None
+        and found.get(b"sec-websocket-version") == [b"13"]
+        and b"sec-websocket-protocol" not in found
+        and (not origin or (len(origin) == 1 and isPlainOrigin(origin[0])))
+        and (not extensions or (len(extensions) == 1 and extensions[0] in _COMPRESSION_OFFERS))
+    )
 
 
 def parseHead(

@@ -62,14 +62,17 @@ class ReceiveResource(JsonResource):
         request.channel.switchProtocols(request, protocol, requestHead(request))
         return HANDLED
 
-    def accept(self, token: str, peer: IAddress | None) -> RelayProtocol:
+    def accept(self, token: str, peer: IAddress | None, key: bytes | None = None) -> RelayProtocol:
         """
-        The protocol for the connection C{token} admits, or the refusal.
+        The protocol for the connection C{token} admits, or the refusal;
+        given the handshake's checked C{key}, it answers the handshake when
+        connected (see L{RelayProtocol.handshakeKey}).
         """
         app, connectionId = self.gatekeeper.admit(token)
         protocol = self.factory.buildProtocol(peer)
         protocol.app = app
         protocol.connectionId = connectionId
+        protocol.handshakeKey = key
         return protocol
 
 

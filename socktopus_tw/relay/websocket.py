@@ -12,14 +12,24 @@ sends faster than its rate is closed.
 
 from __future__ import annotations
 
+from base64 import b64encode
+from collections import deque
+from hashlib import sha1
 from typing import Any
 
+import txaio
+from autobahn.twisted.util import create_transport_details
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.wamp.types import TransportDetails
+from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet import abstract
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socktopus_tw.http.writing import writerFor
@@ -28,6 +38,7 @@ from socktopus_tw.relay.registry import IRegistry, IRelayConnection
 
 log = Logger()
 
+_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 _OPEN = WebSocketProtocol.STATE_OPEN
 _CLOSING = WebSocketProtocol.STATE_CLOSING
 _CLOSED = WebSocketProtocol.STATE_CLOSED
@@ -58,6 +69,9 @@ PROGRESS_INTERVAL = 0.5
 #: send (6 bytes, an empty masked one). It bounds the rate limit's credit
 #: for the time a client was not read.
 _KERNEL_FRAMES = 256 * 1024 // 6
+
+#: RFC 6455 §4.2.2: what a key is hashed with for Sec-WebSocket-Accept.
+_WS_MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 _measurable: dict[type, bool] = {}
 
@@ -177,6 +191,110 @@ class RelayProtocol(WebSocketServerProtocol):
     _messages = False
     # Ended for a reason of ours or the client's close, closing (see _leave).
     _left = False
+    #: The Sec-WebSocket-Key of an opening handshake read and checked before
+    #: the connection was handed here (by the fast path): answered as soon
+    #: as the connection is made instead of parsed again by Autobahn.
+    handshakeKey: bytes | None = None
+
+    # -- Autobahn's connection set-up and end ----------------------------
+    #
+    # Autobahn formats debug lines (qualified names, the reason's traceback,
+    # its whole configuration) on every connect, read and close, whether or
+    # not anything logs them: three quarters of a connect's CPU. These do
+    # what its methods do without them.
+
+    def connectionMade(self) -> None:
+        details = create_transport_details(self.transport, True)
+        details.channel_framing = TransportDetails.CHANNEL_FRAMING_WEBSOCKET
+        self._transport_details = details
+        self.peer = details.peer
+        self._connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not isinstance(reason.value, (ConnectionDone, ConnectionAborted, ConnectionLost)):
+            super().connectionLost(reason)  # TLS errors, which Autobahn logs
+            return
+        WebSocketProtocol._connectionLost(self, reason)
+        self.factory.countConnections -= 1
+
+    def _connectionMade(self) -> None:
+        """
+        Autobahn's set-up of a connection (L{WebSocketProtocol._connectionMade}
+        and the server's), less the debug lines it formats on every connect
+        whether or not anything logs them: its whole configuration through
+        C{pprint}, a quarter of a connect's CPU. Then the handshake the fast
+        path read (L{handshakeKey}) is answered at once; any other waits for
+        Autobahn to parse it. C{tests.relay.test_websocket} holds the state
+        this leaves to Autobahn's own.
+        """
+        factory = self.factory
+        for name in self.CONFIG_ATTRS:
+            if not hasattr(self, name):
+                setattr(self, name, getattr(factory, name))
+        self._perMessageCompress = None
+        self.trackedTimings = None
+        self.setTrackTimings(self.trackTimings)
+        self.trafficStats = TrafficStats()
+        self.state = WebSocketProtocol.STATE_CONNECTING
+        self.send_state = WebSocketProtocol.SEND_STATE_GROUND
+        self.data = b""
+        self.send_queue = deque()
+        self.triggered = False
+        self.utf8validator = Utf8Validator()
+        self.wasMaxFramePayloadSizeExceeded = False
+        self.wasMaxMessagePayloadSizeExceeded = False
+        self.closedByMe = False
+        self.failedByMe = False
+        self.droppedByMe = False
+        self.wasClean = False
+        self.wasNotCleanReason = None
+        self.wasServerConnectionDropTimeout = False
+        self.wasOpenHandshakeTimeout = False
+        self.wasCloseHandshakeTimeout = False
+        self.wasServingFlashSocketPolicyFile = False
+        self.localCloseCode = None
+        self.localCloseReason = None
+        self.remoteCloseCode = None
+        self.remoteCloseReason = None
+        self.openHandshakeTimeoutCall = None
+        self.closeHandshakeTimeoutCall = None
+        self.autoPingTimeoutCall = None
+        self.autoPingPending = None
+        self.autoPingPendingCall = None
+        self.autoPingPendingSeq = 0
+        self.autoPingPendingSent = None
+        factory.countConnections += 1
+        if self.handshakeKey is not None:
+            self._answerHandshake(self.handshakeKey)
+        elif self.openHandshakeTimeout > 0:
+            self.openHandshakeTimeoutCall = factory._batched_timer.call_later(
+                self.openHandshakeTimeout, self.onOpenHandshakeTimeout
+            )
+
+    def _answerHandshake(self, key: bytes) -> None:
+        """
+        Answer a plain RFC 6455 opening handshake with C{key} as Autobahn's
+        C{succeedHandshake} does (same bytes: no subprotocol, no
+        extension), and open.
+        """
+        self.websocket_version = 13
+        self.websocket_protocols = []
+        self.websocket_extensions = []
+        self.websocket_protocol_in_use = None
+        self.websocket_extensions_in_use = []
+        self.sendData(
+            self.factory.switchingProtocols
+            + b64encode(sha1(key + _WS_MAGIC).digest())
+            + b"\r\n\r\n"
+        )
+        self.state = _OPEN
+        self.inside_message = False
+        self.current_frame = None
+        self._onOpen()
+        txaio.resolve(self.is_open, None)
 
     # -- IRelayConnection ------------------------------------------------
 
@@ -314,7 +432,17 @@ class RelayProtocol(WebSocketServerProtocol):
             and not self._mayQueue(len(data))
         ):
             return
-        super().sendData(data, sync, chopsize)
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)
+            return
+        # What Autobahn's does with a plain write, less its debug line.
+        self._write(data)
+        if self.state == _OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif self.state == _CONNECTING:
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+        if self.logOctets:
+            self.logTxOctets(data, False)
 
     # -- IPushProducer, for the transport --------------------------------
 
@@ -590,6 +718,12 @@ class RelayFactory(WebSocketServerFactory):
             the registry's clock.
         """
         super().__init__(server="Socktopus")
+        #: The head of the answer to a handshake L{RelayProtocol} answers
+        #: itself, up to its Sec-WebSocket-Accept value: Autobahn's bytes.
+        self.switchingProtocols = (
+            b"HTTP/1.1 101 Switching Protocols\r\nServer: Socktopus\r\n"
+            b"Upgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+        )
         self.registry = registry
         self.clock = clock if clock is not None else registry.clock
         self.maxClientBuffer = maxClientBuffer

@@ -221,6 +221,31 @@ class DaemonProcessTests(TestCase):
         self.assertEqual((yield process.ended), 0)
 
     @inlineCallbacks
+    def test_defaultLogIsTwistdsLinesWithoutDebug(self):
+        """
+        C{twistd -n socktopus} writes twistd's lines (through the daemon's
+        own observer) but not the debug line of each /send batch, which
+        C{--log-level debug} shows.
+        """
+        for arguments, debug in (((), False), (("--log-level", "debug"), True)):
+            process, port = yield self.startDaemon(
+                "--listen", "tcp:0:interface=127.0.0.1", *arguments
+            )
+            daemon = self.clientFor(port)
+            yield daemon.send([{"recipient": "nobody", "content": "hi"}])
+            process.transport.signalProcess("TERM")
+            self.assertEqual((yield process.ended), 0)
+            self.assertRegex(
+                process.output,
+                rb"\n\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} "
+                rb"\[socktopus_tw\.daemon\.SocktopusService#info\] Socktopus stopping\n",
+            )
+            self.assertIn(
+                b"Sent 1 messages for " + APP.encode() + b" in 1 requests", process.output
+            )
+            self.assertEqual(b"#debug]" in process.output, debug, arguments)
+
+    @inlineCallbacks
     def test_tokenFromCommandIsAccepted(self):
         """
         The token printed by `socktopus token` opens a connection that

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http import HTTPChannel
 
-from socktopus_tw.http.fastpath import MAX_HEAD, FastPathChannel, FastPathSite
+from socktopus_tw.http.fastpath import MAX_HEAD, FastPathChannel, FastPathSite, parseUpgrade
 from socktopus_tw.relay.api import SendResource
 from socktopus_tw.relay.tokens import makeToken
 from socktopus_tw.relay.websocket import RelayProtocol
@@ -512,6 +512,45 @@ def upgrade(token: str, headers: list[bytes] | None = None) -> bytes:
     )
 
 
+#: Headers browsers and libraries add to a handshake (upgrade()'s own aside).
+BROWSER_HEADERS = [
+    [],
+    [b"Origin: http://localhost:3000"],
+    [b"Origin: https://app.example.com", b"Sec-WebSocket-Extensions: permessage-deflate"],
+    [
+        b"Origin: http://127.0.0.1",
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+    ],
+    [b"ORIGIN: HTTPS://APP.EXAMPLE.COM:65535", b"User-Agent: Mozilla/5.0", b"Pragma: no-cache"],
+]
+
+
+def UNPLAIN_HANDSHAKES(token: str) -> list[bytes]:
+    """
+    Upgrades to C{/recieve} with C{token} that the fast path leaves to
+    Autobahn to parse.
+    """
+    plain = upgrade(token)
+    return [
+        upgrade(token, headers=[b"Sec-WebSocket-Protocol: chat"]),
+        upgrade(token, headers=[b"Origin: http://a.example:70000"]),
+        upgrade(token, headers=[b"Origin: ftp://a.example"]),
+        upgrade(token, headers=[b"Origin: null"]),
+        upgrade(token, headers=[b"Origin: http://a.example", b"Origin: http://b.example"]),
+        upgrade(token, headers=[b"Sec-WebSocket-Extensions: x-webkit-deflate-frame"]),
+        upgrade(token, headers=[b"Sec-WebSocket-Extensions: permessage-deflate; nonsense=1"]),
+        upgrade(token, headers=[b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]),
+        upgrade(token, headers=[b"Host: relay.example"]),
+        plain.replace(b"Version: 13", b"Version: 8"),
+        plain.replace(b"Version: 13", b"Version: 12"),
+        plain.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25jZQ"),
+        plain.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25j*Q=="),
+        plain.replace(b"Connection: Upgrade", b"Connection: keep-alive"),
+        plain.replace(b"Host: relay.example", b"Host: relay.example:http"),
+        plain.replace(b"Host: relay.example\r\n", b""),
+    ]
+
+
 #: A masked client text frame "PING" (RFC 6455 §5.3, with a zero mask).
 MASKED_PING = b"\x81\x84\x00\x00\x00\x00PING"
 
@@ -593,6 +632,37 @@ class UpgradeTests(FastPathTestCase):
         webClient.feed(upgrade(token))
         self.assertEqual(fastClient.value(), webClient.value())
         self.assertEqual(fastClient.answers()[0].status, 401)
+
+    def test_browserHandshakesAnsweredFromTheirKey(self) -> None:
+        """
+        The handshakes browsers and WebSocket libraries send (an origin, a
+        compression offer, header names in any case) are answered from the
+        key the fast path read, with the bytes Autobahn answers them with.
+        """
+        for headers in BROWSER_HEADERS:
+            chunk = upgrade(self.token(), headers=headers)
+            parsed = parseUpgrade(chunk[: chunk.index(b"\r\n\r\n")], {b"/recieve": object()})
+            self.assertEqual(parsed[4], b"dGhlIHNhbXBsZSBub25jZQ==", headers)
+            fast, web, fastRelay, _ = self.answerBoth(chunk)
+            self.assertEqual(fast.value(), web.value(), headers)
+            self.assertIsNotNone(fastRelay.registry.connection(APP, "w1"))
+
+    def test_otherHandshakesLeftToAutobahn(self) -> None:
+        """
+        A handshake with anything in it the key alone does not answer
+        (a subprotocol, another version, an odd origin or extension, a
+        malformed or repeated header) is parsed by Autobahn, which answers
+        or refuses it as through twisted.web.
+        """
+        statuses = set()
+        for chunk in UNPLAIN_HANDSHAKES(self.token()):
+            parsed = parseUpgrade(chunk[: chunk.index(b"\r\n\r\n")], {b"/recieve": object()})
+            self.assertIsNotNone(parsed, chunk)
+            self.assertIsNone(parsed[4], chunk)
+            fast, web, _, _ = self.answerBoth(chunk)
+            self.assertEqual(fast.value(), web.value(), chunk)
+            statuses.add(fast.value()[:12])
+        self.assertEqual(statuses, {b"HTTP/1.1 101", b"HTTP/1.1 400"})
 
     def test_otherRequestsHandedOver(self) -> None:
         """

@@ -9,12 +9,19 @@ real daemon, that a client breaking the protocol is closed.
 from __future__ import annotations
 
 import txaio
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerProtocol,
+)
 from autobahn.websocket.compress import PerMessageDeflateOffer
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -470,6 +477,110 @@ class CloseTests(ProtocolTestCase):
         c.flush()
         self.assertEqual(c.client.received, [(b"CLOSE", False)])
         self.successResultOf(d)
+
+
+#: A client's opening handshake, and a masked PING frame (zero mask).
+HANDSHAKE = (
+    b"GET /recieve?token=t HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+MASKED_PING = b"\x81\x84\x00\x00\x00\x00PING"
+
+#: What Autobahn keeps of the handshake it parses, which nothing reads once
+#: the connection is open: a handshake answered from its key has none of it.
+PARSED_ONLY = {
+    "http_request_data",
+    "http_status_line",
+    "http_headers",
+    "http_request_uri",
+    "http_request_path",
+    "http_request_params",
+    "http_request_host",
+    "http_response_data",
+    "websocket_origin",
+    "_wskey",
+}
+
+
+class OpeningTests(ProtocolTestCase):
+    """
+    L{RelayProtocol} sets a connection up as Autobahn does, without the
+    debug formatting, and answers a handshake the fast path read (its
+    C{handshakeKey}) as Autobahn answers it after parsing it.
+    """
+
+    def opened(self, connectionId: str, key: bytes | None) -> tuple[RelayProtocol, StringTransport]:
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol.app, protocol.connectionId = APP, connectionId
+        protocol.handshakeKey = key
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        if key is None:
+            protocol.dataReceived(HANDSHAKE)
+        return protocol, transport
+
+    def assertSameState(self, ours: object, theirs: object, names: set[str]) -> None:
+        for name in sorted(names):
+            mine, autobahns = getattr(ours, name), getattr(theirs, name)
+            self.assertIs(type(mine), type(autobahns), name)
+            if isinstance(mine, (type(None), bool, int, float, str, bytes, list, tuple, dict)):
+                self.assertEqual(mine, autobahns, name)
+
+    def test_setUpAsAutobahns(self) -> None:
+        """
+        A connection made has every attribute Autobahn's own set-up gives
+        it, with the same values (its timer apart, a timer of its own).
+        """
+        ours = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        ours.makeConnection(StringTransport())
+        theirs = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        theirs._connectionMade = lambda: WebSocketServerProtocol._connectionMade(theirs)
+        theirs.transport, theirs.connected = StringTransport(), 1  # as makeConnection does
+        WebSocketServerProtocol.connectionMade(theirs)
+        del theirs._connectionMade
+        self.assertEqual(set(vars(ours)), set(vars(theirs)))
+        self.assertEqual(ours.peer, theirs.peer)
+        self.assertSameState(ours, theirs, set(vars(theirs)) - {"openHandshakeTimeoutCall"})
+        self.assertIsNotNone(ours.openHandshakeTimeoutCall)
+        self.assertEqual(self.factory.countConnections, 2)
+
+    def test_handshakeAnsweredFromItsKeyAsAutobahnAnswersIt(self) -> None:
+        """
+        The same bytes answer the handshake, the connection is open and
+        registered with no handshake timer left, and its frames are read.
+        """
+        ours, ourTransport = self.opened("fast", b"dGhlIHNhbXBsZSBub25jZQ==")
+        theirs, theirTransport = self.opened("parsed", None)
+        self.assertEqual(ourTransport.value(), theirTransport.value())
+        self.assertTrue(ourTransport.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\n"))
+        self.assertEqual(set(vars(theirs)) - set(vars(ours)), PARSED_ONLY)
+        self.assertEqual(set(vars(ours)) - set(vars(theirs)), set())
+        self.assertSameState(ours, theirs, set(vars(ours)) - {"connectionId", "handshakeKey"})
+        self.assertEqual(ours.state, OPEN)
+        self.assertIs(self.registry.connection(APP, "fast"), ours)
+        self.assertIsNone(ours.openHandshakeTimeoutCall)
+        for protocol, transport in ((ours, ourTransport), (theirs, theirTransport)):
+            transport.clear()
+            protocol.dataReceived(MASKED_PING)
+            self.assertEqual(transport.value(), b"\x81\x04PONG")
+
+    def test_lostAsAutobahnLosesIt(self) -> None:
+        """
+        A connection lost, cleanly or not, ends as Autobahn ends it: closed,
+        uncounted, out of the registry with the same reason.
+        """
+        left = []
+        self.patch(self.registry, "unregister", lambda c, reason, **kw: left.append(reason))
+        for reason in (ConnectionDone(), ConnectionLost(), ConnectionAborted()):
+            ours, _ = self.opened("fast", b"dGhlIHNhbXBsZSBub25jZQ==")
+            theirs, _ = self.opened("parsed", None)
+            ours.connectionLost(Failure(reason))
+            WebSocketServerProtocol.connectionLost(theirs, Failure(reason))
+            self.assertSameState(ours, theirs, set(vars(ours)) - {"connectionId", "handshakeKey"})
+            self.assertEqual(ours.state, CLOSED)
+            self.assertEqual(left[-2], left[-1])
+        self.assertEqual(self.factory.countConnections, 0)
 
 
 class ClientFrameTests(RelayApiTestCase):

@@ -165,6 +165,12 @@ class Client(StringTransportWithDisconnection):
         self.disconnecting = True
         super().loseConnection()
 
+    def unregisterProducer(self) -> None:
+        # As a TCP transport: with no producer, nothing to do (Autobahn
+        # unregisters itself when it refuses a handshake).
+        if self.producer is not None:
+            super().unregisterProducer()
+
     def hangUp(self) -> None:
         """
         The client goes away.
