@@ -5,7 +5,8 @@ Log observers: the daemon's default, and those for twistd's C{--logger}.
 C{twistd -n socktopus} with no C{--logger} writes with L{text} (see
 L{defaultObserver}); with C{--logfile} or C{--syslog}, twistd's own observer
 is kept. Lines below C{--log-level} (info unless asked: a debug line is
-logged per C{/send} batch) are not written by these observers.
+logged per C{/send} batch) are not written by these observers, and the
+daemon's own per-request debug lines are not logged at all (L{shows}).
 
 C{twistd -n --logger socktopus_tw.logs.text socktopus} writes the same lines
 as twistd's default, cheaper: common events are formatted without Twisted's
@@ -70,6 +71,14 @@ def setLevel(least: LogLevel) -> None:
     """
     global _hidden
     _hidden = frozenset(LEVELS[: LEVELS.index(least)])
+
+
+def shows(level: LogLevel) -> bool:
+    """
+    Whether lines of C{level} are written: a line per request at debug
+    level is not even made when they are not.
+    """
+    return level not in _hidden
 
 
 def defaultObserver(twistd: Any) -> ILogObserver | None:

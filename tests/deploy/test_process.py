@@ -243,7 +243,8 @@ class DaemonProcessTests(TestCase):
             self.assertIn(
                 b"Sent 1 messages for " + APP.encode() + b" in 1 requests", process.output
             )
-            self.assertEqual(b"#debug]" in process.output, debug, arguments)
+            batch = b"#debug] Sent 0 messages for " + APP.encode() + b", 1 failed\n"
+            self.assertEqual(batch in process.output, debug, arguments)
 
     @inlineCallbacks
     def test_tokenFromCommandIsAccepted(self):
