@@ -113,6 +113,24 @@ class Options(SocktopusOptions):
             self["startup"] = Startup(created=self.created)
 
 
+#: The queue of connections not yet accepted a listening socket asks for
+#: (the kernel caps it at net.core.somaxconn): after a restart every client
+#: reconnects at once, and Twisted's 50 would drop most of their SYNs for a
+#: second or more, past the 5 s their tokens live.
+LISTEN_BACKLOG = 4096
+
+
+def withBacklog(description: str) -> str:
+    """
+    A listening endpoint's description with L{LISTEN_BACKLOG} as its
+    backlog, unless it names one (or its kind takes none).
+    """
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix", "reuseport") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={LISTEN_BACKLOG}"
+
+
 def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusService:
     """
     Compose the daemon from parsed options.
@@ -197,7 +215,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
     if config.get("exitZeroOnTerm"):
         StopOnTerm(reactor).setServiceParent(top)
     for index, description in enumerate(config["listen"]):
-        listener = Listener(description, serverFromString(reactor, description), site)
+        listener = Listener(description, serverFromString(reactor, withBacklog(description)), site)
         # Indexed: the same endpoint twice (tcp:0, say) is two listeners.
         listener.setName(f"listen {index} {description}")
         listener.setServiceParent(top)

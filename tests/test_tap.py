@@ -25,7 +25,7 @@ from socktopus_tw import tap
 from socktopus_tw.daemon import Listener
 from socktopus_tw.db import DatabaseConfig, DatabaseService
 from socktopus_tw.relay.registry import LocalRegistry
-from socktopus_tw.tap import SocktopusOptions, makeService
+from socktopus_tw.tap import SocktopusOptions, makeService, withBacklog
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -758,6 +758,24 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertEqual((registry.idleTimeout, registry.tokenLifespan), (42.0, 7.0))
         self.assertIs(registry.clock, fake)
 
+    def test_listenBacklog(self) -> None:
+        """
+        Listening sockets queue thousands of connections (clients all
+        reconnecting after a restart), unless the endpoint says otherwise.
+        """
+        for description, backlog in [
+            ("tcp:0", 4096),
+            ("tcp:0:interface=127.0.0.1:backlog=10", 10),
+            ("unix:socktopus.sock", 4096),
+        ]:
+            fake = MemoryReactorClock()
+            service = makeService(self.config("--listen", description), fake)
+            service.privilegedStartService()
+            [server] = fake.tcpServers or fake.unixServers
+            self.assertIn(backlog, server, description)
+        self.assertEqual(withBacklog("reuseport:0"), "reuseport:0:backlog=4096")
+        self.assertEqual(withBacklog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")
+
     def test_appsServed(self) -> None:
         """
         The daemon serves the apps found in the environment.
@@ -777,7 +795,7 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
             self.assertTrue(service.running)
             self.assertEqual(len(fake.tcpServers), 1)
             port, factory, backlog, interface = fake.tcpServers[0]
-            self.assertEqual((port, interface), (0, "127.0.0.1"))
+            self.assertEqual((port, interface, backlog), (0, "127.0.0.1", 4096))
         finally:
             d = service.stopService()
         self.successResultOf(d)
