@@ -2,7 +2,8 @@
 """
 Apps and their secrets (SPEC §2): an app exists when the environment holds
 C{<APP>_SOCKTOPUS_SECRET}; with C{<APP>_SOCKTOPUS_WEBHOOK} it has a webhook
-(SPEC §7.2).
+(SPEC §7.2), and with C{<APP>_SOCKTOPUS_USER_TOKENS=1} the accounts service
+hands its signed-in users relay tokens (SPEC §8.4).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from socktopus_tw.errors import InvalidSecret, SecretNotFound
 APP_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 _SUFFIX = "_SOCKTOPUS_SECRET"
 _WEBHOOK = "_SOCKTOPUS_WEBHOOK"
+_USER_TOKENS = "_SOCKTOPUS_USER_TOKENS"
 
 
 class Apps:
@@ -26,29 +28,48 @@ class Apps:
     """
 
     def __init__(
-        self, secrets: Mapping[str, str], webhooks: Mapping[str, str] | None = None
+        self,
+        secrets: Mapping[str, str],
+        webhooks: Mapping[str, str] | None = None,
+        userTokens: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         self._secrets = {name.lower(): secret for name, secret in secrets.items()}
         self._webhooks = {name.lower(): url for name, url in (webhooks or {}).items()}
-        unknown = sorted(set(self._webhooks) - set(self._secrets))
-        if unknown:
-            name = unknown[0].upper()
-            raise ValueError(
-                f"{name}{_WEBHOOK} is set but {name}{_SUFFIX} is not: an app needs a secret"
-            )
+        self._userTokens = {name.lower() for name in userTokens}
+        for suffix, names in ((_WEBHOOK, self._webhooks), (_USER_TOKENS, self._userTokens)):
+            unknown = sorted(set(names) - set(self._secrets))
+            if unknown:
+                name = unknown[0].upper()
+                raise ValueError(
+                    f"{name}{suffix} is set but {name}{_SUFFIX} is not: an app needs a secret"
+                )
 
     @classmethod
     def fromEnvironment(cls, environ: Mapping[str, str]) -> Apps:
         """
         The apps C{environ} configures; L{ValueError} for a webhook of no app.
         """
-        secrets, webhooks = {}, {}
+        secrets, webhooks, userTokens = {}, {}, {}
         for key, value in environ.items():
-            for suffix, found in ((_SUFFIX, secrets), (_WEBHOOK, webhooks)):
+            for suffix, found in (
+                (_SUFFIX, secrets),
+                (_WEBHOOK, webhooks),
+                (_USER_TOKENS, userTokens),
+            ):
                 name = key[: -len(suffix)]
                 if key.endswith(suffix) and value and APP_NAME.fullmatch(name):
                     found[name] = value
-        return cls(secrets, webhooks)
+        for name, value in userTokens.items():
+            if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(f"{name}{_USER_TOKENS} must be 1 or 0, not {value!r}")
+        opted = {n for n, v in userTokens.items() if v.strip().lower() in ("1", "true", "yes")}
+        return cls(secrets, webhooks, opted)
+
+    def givesUserTokens(self, app: str) -> bool:
+        """
+        Whether signed-in users may get relay tokens for C{app} (SPEC §8.4).
+        """
+        return app.lower() in self._userTokens
 
     def webhooks(self) -> dict[str, str]:
         """

@@ -33,6 +33,12 @@ class ApiError(Exception):
     def body(self) -> dict:
         return {"code": self.status, "message": self.message}
 
+    def headers(self) -> dict[bytes, bytes]:
+        """
+        Headers the answer carries besides the body's (C{Retry-After}, say).
+        """
+        return {}
+
 
 class RelayError(ApiError):
     """

@@ -161,6 +161,23 @@ def withoutPassword(text: str) -> str:
     return _URL_PASSWORD.sub(r"\g<head>***", text)
 
 
+def onOff(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError("expected on or off")
+    return value == "on"
+
+
+def days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of days") from None
+    if not 0 < value < 100_000:
+        raise ValueError("expected a number of days greater than 0")
+    return value
+
+
 def logLevel(text: str) -> LogLevel:
     try:
         level = LogLevel.levelWithName(text.strip().lower())
@@ -275,6 +292,18 @@ SETTINGS = [
         str,
         "A Twisted endpoint serving Prometheus /metrics, e.g. tcp:9108:interface=127.0.0.1 "
         "(off without it; keep it private).",
+    ),
+    Setting(
+        "login-throttle",
+        "on",
+        onOff,
+        "on or off: refuse a user name and IP, or an IP, that guesses passwords (429).",
+    ),
+    Setting(
+        "audit-retention",
+        "90",
+        days,
+        "Days the audit log keeps an account's events.",
     ),
     Setting(
         "log-level",

@@ -17,6 +17,7 @@ from twisted.python import usage
 
 import socktopus_tw
 from socktopus_tw.accounts.api import routes as accountsRoutes
+from socktopus_tw.accounts.housekeeping import Housekeeping
 from socktopus_tw.accounts.mail import Mailer
 from socktopus_tw.accounts.passwords import Passwords
 from socktopus_tw.accounts.recaptcha import Recaptcha
@@ -188,7 +189,11 @@ def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusServ
         recaptcha=recaptcha,
         registeredRedirect=config["registered-redirect"],
         metrics=metrics,
+        throttle=config["login-throttle"],
+        apps=apps,
+        auditRetention=config["audit-retention"] * 86400,
     )
+    Housekeeping(accounts, reactor).setServiceParent(top)
 
     totals = SendTotals(reactor)
     totals.setServiceParent(top)

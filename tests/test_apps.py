@@ -96,6 +96,36 @@ class FromEnvironmentTests(SynchronousTestCase):
         self.assertEqual(len(apps), 0)
 
 
+class UserTokensTests(SynchronousTestCase):
+    """
+    C{<APP>_SOCKTOPUS_USER_TOKENS=1} opts an app in to relay tokens for
+    signed-in users (SPEC §8.4).
+    """
+
+    def test_optedIn(self) -> None:
+        apps = Apps.fromEnvironment(
+            {
+                "DEMO_SOCKTOPUS_SECRET": "s",
+                "DEMO_SOCKTOPUS_USER_TOKENS": "1",
+                "OTHER_SOCKTOPUS_SECRET": "t",
+                "OTHER_SOCKTOPUS_USER_TOKENS": "0",
+            }
+        )
+        self.assertEqual(
+            [apps.givesUserTokens(name) for name in ("demo", "DEMO", "other", "none")],
+            [True, True, False, False],
+        )
+
+    def test_mistakes(self) -> None:
+        for environ, words in [
+            ({"DEMO_SOCKTOPUS_USER_TOKENS": "1"}, "DEMO_SOCKTOPUS_SECRET is not"),
+            ({"DEMO_SOCKTOPUS_SECRET": "s", "DEMO_SOCKTOPUS_USER_TOKENS": "maybe"}, "1 or 0"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                Apps.fromEnvironment(environ)
+            self.assertIn(words, str(caught.exception))
+
+
 class SecretForTests(SynchronousTestCase):
     """
     L{Apps.secretFor} and L{Apps.authenticate}.

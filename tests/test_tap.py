@@ -56,6 +56,8 @@ ACCOUNTS_DEFAULTS: dict[str, Any] = {
     "bcrypt-rounds": 12,
     "redis": None,
     "metrics-listen": None,
+    "login-throttle": True,
+    "audit-retention": 90.0,
     "log-level": LogLevel.info,
 }
 DEFAULTS.update(ACCOUNTS_DEFAULTS)

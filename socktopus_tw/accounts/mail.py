@@ -57,7 +57,7 @@ def parseSmtpUrl(url: str) -> SmtpServer:
 
 class Mailer:
     """
-    Sends the registration link. C{timeout} bounds a mail server that
+    Sends registration and password reset links. C{timeout} bounds a mail server that
     accepts the connection and then says nothing.
     """
 
@@ -68,27 +68,50 @@ class Mailer:
         self.sender = sender
         self.reactor = reactor
 
-    def message(self, to: str, userName: str, link: str) -> bytes:
+    def message(
+        self,
+        to: str,
+        userName: str,
+        link: str,
+        subject: str = "Confirm your registration",
+        purpose: str = "complete your registration",
+        otherwise: str = "If you did not register, ignore this mail.",
+    ) -> bytes:
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = to
-        mail["Subject"] = "Confirm your registration"
+        mail["Subject"] = subject
         mail["Date"] = formatdate(self.reactor.seconds(), usegmt=True)
         mail["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
         mail.set_content(
-            f"Hello {userName},\n\n"
-            f"Open this link to complete your registration:\n\n{link}\n\n"
-            "If you did not register, ignore this mail.\n"
+            f"Hello {userName},\n\nOpen this link to {purpose}:\n\n{link}\n\n{otherwise}\n"
         )
         return mail.as_bytes()
 
     async def sendRegistration(self, to: str, userName: str, link: str) -> None:
+        await self._send(to, self.message(to, userName, link))
+
+    async def sendReset(self, to: str, userName: str, link: str) -> None:
+        """
+        Mail a password reset link (SPEC §8.2).
+        """
+        message = self.message(
+            to,
+            userName,
+            link,
+            subject="Reset your password",
+            purpose="choose a new password (within the hour, once)",
+            otherwise="If you did not ask for this, ignore this mail: your password is unchanged.",
+        )
+        await self._send(to, message)
+
+    async def _send(self, to: str, message: bytes) -> None:
         server = self.server
         d: Deferred[Any] = sendmail(
             server.host,
             self.sender,
             [to],
-            self.message(to, userName, link),
+            message,
             port=server.port,
             reactor=self.reactor,
             username=server.username,

@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
@@ -28,6 +28,9 @@ SHORT_LIFE = 30 * 60
 LONG_LIFE = 7 * 24 * 60 * 60
 #: A sliding expiry is written back once it has moved this many seconds.
 WRITE_BACK_AFTER = 60
+
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -176,16 +179,17 @@ class Sessions:
         """
         await self.revoke(userId, self.database.run(store.endSession, userId))
 
-    async def revoke(self, userId: int, change: Awaitable[Any]) -> None:
+    async def revoke(self, userId: int, change: Awaitable[T]) -> T:
         """
         Drop the user's cached session around C{change}, the database write
-        that ends it. Dropped before, so it stops working at once; and after,
-        because with several database connections a read that began before
-        the write committed may have cached the old row meanwhile.
+        that ends it, and return its result. Dropped before, so it stops
+        working at once; and after, because with several database
+        connections a read that began before the write committed may have
+        cached the old row meanwhile.
         """
         self.forget(userId)
         try:
-            await change
+            return await change
         finally:
             self.forget(userId)
 

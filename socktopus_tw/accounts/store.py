@@ -7,6 +7,7 @@ transaction by L{socktopus_tw.db.Database.run}. Placeholders are C{?}.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,17 @@ def addUser(
 
 
 def removeUser(cursor: Any, userId: int) -> None:
-    cursor.execute("DELETE FROM sessions WHERE user_id = ?", (userId,))
+    for table in ("sessions", "password_resets", "account_events"):
+        cursor.execute(f"DELETE FROM {table} WHERE user_id = ?", (userId,))
     cursor.execute("DELETE FROM users WHERE id = ?", (userId,))
+
+
+def usersWithEmail(cursor: Any, email: str) -> list[int]:
+    """
+    The ids of the users registered with C{email}, in any case.
+    """
+    cursor.execute("SELECT id FROM users WHERE LOWER(email) = ? ORDER BY id", (email.lower(),))
+    return [int(row[0]) for row in cursor.fetchall()]
 
 
 def completeRegistration(cursor: Any, userId: int, code: str) -> bool:
@@ -199,3 +209,144 @@ def forgetHeaders(cursor: Any, before: int) -> None:
     bound.
     """
     cursor.execute("DELETE FROM seen_headers WHERE time_sent < ?", (before,))
+
+
+# -- failed logins (SPEC 8.1) ----------------------------------------------
+
+
+def loginBlockedUntil(cursor: Any, nameKey: str, ip: str) -> int:
+    """
+    Until when (Unix milliseconds) logins of C{nameKey} from C{ip} are
+    refused: the later of the pair's block and the IP's (C{0}: none).
+    """
+    cursor.execute(
+        "SELECT MAX(blocked_until) FROM login_failures WHERE ip = ? AND name_key IN (?, '')",
+        (ip, nameKey),
+    )
+    row = cursor.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+def countLoginFailure(
+    cursor: Any, nameKey: str, ip: str, now: int, window: int, wait: Callable[[int], int]
+) -> tuple[int, int]:
+    """
+    Count a failed login of C{nameKey} from C{ip} (C{''}: of the IP alone):
+    one more in a row if the last was within C{window} milliseconds, else
+    the first. Return the failures in a row and the block they earn (until
+    C{now + wait(failures)}, or C{0} when C{wait} is C{0}).
+
+    Two daemons counting the first failure of a pair at once: one insert
+    raises the driver's IntegrityError, and the caller counts again.
+    """
+    cursor.execute(
+        "SELECT failures, last_failure FROM login_failures WHERE name_key = ? AND ip = ?",
+        (nameKey, ip),
+    )
+    row = cursor.fetchone()
+    failures = int(row[0]) + 1 if row is not None and now - int(row[1]) <= window else 1
+    pause = wait(failures)
+    blockedUntil = now + pause if pause > 0 else 0
+    if row is None:
+        cursor.execute(
+            "INSERT INTO login_failures (name_key, ip, failures, last_failure, blocked_until)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (nameKey, ip, failures, now, blockedUntil),
+        )
+    else:
+        cursor.execute(
+            "UPDATE login_failures SET failures = ?, last_failure = ?, blocked_until = ?"
+            " WHERE name_key = ? AND ip = ?",
+            (failures, now, blockedUntil, nameKey, ip),
+        )
+    return failures, blockedUntil
+
+
+def clearLoginFailures(cursor: Any, nameKey: str, ip: str) -> None:
+    cursor.execute("DELETE FROM login_failures WHERE name_key = ? AND ip = ?", (nameKey, ip))
+
+
+def forgetLoginFailures(cursor: Any, before: int, now: int) -> None:
+    """
+    Drop the counts whose last failure is before C{before} and whose block
+    is over: the next failure would start them again anyway.
+    """
+    cursor.execute(
+        "DELETE FROM login_failures WHERE last_failure < ? AND blocked_until < ?", (before, now)
+    )
+
+
+# -- password reset (SPEC 8.2) ---------------------------------------------
+
+
+def saveResetCode(cursor: Any, userId: int, codeHash: str, expiresAt: int) -> None:
+    """
+    Make C{codeHash} the user's one reset code: an older one is void.
+    """
+    cursor.execute("DELETE FROM password_resets WHERE user_id = ?", (userId,))
+    cursor.execute(
+        "INSERT INTO password_resets (user_id, code_hash, expires_at) VALUES (?, ?, ?)",
+        (userId, codeHash, expiresAt),
+    )
+
+
+def resetCodeValid(cursor: Any, userId: int, codeHash: str, now: int) -> bool:
+    """
+    Whether C{codeHash} is the user's live reset code.
+    """
+    cursor.execute("SELECT code_hash, expires_at FROM password_resets WHERE user_id = ?", (userId,))
+    row = cursor.fetchone()
+    return (
+        row is not None
+        and int(row[1]) > now
+        and hmac.compare_digest(row[0].encode("ascii"), codeHash.encode("ascii"))
+    )
+
+
+def resetPassword(cursor: Any, userId: int, codeHash: str, now: int, passwordHash: bytes) -> bool:
+    """
+    Use up the reset code and set the password, ending every session; or
+    nothing and C{False}, when the code is no longer the user's live one.
+    """
+    if not resetCodeValid(cursor, userId, codeHash, now):
+        return False
+    cursor.execute("DELETE FROM password_resets WHERE user_id = ?", (userId,))
+    setPassword(cursor, userId, passwordHash)
+    return True
+
+
+# -- the audit log (SPEC 8.3) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    #: Unix milliseconds
+    time: int
+    ip: str
+
+
+def addEvent(cursor: Any, userId: int, kind: str, now: int, ip: str) -> None:
+    cursor.execute(
+        "INSERT INTO account_events (user_id, type, time, ip) VALUES (?, ?, ?, ?)",
+        (userId, kind, now, ip),
+    )
+
+
+def eventsOf(cursor: Any, userId: int, limit: int) -> list[Event]:
+    """
+    The user's C{limit} latest events, newest first.
+    """
+    cursor.execute(
+        "SELECT type, time, ip FROM account_events WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+        (userId, limit),
+    )
+    return [Event(kind, int(time), ip) for kind, time, ip in cursor.fetchall()]
+
+
+def forgetEvents(cursor: Any, before: int) -> int:
+    """
+    Drop the events older than C{before} (Unix milliseconds); how many.
+    """
+    cursor.execute("DELETE FROM account_events WHERE time < ?", (before,))
+    return int(cursor.rowcount)

@@ -145,6 +145,8 @@ def writeError(request: Request, error: ApiError) -> None:
     """
     if isinstance(error, MethodNotAllowed):
         request.setHeader(b"allow", b", ".join(error.allowed))
+    for name, value in error.headers().items():
+        request.setHeader(name, value)
     writeJson(request, error.status, error.body())
 
 

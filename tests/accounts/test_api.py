@@ -508,7 +508,7 @@ class FakeAccounts:
     def __init__(self):
         self.pending = Deferred()
 
-    def completeRegistration(self, userId, code):
+    def completeRegistration(self, userId, code, ip=None):
         return self.pending
 
 

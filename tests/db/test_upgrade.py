@@ -48,13 +48,46 @@ class UpgradeFromVersionOneTestsMixin:
         userId = await database.run(store.addUser, "old", "old@example.com", HASH, None, CREATED_AT)
         await database.run(store.saveSession, userId, SECRET, CREATED_AT + 1800, True)
         self.patch(schema, "schemaVersions", shipped)
-        self.assertEqual(migrate(config), (1, 2))
-        self.assertEqual(migrate(config), (2, 2))
+        self.assertEqual(migrate(config), (1, 3))
+        self.assertEqual(migrate(config), (3, 3))
         self.assertEqual((await database.run(store.userNamed, "OLD")).id, userId)
         self.assertEqual((await database.run(store.sessionOf, userId)).secret, SECRET)
         await database.run(store.acceptHeaders, CREATED_AT, userId, b"\x01" * 32)
         with self.assertRaises(Conflict):
             await database.run(store.acceptHeaders, CREATED_AT, userId, b"\x01" * 32)
+        # Version 3's tables: failed logins, reset codes, the audit log.
+        now = CREATED_AT * 1000
+        await database.run(store.countLoginFailure, "old", "192.0.2.1", now, 900_000, lambda n: 0)
+        await database.run(store.saveResetCode, userId, "ab" * 32, now + 3_600_000)
+        self.assertTrue(await database.run(store.resetCodeValid, userId, "ab" * 32, now))
+        await database.run(store.addEvent, userId, "login", now, "192.0.2.1")
+        [event] = await database.run(store.eventsOf, userId, 10)
+        self.assertEqual((event.type, event.ip), ("login", "192.0.2.1"))
+
+    async def test_versionTwoDatabaseIsUpgradedKeepingItsData(self):
+        """
+        A database made by the previous release (version 2) gains version
+        3's tables and keeps its users, sessions and replay guard.
+        """
+        config = parseDatabaseUrl(self.databaseUrl())
+        shipped = schema.schemaVersions
+        self.patch(schema, "schemaVersions", lambda c: shipped(c)[:2])
+        self.assertEqual(migrate(config), (0, 2))
+        pool = openPool(config, reactor)
+        pool.start()
+        self.addCleanup(pool.close)
+        database = Database(pool, config)
+        userId = await database.run(store.addUser, "old", "old@example.com", HASH, None, CREATED_AT)
+        await database.run(store.saveSession, userId, SECRET, CREATED_AT + 1800, True)
+        await database.run(store.acceptHeaders, CREATED_AT, userId, b"\x01" * 32)
+        self.patch(schema, "schemaVersions", shipped)
+        self.assertEqual(migrate(config), (2, 3))
+        self.assertEqual((await database.run(store.userNamed, "OLD")).id, userId)
+        self.assertEqual((await database.run(store.sessionOf, userId)).secret, SECRET)
+        with self.assertRaises(Conflict):
+            await database.run(store.acceptHeaders, CREATED_AT, userId, b"\x01" * 32)
+        await database.run(store.addEvent, userId, "login", CREATED_AT * 1000, "")
+        self.assertEqual(len(await database.run(store.eventsOf, userId, 10)), 1)
 
 
 class SQLiteUpgradeTests(SQLiteDatabase, UpgradeFromVersionOneTestsMixin, TestCase):
