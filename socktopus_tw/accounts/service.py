@@ -317,17 +317,14 @@ class Accounts:
         """
         if self.mailer is None:
             raise Unavailable()
+        # One query either way; the rest (a code stored, a mail) after the answer.
         if name is not None:
             user = await self._db(store.userNamed, name) if checkNameQuietly(name) else None
-            users = [user] if user is not None else []
+            userIds = [user.id] if user is not None else []
         else:
-            users = []
-            for userId in await self._db(store.usersWithEmail, email or ""):
-                user = await self._db(store.userWithId, userId)
-                if user is not None:
-                    users.append(user)
-        for user in users:
-            self._background(self._mailReset(user, ip), "mail a reset link to user", user.id)
+            userIds = await self._db(store.usersWithEmail, email or "")
+        for userId in userIds:
+            self._background(self._mailReset(userId, ip), "mail a reset link to user", userId)
 
     def _background(self, work: Awaitable[None], what: str, userId: int) -> None:
         async def logged() -> None:
@@ -338,8 +335,11 @@ class Accounts:
 
         ensureDeferred(logged())
 
-    async def _mailReset(self, user: store.User, ip: str | None) -> None:
+    async def _mailReset(self, userId: int, ip: str | None) -> None:
         assert self.mailer is not None
+        user = await self._db(store.userWithId, userId)
+        if user is None:
+            return
         code = secrets.token_hex(32)
         await self._db(store.saveResetCode, user.id, _hashCode(code), self._now() + RESET_LIFE)
         await self._record(user.id, "resetRequested", ip)
