@@ -563,3 +563,33 @@ class HousekeepingTests(SynchronousTestCase):
         self.successResultOf(stopped)
         clock.advance(7200)
         self.assertEqual(len(sweeps), 2)
+
+
+class HostileInputTests(TestCase):
+    """
+    The new endpoints refuse malformed, oversized and hostile input with a
+    clear error in the accounts' shape.
+    """
+
+    @inlineCallbacks
+    def test_relayTokenAndEventsRefusals(self):
+        daemon = Daemon(
+            self, "--bcrypt-rounds", "4", environ={f"{APP.upper()}_SOCKTOPUS_USER_TOKENS": "1"}
+        )
+        userId, secret = yield registerAndLogin(daemon, "alice")
+        for n, body in enumerate(
+            [b"not json", [APP], {"App": 5}, {"App": None}, {"App": "x" * 100_000}, {}]
+        ):
+            headers = signedHeaders(userId, secret, "/relayToken", now=time.time() - n)
+            status, answer, _ = yield daemon.post("/relayToken", body, headers=headers)
+            self.assertIn(status, (400, 404), body)
+            self.assertEqual(list(answer), ["Error"], body)
+        path = f"/users/{userId}/events?limit=1&limit=2000"
+        status, answer, _ = yield daemon.request(
+            "GET", path, headers=signedHeaders(userId, secret, path)
+        )
+        self.assertEqual(status, 200)
+        status, answer, _ = yield daemon.post(f"/users/{userId}/events", {})
+        self.assertEqual(status, 405)
+        status, answer, _ = yield daemon.request("GET", "/users/abc/reset?code=x")
+        self.assertEqual(status, 404)
