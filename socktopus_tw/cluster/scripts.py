@@ -13,6 +13,11 @@ Keys, all under C{socktopus:}:
     directory entries can be found and removed.
   - C{nodes}: a sorted set, node -> time of its last heartbeat (ms).
   - C{nc:NODE}: a node's client counts per app (JSON), expiring with it.
+  - C{t:NODE}: a set of generations of a node's connections that another
+    node took (claimed their ids while this node was live), and whose
+    C{disconnect} that node posted: this node posts nothing for them.
+    It expires L{TAKEN_MS} after the last one was added, in case this
+    node never comes back to read it.
   - C{denied}: a sorted set, C{"APP\\0ID"} -> kick time (ms), trimmed to the
     token lifespan.
   - C{n:NODE}: the pub/sub channel of a node; C{all}: of every node.
@@ -31,6 +36,12 @@ import hashlib
 from dataclasses import dataclass
 
 PREFIX = "socktopus:"
+
+#: Milliseconds a node's C{t:NODE} set outlives its last member: long enough
+#: for a node cut off from Redis to come back and read it (a member is
+#: removed as soon as its node has), short enough that a dead node's does
+#: not stay.
+TAKEN_MS = 24 * 3600 * 1000
 
 _COMMON = """
 local P = 'socktopus:'
@@ -84,38 +95,61 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-#: ARGV: me, then (op, generation, app, id) quads, in the order they
-#: happened on this node: op "r" claims the id for this node and tells the
-#: node that held it (another one) to close its connection; op "u" forgets
-#: the entry if it is still this connection's. One script for every
-#: connect and disconnect of a reactor turn: a reconnect storm is a few
-#: commands, not one per client.
+#: ARGV: me, liveness (ms), then (op, generation, app, id) quads, in the
+#: order they happened on this node: op "r" claims the id for this node and
+#: tells the node that held it (another one) to close its connection; op
+#: "u" forgets the entry if it is still this connection's. One script for
+#: every connect and disconnect of a reactor turn: a reconnect storm is a
+#: few commands, not one per client.
+#:
+#: Returns the positions (1 for the first quad) of the changes that move a
+#: C{disconnect} between nodes (SPEC §7.2: events of one id in order): an
+#: "r" that took the id from a I{live} other node's connection, whose
+#: C{disconnect} this node now posts before its own C{connect} (recorded in
+#: that node's C{t:NODE}, and said in the message telling it); a "u" of a
+#: connection another node took that way, whose C{disconnect} is posted
+#: already. A dead node's connections are nobody's to post, as when they
+#: are not replaced: they went with it.
 CHANGES = Script(
     "changes",
     _COMMON
+    + f"local TAKEN_MS = {TAKEN_MS}\n"
     + """
-local me = ARGV[1]
-for i = 2, #ARGV, 4 do
+local me, since = ARGV[1], now() - tonumber(ARGV[2])
+local moved = {}
+local position = 0
+for i = 3, #ARGV, 4 do
   local op, gen, app, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local dir = P .. 'c:' .. app
+  local dir, member = P .. 'c:' .. app, app .. '\\0' .. id
+  position = position + 1
   if op == 'r' then
     local previous = redis.call('HGET', dir, id)
     redis.call('HSET', dir, id, me .. ' ' .. gen)
-    redis.call('SADD', P .. 'm:' .. me, app .. '\\0' .. id)
+    redis.call('SADD', P .. 'm:' .. me, member)
     if previous then
       local node = owner(previous)
       if node ~= me then
-        redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
+        local old = generation(previous)
+        redis.call('SREM', P .. 'm:' .. node, member)
+        local posted = isLive(node, since)
+        if posted then
+          local taken = P .. 't:' .. node
+          redis.call('SADD', taken, old)
+          redis.call('PEXPIRE', taken, TAKEN_MS)
+          moved[#moved + 1] = position
+        end
         redis.call('PUBLISH', P .. 'n:' .. node,
-          cjson.encode({t = 'e', a = app, i = id, g = generation(previous)}))
+          cjson.encode({t = 'e', a = app, i = id, g = old, p = posted}))
       end
     end
+  elseif redis.call('SREM', P .. 't:' .. me, gen) == 1 then
+    moved[#moved + 1] = position
   elseif redis.call('HGET', dir, id) == me .. ' ' .. gen then
     redis.call('HDEL', dir, id)
-    redis.call('SREM', P .. 'm:' .. me, app .. '\\0' .. id)
+    redis.call('SREM', P .. 'm:' .. me, member)
   end
 end
-return 1
+return moved
 """,
 )
 
@@ -124,7 +158,14 @@ return 1
 #: old entries (connections that closed while Redis was away); then claim
 #: each id unless a live other node holds a connection made later (during
 #: the outage), telling a node that holds an older one to close it, as a
-#: connect does; return the generations lost to newer connections.
+#: connect does; return the generations lost to newer connections, and
+#: those another node took while this one could not hear it (in C{t:NODE}:
+#: their C{disconnect} is posted, so they must not live on).
+#:
+#: Unlike a connect's claim, a restore posts no C{disconnect} for the
+#: connection it takes: both connects are long posted (they were made while
+#: the two nodes could not tell), so nothing is ordered by moving it, and
+#: the closed connection's own node posts it after its other events.
 RESTORE = Script(
     "restore",
     _COMMON
@@ -142,7 +183,8 @@ for i = 4, #ARGV, 3 do
   local previous = redis.call('HGET', dir, id)
   local node = previous and owner(previous)
   local other = previous and node ~= me and isLive(node, since)
-  if other and connectedAt(generation(previous)) >= connectedAt(gen) then
+  if redis.call('SISMEMBER', P .. 't:' .. me, gen) == 1
+    or (other and connectedAt(generation(previous)) >= connectedAt(gen)) then
     lost[#lost + 1] = gen
   else
     redis.call('HSET', dir, id, me .. ' ' .. gen)
@@ -151,7 +193,7 @@ for i = 4, #ARGV, 3 do
       redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
       if other then
         redis.call('PUBLISH', P .. 'n:' .. node,
-          cjson.encode({t = 'e', a = app, i = id, g = generation(previous)}))
+          cjson.encode({t = 'e', a = app, i = id, g = generation(previous), p = false}))
       end
     end
   end
@@ -290,9 +332,9 @@ return {wasLive and 1 or 0, liveNodes, liveCounts}
 """,
 )
 
-#: ARGV: me, liveness (ms), app, then ids (none: every id of the app).
-#: Which ids are connected on a live other node (this node's own registry
-#: knows its connections better: one closing is gone there already).
+#: ARGV: me, liveness (ms), app, then ids. Which of the ids are connected
+#: on a live other node (this node's own registry knows its connections
+#: better: one closing is gone there already).
 PRESENCE = Script(
     "presence",
     _COMMON
@@ -300,20 +342,36 @@ PRESENCE = Script(
 local me, since = ARGV[1], now() - tonumber(ARGV[2])
 local dir = P .. 'c:' .. ARGV[3]
 local connected = {}
-if #ARGV == 3 then
-  local all = redis.call('HGETALL', dir)
-  for i = 1, #all, 2 do
-    local node = owner(all[i + 1])
-    if node ~= me and isLive(node, since) then connected[#connected + 1] = all[i] end
-  end
-else
-  for i = 4, #ARGV do
-    local entry = redis.call('HGET', dir, ARGV[i])
-    local node = entry and owner(entry)
-    if node and node ~= me and isLive(node, since) then connected[#connected + 1] = ARGV[i] end
-  end
+for i = 4, #ARGV do
+  local entry = redis.call('HGET', dir, ARGV[i])
+  local node = entry and owner(entry)
+  if node and node ~= me and isLive(node, since) then connected[#connected + 1] = ARGV[i] end
 end
 return connected
+""",
+)
+
+#: ARGV: me, liveness (ms), app, cursor, count. One page of an app's whole
+#: directory (C{HSCAN}, about C{count} entries from C{cursor}, "0" for the
+#: first): the next cursor ("0" after the last page), then the ids on that
+#: page connected on a live other node. An app of 100,000 ids is read a
+#: page per round trip, so neither Redis nor the node handling the answer
+#: is held by all of it at once; an id may come twice (the scan's own
+#: repeats), and one that moves between nodes during the scan may be
+#: missed, as it is in the middle of reconnecting.
+PRESENCE_PAGE = Script(
+    "presence-page",
+    _COMMON
+    + """
+local me, since = ARGV[1], now() - tonumber(ARGV[2])
+local page = redis.call('HSCAN', P .. 'c:' .. ARGV[3], ARGV[4], 'COUNT', tonumber(ARGV[5]))
+local found = {page[1]}
+local entries = page[2]
+for i = 1, #entries, 2 do
+  local node = owner(entries[i + 1])
+  if node ~= me and isLive(node, since) then found[#found + 1] = entries[i] end
+end
+return found
 """,
 )
 
@@ -324,10 +382,21 @@ LEAVE = Script(
     + """
 local me = ARGV[1]
 forget(me, redis.call('SMEMBERS', P .. 'm:' .. me))
-redis.call('DEL', P .. 'm:' .. me, P .. 'nc:' .. me)
+redis.call('DEL', P .. 'm:' .. me, P .. 'nc:' .. me, P .. 't:' .. me)
 redis.call('ZREM', P .. 'nodes', me)
 return 1
 """,
 )
 
-SCRIPTS = [CHANGES, REMEMBER, RESTORE, DELIVER, KICK, DENIED, HEARTBEAT, PRESENCE, LEAVE]
+SCRIPTS = [
+    CHANGES,
+    REMEMBER,
+    RESTORE,
+    DELIVER,
+    KICK,
+    DENIED,
+    HEARTBEAT,
+    PRESENCE,
+    PRESENCE_PAGE,
+    LEAVE,
+]

@@ -15,6 +15,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
+from socktopus_tw.cluster import registry as clusterRegistry
+from socktopus_tw.cluster.scripts import PRESENCE_PAGE
 from tests.cluster.test_events import WebhookClusterMixin
 from tests.cluster.test_registry import ClusterTestsMixin
 from tests.relay.test_e2e import StalledReader
@@ -80,8 +82,6 @@ class ClusterReplacedOrderTests(WebhookClusterMixin, TestCase):
     gone while it is connected.
     """
 
-    todo = "across nodes the old connection's node posts its disconnect after the new one's connect"
-
     @inlineCallbacks
     def test_replacedOnAnotherNodeDisconnectArrivesBeforeTheNewConnect(self):
         a, b = self.startCluster()
@@ -102,6 +102,42 @@ class ClusterReplacedOrderTests(WebhookClusterMixin, TestCase):
         )
 
 
+class ClusterPresencePagesTests(ClusterTestsMixin, TestCase):
+    """
+    A whole app's presence reads the directory a page per round trip and
+    merges the pages into one answer: every id once, wherever it is.
+    """
+
+    @inlineCallbacks
+    def test_pagesMergeIntoEveryIdOnce(self):
+        a, b = self.startCluster(2)
+        self.patch(clusterRegistry, "PRESENCE_PAGE_SIZE", 50)
+        # Over Redis' 512 entries that a hash keeps in one piece (and scans
+        # in one go).
+        onB = [FakeConnection(b.registry, APP, f"b-{n}", closesAtOnce=True) for n in range(1000)]
+        onA = [FakeConnection(a.registry, APP, f"a-{n}", closesAtOnce=True) for n in range(5)]
+        for fake in onB + onA:
+            fake.registry.register(fake)
+        self.addCleanup(lambda: [fake.registry.unregister(fake) for fake in onB + onA])
+        yield self.settled(a, b)
+        pages = []
+        run = a.registry.link.run
+
+        def counting(script, *args):
+            if script is PRESENCE_PAGE:
+                pages.append(args[3])
+            return run(script, *args)
+
+        self.patch(a.registry.link, "run", counting)
+        everyone = sorted(f.connectionId for f in onB + onA)
+        for node in (a, b):
+            code, body, _ = yield presence(node)
+            self.assertEqual(body["count"], 1005)
+            self.assertEqual(sorted(body["connected"]), everyone)
+        self.assertGreater(len(pages), 1000 // 50 // 2, "the directory was not read in pages")
+        self.assertEqual(pages[0], b"0")
+
+
 class ClusterPresenceHoldTests(ClusterTestsMixin, TestCase):
     """
     C{/presence} of a whole app of 100,000 clients in a cluster holds the
@@ -110,8 +146,6 @@ class ClusterPresenceHoldTests(ClusterTestsMixin, TestCase):
     """
 
     timeout = 120
-
-    todo = "a whole-app presence in a cluster is read from Redis and merged in one reactor turn"
 
     @inlineCallbacks
     def test_wholeAppOfHundredThousandOnAnotherNode(self):
