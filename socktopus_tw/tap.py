@@ -121,15 +121,44 @@ class Options(SocktopusOptions):
 LISTEN_BACKLOG = 4096
 
 
+#: Where each kind of listening endpoint takes its backlog as a positional
+#: argument (counting the port or path as the first), as Twisted parses them.
+_BACKLOG_POSITION = {"tcp": 3, "tcp6": 2, "ssl": 6, "unix": 3, "reuseport": 2}
+
+
 def withBacklog(description: str) -> str:
     """
     A listening endpoint's description with L{LISTEN_BACKLOG} as its
-    backlog, unless it names one (or its kind takes none).
+    backlog, unless it gives one (by name or position) or its kind takes
+    none.
     """
-    kind = description.split(":", 1)[0]
-    if kind not in ("tcp", "tcp6", "ssl", "unix", "reuseport") or "backlog=" in description:
+    kind, positional, named = _endpointArguments(description)
+    position = _BACKLOG_POSITION.get(kind.lower())
+    if position is None or "backlog" in named or len(positional) >= position:
         return description
     return f"{description}:backlog={LISTEN_BACKLOG}"
+
+
+def _endpointArguments(description: str) -> tuple[str, list[str], set[str]]:
+    """
+    An endpoint description's kind, positional arguments and argument
+    names, split at the colons that are not escaped with a backslash.
+    """
+    fields, field, escaped = [], "", False
+    for character in description:
+        if escaped:
+            field, escaped = field + character, False
+        elif character == "\\":
+            escaped = True
+        elif character == ":":
+            fields.append(field)
+            field = ""
+        else:
+            field += character
+    fields.append(field)
+    kind, arguments = fields[0], fields[1:]
+    named = {argument.split("=", 1)[0] for argument in arguments if "=" in argument}
+    return kind, [argument for argument in arguments if "=" not in argument], named
 
 
 def makeService(config: Mapping[str, Any], reactor: Any = None) -> SocktopusService:

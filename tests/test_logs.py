@@ -293,12 +293,23 @@ class DefaultObserverTests(SynchronousTestCase):
         for twistd in ({"nodaemon": True}, {"nodaemon": True, "logfile": "-"}):
             self.assertIs(type(logs.defaultObserver(twistd)), BatchingTextObserver, twistd)
 
-    def test_twistdsChoiceStands(self):
+    def test_twistdsOwnAtTheLevel(self):
+        """
+        With a log file (or without -n), twistd's own observer writes,
+        leaving out the lines below --log-level.
+        """
+        self.addCleanup(logs.setLevel, LogLevel.info)
         for twistd in (
-            None,
-            {"nodaemon": False},
-            {"nodaemon": True, "logger": "socktopus_tw.logs.json"},
-            {"nodaemon": True, "syslog": True},
-            {"nodaemon": True, "logfile": "socktopus.log"},
+            {"nodaemon": True, "logfile": self.mktemp()},
+            {"nodaemon": False, "logfile": self.mktemp()},
         ):
+            observer = logs.defaultObserver(twistd)
+            for level in (LogLevel.debug, LogLevel.info):
+                observer(event("a line at {level}", level=level.name, log_level=level))
+            with open(twistd["logfile"]) as written:
+                lines = written.read().splitlines()
+            self.assertEqual([line.rsplit(" ", 1)[1] for line in lines], ["info"], twistd)
+
+    def test_aLoggerChoiceStands(self):
+        for twistd in (None, {"nodaemon": True, "logger": "socktopus_tw.logs.json"}):
             self.assertIsNone(logs.defaultObserver(twistd), twistd)

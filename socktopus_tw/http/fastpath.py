@@ -99,6 +99,9 @@ _HANDSHAKE = re.compile(
 _KEY = re.compile(rb"[a-z0-9+/]{22}==")
 _HOST = re.compile(rb"[a-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 _ORIGIN = re.compile(rb"https?://[a-z0-9.\-]+(?::([0-9]{1,5}))?")
+#: A control character in a header line, which Autobahn's parser refuses
+#: (RFC 9110 §5.5): such a handshake is left to it.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _COMPRESSION_OFFERS = {b"permessage-deflate", b"permessage-deflate; client_max_window_bits"}
 
 
@@ -478,7 +481,7 @@ def parseUpgrade(
     if not found.keys() <= _HANDSHAKE_HEADERS:
         return None  # a body, or HTTP this path does not implement
     close = bool(connection) and b"close" in connection[0].split(b" ")
-    if not isPlainHandshake(found, connection):
+    if not isPlainHandshake(found, connection) or _CONTROL.search(lines) is not None:
         key = None
     return endpoint, match[2], close, head, key
 

@@ -278,7 +278,9 @@ class RelayProtocol(WebSocketServerProtocol):
         """
         Answer a plain RFC 6455 opening handshake with C{key} as Autobahn's
         C{succeedHandshake} does (same bytes: no subprotocol, no
-        extension), and open.
+        extension), and open. What Autobahn keeps of a handshake it parsed
+        and nothing reads once open is not kept: the head's fields, the
+        compression offer it declined, the head's bytes in C{trafficStats}.
         """
         self.websocket_version = 13
         self.websocket_protocols = []
