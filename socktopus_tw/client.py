@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_client,tests.e2e.test_client_events,tests.test_cli_listen -*-
+# -*- test-case-name: tests.e2e.test_client,tests.e2e.test_client_accounts_hardened,tests.e2e.test_client_events,tests.test_cli_listen -*-  # noqa: E501
 """
 A Python client for Socktopus, for backends written with Twisted.
 
@@ -28,7 +28,8 @@ app's webhook (SPEC §7.2).
 
 Errors: a 4xx or 5xx answer fails the Deferred with a L{SocktopusError}
 (L{BadRequest}, L{Unauthorized}, L{NotFound}, L{Conflict}, L{TooLarge},
-L{Unavailable}, or L{SocktopusError} itself for any other status). A failure
+L{TooManyAttempts} with its C{retry_after}, L{Unavailable}, or
+L{SocktopusError} itself for any other status). A failure
 below HTTP is Twisted's own error, unwrapped: a daemon that is not listening
 is L{twisted.internet.error.ConnectionRefusedError} (a L{ConnectError}), a
 name that does not resolve L{twisted.internet.error.DNSLookupError}, a
@@ -47,12 +48,15 @@ import functools
 import hashlib
 import hmac
 import json
+import math
+import operator
 import random
 import re
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -73,6 +77,7 @@ from socktopus_tw.accounts.headers import sign
 from socktopus_tw.relay.tokens import MAX_CONNECTION_ID_BYTES, makeToken
 
 __all__ = [
+    "AccountEvent",
     "AccountsClient",
     "BadRequest",
     "Closed",
@@ -83,10 +88,12 @@ __all__ = [
     "Reconnecting",
     "RelayClient",
     "RelayConnection",
+    "RelayToken",
     "SendResult",
     "Session",
     "SocktopusError",
     "TooLarge",
+    "TooManyAttempts",
     "Unauthorized",
     "Unavailable",
     "auth_headers",
@@ -258,6 +265,19 @@ class TooLarge(SocktopusError):
     """
 
 
+class TooManyAttempts(SocktopusError):
+    """
+    429: too many wrong passwords for this user from this IP, or from this IP
+    for any users (SPEC §8.1). C{retry_after} is how many seconds to wait
+    before the next attempt can succeed, from the C{Retry-After} header, or
+    C{None} when the answer had none (a proxy's own 429, say).
+    """
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(status, message)
+        self.retry_after = retry_after
+
+
 class Unavailable(SocktopusError):
     """
     503: something the daemon needs (database, mail, reCAPTCHA) is down; try again.
@@ -270,11 +290,33 @@ _ERRORS: dict[int, type[SocktopusError]] = {
     404: NotFound,
     409: Conflict,
     413: TooLarge,
+    429: TooManyAttempts,
     503: Unavailable,
 }
 
 
-def _error(status: int, phrase: bytes, body: bytes) -> SocktopusError:
+def _retryAfter(value: str | bytes | None) -> int | None:
+    """
+    The seconds a C{Retry-After} header says: the daemon writes seconds; an
+    HTTP date (RFC 9110, which proxies may send) is counted from now.
+    """
+    if value is None:
+        return None
+    text = (value.decode("latin-1") if isinstance(value, bytes) else value).strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0, math.ceil(when.timestamp() - time.time()))
+
+
+def _error(
+    status: int, phrase: bytes, body: bytes, retry_after: str | bytes | None = None
+) -> SocktopusError:
     message = None
     try:
         decoded = json.loads(body)
@@ -288,6 +330,8 @@ def _error(status: int, phrase: bytes, body: bytes) -> SocktopusError:
     if message is None:
         text = body.decode("utf-8", "replace").strip()
         message = text[:200] or phrase.decode("latin-1")
+    if status == 429:
+        return TooManyAttempts(status, message, _retryAfter(retry_after))
     return _ERRORS.get(status, SocktopusError)(status, message)
 
 
@@ -352,6 +396,50 @@ class Session:
         if expiration.tzinfo is None:
             expiration = expiration.replace(tzinfo=UTC)
         return cls(answer["Secret"], int(answer["UserID"]), expiration)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """
+    One entry of a user's audit log (SPEC §8.3): C{type} (C{"login"},
+    C{"loginFailed"}, C{"throttled"}, C{"passwordReset"}...), C{time} (an
+    aware UTC datetime) and the client C{ip} it came from (empty when the
+    daemon did not know it).
+    """
+
+    type: str
+    time: datetime
+    ip: str
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> AccountEvent:
+        """
+        An event from the daemon's C{{"Type", "Time", "IP"}}.
+        """
+        return cls(answer["Type"], _utc(answer["Time"]), answer["IP"])
+
+
+@dataclass(frozen=True, slots=True)
+class RelayToken:
+    """
+    A relay token the accounts service made for a signed-in user (SPEC
+    §8.4), and the C{connection_id} it connects as (C{"user:<id>"}, where
+    the app's backend sends to). Like any token it is good for the daemon's
+    token lifespan (5 s by default): ask for one per connection. It is left
+    out of C{repr()}, as a session's secret is.
+    """
+
+    token: str = field(repr=False)
+    connection_id: str
+
+
+def _utc(text: str) -> datetime:
+    # fromisoformat reads the daemon's "...Z" (Python 3.11+); a time
+    # without a zone is the daemon's UTC too.
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
 
 
 # -- HTTP ----------------------------------------------------------------------
@@ -432,7 +520,10 @@ class _Client:
         )
         content = await response.content()
         if not 200 <= response.code < 300:
-            raise _error(response.code, response.phrase, content)
+            retryAfter = response.headers.getRawHeaders(b"retry-after")
+            raise _error(
+                response.code, response.phrase, content, retryAfter[0] if retryAfter else None
+            )
         try:
             return json.loads(content)
         except ValueError:
@@ -536,7 +627,9 @@ def _headerValue(value: Any) -> str:
 
 class AccountsClient(_Client):
     """
-    The accounts API: register, log in, sign requests with a L{Session}.
+    The accounts API: register, log in, sign requests with a L{Session};
+    reset a password by mail, read the audit log, get relay tokens for a
+    signed-in user (SPEC §8).
 
     @param base_url: the daemon, or the prefix a proxy serves the accounts
         API under (C{"https://example.com/auth"}): paths are signed as the
@@ -574,7 +667,9 @@ class AccountsClient(_Client):
     async def login(self, user: str, password: str, stay_logged_in: bool = False) -> Session:
         """
         Log in; fires with a L{Session} (the live one, extended, if the user
-        is logged in already). L{Unauthorized} for a wrong user or password.
+        is logged in already). L{Unauthorized} for a wrong user or password;
+        L{TooManyAttempts} after too many of them from this IP, even with the
+        right password, until its C{retry_after} seconds have passed.
         """
         answer = await self._request(
             "POST",
@@ -602,13 +697,76 @@ class AccountsClient(_Client):
     @_returnsDeferred
     async def change_password(self, user: str, password: str, new_password: str) -> None:
         """
-        Change C{user}'s password; every session of the user ends.
+        Change C{user}'s password; every session of the user ends. Wrong
+        passwords count towards L{TooManyAttempts} as for L{login}.
         """
         await self._request(
             "POST",
             "/changePassword",
             {"User": user, "Password": password, "NewPassword": new_password},
         )
+
+    @_returnsDeferred
+    async def reset_password(self, user: str | None = None, email: str | None = None) -> None:
+        """
+        Ask for a password reset link for the user named C{user}, or for
+        every user of C{email}: give exactly one. The daemon mails the link
+        (C{<public-url>/users/<id>/reset?code=...}, a page that asks for the
+        new password) and answers the same whether or not there is such a
+        user, so this fires with C{None} either way. L{Unavailable} when the
+        daemon has no mail configured.
+
+        @raise TypeError: neither or both of C{user} and C{email}.
+        """
+        if (user is None) == (email is None):
+            raise TypeError("give exactly one of user= or email=")
+        body = {"User": user} if user is not None else {"Email": email}
+        await self._request("POST", "/resetPassword", body)
+
+    @_returnsDeferred
+    async def confirm_reset(self, user_id: int, code: str, new_password: str) -> None:
+        """
+        Set a new password with the C{code} of a mailed reset link (its
+        C{/users/<user_id>/reset?code=<code>}); every session of the user
+        ends. L{BadRequest} for a wrong, used or expired code, or a refused
+        password.
+        """
+        await self._request(
+            "POST",
+            "/resetPassword/confirm",
+            {"UserID": operator.index(user_id), "Code": code, "NewPassword": new_password},
+        )
+
+    @_returnsDeferred
+    async def events(self, session: Session, limit: int | None = None) -> list[AccountEvent]:
+        """
+        The session's user's audit log, newest first: a list of
+        L{AccountEvent}, the daemon's default of 50 unless C{limit} says how
+        many (1 to 500; L{BadRequest} otherwise).
+        """
+        path = f"/users/{session.user_id}/events"
+        if limit is not None:
+            path += f"?limit={operator.index(limit)}"
+        answer = await self._signed(session, "GET", path)
+        return [AccountEvent.from_answer(event) for event in answer["Events"]]
+
+    @_returnsDeferred
+    async def relay_token(self, session: Session, app: str) -> RelayToken:
+        """
+        A relay token of C{app} for the session's user, who connects as
+        C{user:<id>} (SPEC §8.4), so a client needs no backend of its own
+        to connect::
+
+            async def token():
+                return (await accounts.relay_token(session, "myapp")).token
+
+            connect("https://relay.example.com", token, on_message)
+
+        L{NotFound} for an unknown app or one that does not set
+        C{<APP>_SOCKTOPUS_USER_TOKENS=1}.
+        """
+        answer = await self._signed(session, "POST", "/relayToken", body={"App": app})
+        return RelayToken(answer["Token"], answer["ConnectionID"])
 
     @_returnsDeferred
     async def registered(self, session: Session) -> bool:
@@ -778,15 +936,20 @@ class _ReceiveProtocol(WebSocketClientProtocol):
             statusLine, *headers = head.split("\r\n")
             words = statusLine.split(" ", 2)
             if len(words) >= 2 and words[1].isdigit() and words[1] != "101":
-                length = None
+                length = retryAfter = None
                 for line in headers:
                     name, _, value = line.partition(":")
-                    if name.strip().lower() == "content-length" and value.strip().isdigit():
+                    name = name.strip().lower()
+                    if name == "content-length" and value.strip().isdigit():
                         length = int(value.strip())
+                    elif name == "retry-after":
+                        retryAfter = value
                 if length is not None and len(body) < length:
                     return
                 phrase = words[2] if len(words) > 2 else ""
-                self.refusal = _error(int(words[1]), phrase.encode("latin-1"), body[:length])
+                self.refusal = _error(
+                    int(words[1]), phrase.encode("latin-1"), body[:length], retryAfter
+                )
         super().processHandshake()
 
     def onOpen(self) -> None:

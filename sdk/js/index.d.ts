@@ -88,11 +88,17 @@ export function verifyWebhookSync(
 /** A request the daemon refused or failed. */
 export class SocktopusError extends Error {
   readonly name: "SocktopusError";
-  /** The HTTP status: 400, 401, 404, 413, 503... */
+  /** The HTTP status: 400, 401, 404, 413, 429, 503... */
   readonly status: number;
   /** The daemon's answer: parsed JSON, or the raw text when it was not JSON. */
   readonly body: unknown;
-  constructor(status: number, message: string, body?: unknown);
+  /**
+   * Seconds to wait before trying again, from the answer's Retry-After
+   * header: a 429 of login throttling has it (1 s after 5 wrong passwords,
+   * doubling, at most 900). Undefined when the answer had none.
+   */
+  readonly retryAfter: number | undefined;
+  constructor(status: number, message: string, body?: unknown, retryAfter?: number);
 }
 
 export interface Message {
@@ -246,3 +252,85 @@ export function connect(
   handlers?: ConnectHandlers,
   options?: ConnectOptions,
 ): Connection;
+
+/** A signed-in user: what AccountsClient.login resolves to. */
+export interface Session {
+  userId: number;
+  /** The session secret that signs requests (Auth Headers); keep it as a password. */
+  secret: string;
+  /** When the secret expires unless used (each use extends it). */
+  expiration: Date;
+}
+
+/** What signed requests need of a session: a login()'s, or one kept elsewhere. */
+export type SignedIn = Pick<Session, "userId" | "secret">;
+
+/** What the audit log records (SPEC §8.3); other names may come with newer daemons. */
+export type AccountEventType =
+  | "register"
+  | "registered"
+  | "login"
+  | "loginFailed"
+  | "throttled"
+  | "logout"
+  | "passwordChanged"
+  | "resetRequested"
+  | "passwordReset";
+
+/** One entry of a user's audit log. */
+export interface AccountEvent {
+  type: AccountEventType | (string & {});
+  time: Date;
+  /** The client IP (the peer's, or X-Real-IP from a local proxy); "" when unknown. */
+  ip: string;
+}
+
+/** A relay token for a signed-in user, and the connection id it connects as. */
+export interface RelayToken {
+  /** Good for the daemon's token lifespan (5 s by default): ask for one per connection. */
+  token: string;
+  /** "user:<userId>": where the app's backend sends to reach this user. */
+  connectionId: string;
+}
+
+/** Who to mail a reset link to: a user name, or every user of an e-mail address. */
+export type ResetRequest = { user: string; email?: undefined } | { email: string; user?: undefined };
+
+export interface AccountsClientOptions {
+  /** The daemon's base URL, or the prefix a proxy serves the accounts API under. */
+  baseUrl: string;
+  /** A fetch to use instead of the global one. */
+  fetch?: typeof fetch;
+}
+
+/**
+ * The accounts API (SPEC §4, §8). In a browser, only from a page of the
+ * daemon's own origin: the daemon sends no CORS headers.
+ */
+export class AccountsClient {
+  constructor(options: AccountsClientOptions);
+  readonly baseUrl: string;
+  /**
+   * Log in. Rejects with SocktopusError: 401 for a wrong user or password,
+   * 429 with `retryAfter` after too many from this IP (even for the right one).
+   */
+  login(user: string, password: string, options?: { stayLoggedIn?: boolean }): Promise<Session>;
+  /**
+   * Mail a reset link to a user (by name) or to every user of an address.
+   * Resolves the same whether or not there is such a user; 503 without mail.
+   * Rejects with a TypeError for neither or both.
+   */
+  resetPassword(request: ResetRequest): Promise<void>;
+  /**
+   * Set a new password with a mailed link's code (once, within the hour);
+   * every session of the user ends. 400 for a wrong, used or expired code.
+   */
+  confirmReset(userId: number | string, code: string, newPassword: string): Promise<void>;
+  /** The user's own audit log, newest first: 50 unless `limit` (1 to 500) says. */
+  events(session: SignedIn, options?: { limit?: number }): Promise<AccountEvent[]>;
+  /**
+   * A relay token of `app` for the user, who connects as "user:<userId>";
+   * 404 for an app that does not set <APP>_SOCKTOPUS_USER_TOKENS=1.
+   */
+  relayToken(session: SignedIn, app: string): Promise<RelayToken>;
+}

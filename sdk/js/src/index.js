@@ -4,7 +4,9 @@
  * dependencies: a page can import this file as it is.
  */
 
+export { AccountsClient } from "./accounts.js";
 export { connect } from "./connect.js";
-export { RelayClient, SocktopusError } from "./relay.js";
+export { SocktopusError } from "./http.js";
+export { RelayClient } from "./relay.js";
 export { authHeaders, createToken } from "./tokens.js";
 export { verifyWebhook } from "./webhooks.js";

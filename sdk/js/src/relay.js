@@ -3,29 +3,8 @@
  * /presence over fetch, for Node, serverless and edge functions.
  */
 
+import { fetchJson, fetchOf } from "./http.js";
 import { createToken } from "./tokens.js";
-
-/**
- * A request the daemon refused or failed: `status` is the HTTP status and
- * `message` the daemon's own words ("Invalid secret", "Malformed request"...).
- */
-export class SocktopusError extends Error {
-  constructor(status, message, body) {
-    super(message);
-    this.name = "SocktopusError";
-    this.status = status;
-    this.body = body;
-  }
-}
-
-function describe(body, response) {
-  if (body && typeof body === "object") {
-    // Relay errors are {"code","message"}; accounts errors are {"Error"}.
-    if (typeof body.message === "string") return body.message;
-    if (typeof body.Error === "string") return body.Error;
-  }
-  return response.statusText || `HTTP ${response.status}`;
-}
 
 function asMessages(messages) {
   if (Array.isArray(messages)) return messages;
@@ -58,8 +37,7 @@ export class RelayClient {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
     this.app = app;
     this.#secret = secret;
-    // Called through globalThis: browsers refuse a fetch detached from window.
-    this.#fetch = fetch ?? ((...args) => globalThis.fetch(...args));
+    this.#fetch = fetchOf(fetch);
   }
 
   /**
@@ -99,25 +77,11 @@ export class RelayClient {
     return this.#post("/presence", { connections });
   }
 
-  async #post(path, fields) {
-    const response = await this.#fetch(this.baseUrl + path, {
+  #post(path, fields) {
+    return fetchJson(this.#fetch, this.baseUrl + path, {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify({ secretName: this.app, secret: this.#secret, ...fields }),
     });
-    const text = await response.text();
-    let body;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = text;
-    }
-    if (!response.ok) {
-      throw new SocktopusError(response.status, describe(body, response), body);
-    }
-    if (!body || typeof body !== "object") {
-      throw new SocktopusError(response.status, "The daemon's answer is not JSON", body);
-    }
-    return body;
   }
 }

@@ -21,9 +21,10 @@ export const SECRET = "demo-secret-0123456789";
  * Start the daemon and resolve once it says which port it listens on.
  *
  * `env` adds variables to the few it is given (or overrides them), e.g.
- * `{ DEMO_SOCKTOPUS_WEBHOOK: "http://127.0.0.1:<port>/hook" }`.
+ * `{ DEMO_SOCKTOPUS_WEBHOOK: "http://127.0.0.1:<port>/hook" }`; `args` adds
+ * options after the few it is given, e.g. `["--smtp", mail.url, ...]`.
  */
-export async function startDaemon({ env = {} } = {}) {
+export async function startDaemon({ env = {}, args = [] } = {}) {
   const directory = mkdtempSync(join(tmpdir(), "socktopus-js-"));
   const child = spawn(
     join(VENV_BIN, "twistd"),
@@ -37,6 +38,7 @@ export async function startDaemon({ env = {} } = {}) {
       `sqlite:${join(directory, "socktopus.sqlite3")}`,
       "--bcrypt-rounds",
       "4",
+      ...args,
     ],
     {
       // Only what it needs, so no developer's .env or variables leak in.
