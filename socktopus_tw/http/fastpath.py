@@ -90,7 +90,7 @@ _SPECIAL = re.compile(
 #: opening handshake is answered from (RFC 6455 §4.2.1).
 _HANDSHAKE = re.compile(
     rb"\r\n(content-length|connection|transfer-encoding|expect|upgrade|content-encoding"
-    rb"|http2-settings|host|origin|sec-websocket-[a-z]+):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n|$)"
+    rb"|http2-settings|host|origin|sec-websocket-[a-z]+):[ \t]*([^\r\n]*)"
 )
 #: Values the protocol answers a handshake from without Autobahn: a key of
 #: 16 bytes in base64, the host and origin Autobahn would accept with the
@@ -472,9 +472,12 @@ def parseUpgrade(
     found: dict[bytes, list[bytes]] = {}
     key = None
     for header in _HANDSHAKE.finditer(lines.lower()):
-        found.setdefault(header[1], []).append(header[2])
+        # Stripped here: a lazy match before trailing blanks backtracks.
+        value = header[2].rstrip(b" \t")
+        found.setdefault(header[1], []).append(value)
         if header[1] == b"sec-websocket-key":
-            key = lines[header.start(2) : header.end(2)]  # as it came: base64
+            start = header.start(2)
+            key = lines[start : start + len(value)]  # as it came: base64
     upgrade, connection = found.pop(b"upgrade", ()), found.pop(b"connection", ())
     if len(upgrade) != 1 or len(connection) > 1 or upgrade[0] != b"websocket":
         return None
