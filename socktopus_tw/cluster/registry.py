@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.cluster.test_registry,tests.cluster.test_event_order -*-
+# -*- test-case-name: tests.cluster.test_registry,tests.cluster.test_nodes -*-
 """
 L{ClusterRegistry}: the registry of one node of a cluster (SPEC §6).
 
@@ -8,12 +8,6 @@ delivered directly; the others' messages go to their nodes in one Redis
 message per node per batch (L{socktopus_tw.cluster.scripts.DELIVER}), and
 each node answers which it handed over, so C{succeeded} means handed to the
 connection's node and written there, exactly as on one node.
-
-The directory follows the local registry's own events (L{_Follower}): every
-connect and every end, whatever its reason, is one change in Redis, and the
-webhook events wait for Redis to have run it (L{socktopus_tw.cluster.events}),
-so that the node that takes an id from another posts the old connection's
-C{disconnect} before its own C{connect}.
 
 Nothing here blocks on Redis for longer than L{DEADLINE}: while Redis is
 unreachable, local deliveries go on, messages for other nodes fail at once,
@@ -36,7 +30,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socktopus_tw.cluster.events import Event, EventQueue, Held
 from socktopus_tw.cluster.redis import DEADLINE, RedisLink, RedisUnavailable, probe
 from socktopus_tw.cluster.redisurl import RedisAddress
 from socktopus_tw.cluster.scripts import (
@@ -54,7 +47,6 @@ from socktopus_tw.cluster.scripts import (
 )
 from socktopus_tw.errors import ServiceUnavailable
 from socktopus_tw.relay import events
-from socktopus_tw.relay.events import IEventSink
 from socktopus_tw.relay.registry import IRegistry, IRelayConnection, LocalRegistry
 
 #: Seconds between heartbeats, and without one after which a node is dead
@@ -62,17 +54,16 @@ from socktopus_tw.relay.registry import IRegistry, IRelayConnection, LocalRegist
 HEARTBEAT_INTERVAL = 1.0
 LIVENESS = 4.0
 
+#: Entries of an app's directory read per round trip for a C{/presence} of
+#: the whole app: a page's answer is handled in well under a millisecond.
+PRESENCE_PAGE_SIZE = 1000
+
 #: Seconds a batch waits for other nodes' answers: under SPEC §6's 2 s with
 #: room for the request and its answer.
 REPLY_DEADLINE = DEADLINE - 0.2
 
-#: Connections claimed again per script after Redis came back, and
-#: connects and disconnects told per script.
+#: Connections claimed again per script after Redis came back.
 RESTORE_CHUNK = 1000
-
-#: Entries of an app's directory read per round trip for a C{/presence} of
-#: the whole app: a page's answer is handled in well under a millisecond.
-PRESENCE_PAGE_SIZE = 1000
 
 
 class _Pending:
@@ -122,16 +113,8 @@ class ClusterRegistry(MultiService):
         local.setServiceParent(self)
         self.link.setServiceParent(self)
         self._livenessMs = str(int(LIVENESS * 1000))
-        #: Webhook events in order; None without webhooks.
-        self._events = EventQueue(local.events) if local.events is not None else None
-        # The local registry tells this node of every connect and end.
-        local.events = _Follower(self, local.events)
-        #: (app, id) -> the generation of its connection here.
-        self._generations: dict[tuple[str, str], str] = {}
+        self._generations: dict[IRelayConnection, str] = {}
         self._nextGeneration = itertools.count(1)
-        #: Generations of connections here whose disconnect another node
-        #: posted: it took their ids, and said so.
-        self._postedElsewhere: set[str] = set()
         self._requests = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         #: Other live nodes -> their clients per app, from the last heartbeat.
@@ -143,8 +126,6 @@ class ClusterRegistry(MultiService):
         self._beat.clock = reactor
         self._down = False
         self._changes: list[str] = []
-        #: Per change in _changes, the webhook event waiting for its answer.
-        self._held: list[Held | None] = []
         self._flushing: Any = None
 
     # -- lifecycle -------------------------------------------------------
@@ -183,13 +164,9 @@ class ClusterRegistry(MultiService):
         await self.local.stopService()
         self.flush()
         try:
-            # After the changes: their answers have come (and their events
-            # are posted) once this one has.
             await self.link.run(LEAVE, self.node)
         except Exception:
             pass
-        if self._events is not None:
-            self._events.releaseAll()
         await self.link.stopService()
 
     def whenDrained(self) -> Deferred[None]:
@@ -211,96 +188,45 @@ class ClusterRegistry(MultiService):
     # -- connections -----------------------------------------------------
 
     def register(self, connection: IRelayConnection) -> None:
-        # Its claim in Redis follows from the connect the local registry
-        # tells (_began), as the end of the one it replaces does.
         self.local.register(connection)
+        if self.local.connection(connection.app, connection.connectionId) is not connection:
+            return  # shutting down: evicted at once
+        # When it connected, then a count: RESTORE keeps the newer of two.
+        generation = f"{int(self.clock.seconds() * 1000)}.{next(self._nextGeneration)}"
+        self._generations[connection] = generation
+        self._change("r", generation, connection)
 
     def unregister(
         self, connection: IRelayConnection, reason: str = events.CLIENT, closing: bool = False
     ) -> None:
         self.local.unregister(connection, reason, closing)
+        generation = self._generations.pop(connection, None)
+        if generation is not None:
+            self._change("u", generation, connection)
 
-    def _began(self, app: str, connectionId: str, wanted: bool) -> None:
-        """
-        A connection opened here: claim its id (and, when another node's
-        connection had it, post that one's disconnect first).
-        """
-        # When it connected, then a count: RESTORE keeps the newer of two.
-        generation = f"{int(self.clock.seconds() * 1000)}.{next(self._nextGeneration)}"
-        self._generations[app, connectionId] = generation
-        event = ("connected", app, connectionId) if wanted else None
-        self._change("r", generation, app, connectionId, event)
-
-    def _ended(self, app: str, connectionId: str, reason: str, wanted: bool) -> None:
-        """
-        A connection here ended, for any reason, at the moment it did (not
-        once its close is over): its entry goes, and its disconnect is
-        posted unless another node took its id and posted it.
-        """
-        generation = self._generations.pop((app, connectionId), None)
-        event = ("disconnected", app, connectionId, reason) if wanted else None
-        if generation is None:
-            if event is not None:
-                self._post(event)
-            return
-        if generation in self._postedElsewhere:
-            self._postedElsewhere.discard(generation)
-            event = None
-        self._change("u", generation, app, connectionId, event)
-
-    def _post(self, event: Event) -> None:
-        if self._events is not None:
-            self._events.post(*event)
-
-    def _change(
-        self, op: str, generation: str, app: str, connectionId: str, event: Event | None
-    ) -> None:
+    def _change(self, op: str, generation: str, connection: IRelayConnection) -> None:
         # While Redis is away nothing is queued: restore() claims what is
-        # connected once it is back, and forgets the rest; events go as
-        # they are (behind those still waiting), with no one to ask.
+        # connected once it is back, and forgets the rest.
         if not self.link.up:
-            if event is not None:
-                self._post(event)
             return
-        self._changes += (op, generation, app, connectionId)
-        held = None
-        if event is not None and self._events is not None:
-            held = self._events.hold(*event)
-        self._held.append(held)
+        self._changes += (op, generation, connection.app, connection.connectionId)
         if self._flushing is None:
             self._flushing = self.clock.callLater(0, self.flush)
 
     def flush(self) -> None:
         """
         Tell Redis this turn's connects and disconnects, in order, in as few
-        scripts as possible; post their events once Redis has answered.
+        scripts as possible.
         """
         if self._flushing is not None and self._flushing.active():
             self._flushing.cancel()
         self._flushing = None
         changes, self._changes = self._changes, []
-        held, self._held = self._held, []
-        for start in range(0, len(held), RESTORE_CHUNK):
-            some = held[start : start + RESTORE_CHUNK]
-            d = self.link.run(
-                CHANGES,
-                self.node,
-                self._livenessMs,
-                *changes[4 * start : 4 * (start + RESTORE_CHUNK)],
+        step = 4 * RESTORE_CHUNK
+        for start in range(0, len(changes), step):
+            self.link.run(CHANGES, self.node, *changes[start : start + step]).addErrback(
+                self._stepFailed, "register"
             )
-            if any(h is not None for h in some):
-                d.addBoth(self._changed, some)
-            d.addErrback(self._stepFailed, "register")
-
-    @staticmethod
-    def _changed(result: Any, held: list[Held | None]) -> Any:
-        # Without an answer, nothing moved as far as this node knows: each
-        # event is posted as it is.
-        moved = set() if isinstance(result, Failure) else set(result)
-        for position, one in enumerate(held, 1):
-            if one is not None:
-                one.settle(position in moved)
-        return result
 
     def sync(self) -> Deferred[Any]:
         """
@@ -408,7 +334,7 @@ class ClusterRegistry(MultiService):
             elif kind == "r":
                 self._answered(body["r"], body["ok"])
             elif kind == "e":
-                self._replaced(body["a"], body["i"], body["g"], body.get("p", False))
+                self._replaced(body["a"], body["i"], body["g"])
             elif kind == "k":
                 if body["f"] != self.node:
                     self._kickedElsewhere(body["a"], body["i"], body["ms"])
@@ -430,25 +356,16 @@ class ClusterRegistry(MultiService):
         answer = orjson.dumps({"t": "r", "r": request, "ok": handed})
         self.link.publish(f"{PREFIX}n:{sender}", answer).addErrback(self._stepFailed, "answer")
 
-    def _replaced(
-        self, app: str, connectionId: str, generation: str, postedElsewhere: bool = False
-    ) -> None:
-        """
-        Another node holds this id now: close this node's connection of
-        that generation. C{postedElsewhere}: that node posted its
-        disconnect (it took the id while this node was live).
-        """
+    def _replaced(self, app: str, connectionId: str, generation: str) -> None:
         connection = self.local.connection(app, connectionId)
-        if connection is None or self._generations.get((app, connectionId)) != generation:
-            return
-        self.log.info(
-            "Replacing connection {app}/{connectionId}: it connected to another node",
-            app=app,
-            connectionId=connectionId,
-        )
-        if postedElsewhere:
-            self._postedElsewhere.add(generation)
-        self.local.evict(connection)
+        if connection is not None and self._generations.get(connection) == generation:
+            self.log.info(
+                "Replacing connection {app}/{connectionId}: it connected to another node",
+                app=app,
+                connectionId=connectionId,
+            )
+            self._generations.pop(connection, None)
+            self.local.evict(connection)
 
     def _kickedElsewhere(self, app: str, connectionIds: list[str], at: float) -> None:
         kicked, _ = self.local.refuse(app, connectionIds, at)
@@ -525,7 +442,8 @@ class ClusterRegistry(MultiService):
         """
         connected = list(here)
         local = self.local.connection
-        seen: set[str] = set()
+        # An id that moved away from here during the scan is listed once.
+        seen: set[str] = set(here)
         cursor = b"0"
         size = str(PRESENCE_PAGE_SIZE)
         try:
@@ -660,23 +578,23 @@ class ClusterRegistry(MultiService):
         first = True
         while first or pending:
             # Built when sent: a connection that closed meanwhile is skipped.
-            chunk = [key for key in pending[:RESTORE_CHUNK] if key in self._generations]
+            chunk = [c for c in pending[:RESTORE_CHUNK] if c in self._generations]
             pending = pending[RESTORE_CHUNK:]
             args: list[str] = [self.node, self._livenessMs, "1" if first else "0"]
             first = False
             byGeneration = {}
-            for key in chunk:
-                generation = self._generations[key]
-                byGeneration[generation] = key
-                args += [generation, *key]
+            for connection in chunk:
+                generation = self._generations[connection]
+                byGeneration[generation] = connection
+                args += [generation, connection.app, connection.connectionId]
             lost = await self.link.run(RESTORE, *args)
             claimed += len(chunk)
             for generation in lost:
-                key = byGeneration.get(generation.decode())
-                if key is not None:
-                    # Its disconnect goes through CHANGES, which says whether
-                    # the node that took it posted it already.
-                    self._replaced(*key, generation.decode())
+                connection = byGeneration.get(generation.decode())
+                if connection is not None and self._generations.get(connection) is not None:
+                    self._replaced(
+                        connection.app, connection.connectionId, self._generations[connection]
+                    )
         since = (self.clock.seconds() - self.local.tokenLifespan) * 1000
         self._remember(await self.link.run(DENIED, repr(since)))
         self.log.info(
@@ -710,30 +628,3 @@ class ClusterRegistry(MultiService):
                 )
             return
         self.log.failure("Cluster step {step} failed", failure, step=step)
-
-
-@implementer(IEventSink)
-class _Follower:
-    """
-    What a cluster node's L{LocalRegistry} tells, where it would tell the
-    webhooks: each connect and end becomes a change of the directory, and
-    the events of apps with a webhook wait in order for it
-    (L{ClusterRegistry._change}).
-    """
-
-    def __init__(self, registry: ClusterRegistry, sink: IEventSink | None) -> None:
-        self.registry = registry
-        self.sink = sink
-
-    def wants(self, app: str) -> bool:
-        return self.sink is not None and self.sink.wants(app)
-
-    def connected(self, app: str, connectionId: str) -> None:
-        self.registry._began(app, connectionId, self.wants(app))
-
-    def message(self, app: str, connectionId: str, content: str) -> None:
-        if self.wants(app):
-            self.registry._post(("message", app, connectionId, content))
-
-    def disconnected(self, app: str, connectionId: str, reason: str) -> None:
-        self.registry._ended(app, connectionId, reason, self.wants(app))

@@ -13,11 +13,6 @@ Keys, all under C{socktopus:}:
     directory entries can be found and removed.
   - C{nodes}: a sorted set, node -> time of its last heartbeat (ms).
   - C{nc:NODE}: a node's client counts per app (JSON), expiring with it.
-  - C{t:NODE}: a set of generations of a node's connections that another
-    node took (claimed their ids while this node was live), and whose
-    C{disconnect} that node posted: this node posts nothing for them.
-    It expires L{TAKEN_MS} after the last one was added, in case this
-    node never comes back to read it.
   - C{denied}: a sorted set, C{"APP\\0ID"} -> kick time (ms), trimmed to the
     token lifespan.
   - C{n:NODE}: the pub/sub channel of a node; C{all}: of every node.
@@ -36,12 +31,6 @@ import hashlib
 from dataclasses import dataclass
 
 PREFIX = "socktopus:"
-
-#: Milliseconds a node's C{t:NODE} set outlives its last member: long enough
-#: for a node cut off from Redis to come back and read it (a member is
-#: removed as soon as its node has), short enough that a dead node's does
-#: not stay.
-TAKEN_MS = 24 * 3600 * 1000
 
 _COMMON = """
 local P = 'socktopus:'
@@ -95,61 +84,38 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-#: ARGV: me, liveness (ms), then (op, generation, app, id) quads, in the
-#: order they happened on this node: op "r" claims the id for this node and
-#: tells the node that held it (another one) to close its connection; op
-#: "u" forgets the entry if it is still this connection's. One script for
-#: every connect and disconnect of a reactor turn: a reconnect storm is a
-#: few commands, not one per client.
-#:
-#: Returns the positions (1 for the first quad) of the changes that move a
-#: C{disconnect} between nodes (SPEC §7.2: events of one id in order): an
-#: "r" that took the id from a I{live} other node's connection, whose
-#: C{disconnect} this node now posts before its own C{connect} (recorded in
-#: that node's C{t:NODE}, and said in the message telling it); a "u" of a
-#: connection another node took that way, whose C{disconnect} is posted
-#: already. A dead node's connections are nobody's to post, as when they
-#: are not replaced: they went with it.
+#: ARGV: me, then (op, generation, app, id) quads, in the order they
+#: happened on this node: op "r" claims the id for this node and tells the
+#: node that held it (another one) to close its connection; op "u" forgets
+#: the entry if it is still this connection's. One script for every
+#: connect and disconnect of a reactor turn: a reconnect storm is a few
+#: commands, not one per client.
 CHANGES = Script(
     "changes",
     _COMMON
-    + f"local TAKEN_MS = {TAKEN_MS}\n"
     + """
-local me, since = ARGV[1], now() - tonumber(ARGV[2])
-local moved = {}
-local position = 0
-for i = 3, #ARGV, 4 do
+local me = ARGV[1]
+for i = 2, #ARGV, 4 do
   local op, gen, app, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local dir, member = P .. 'c:' .. app, app .. '\\0' .. id
-  position = position + 1
+  local dir = P .. 'c:' .. app
   if op == 'r' then
     local previous = redis.call('HGET', dir, id)
     redis.call('HSET', dir, id, me .. ' ' .. gen)
-    redis.call('SADD', P .. 'm:' .. me, member)
+    redis.call('SADD', P .. 'm:' .. me, app .. '\\0' .. id)
     if previous then
       local node = owner(previous)
       if node ~= me then
-        local old = generation(previous)
-        redis.call('SREM', P .. 'm:' .. node, member)
-        local posted = isLive(node, since)
-        if posted then
-          local taken = P .. 't:' .. node
-          redis.call('SADD', taken, old)
-          redis.call('PEXPIRE', taken, TAKEN_MS)
-          moved[#moved + 1] = position
-        end
+        redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
         redis.call('PUBLISH', P .. 'n:' .. node,
-          cjson.encode({t = 'e', a = app, i = id, g = old, p = posted}))
+          cjson.encode({t = 'e', a = app, i = id, g = generation(previous)}))
       end
     end
-  elseif redis.call('SREM', P .. 't:' .. me, gen) == 1 then
-    moved[#moved + 1] = position
   elseif redis.call('HGET', dir, id) == me .. ' ' .. gen then
     redis.call('HDEL', dir, id)
-    redis.call('SREM', P .. 'm:' .. me, member)
+    redis.call('SREM', P .. 'm:' .. me, app .. '\\0' .. id)
   end
 end
-return moved
+return 1
 """,
 )
 
@@ -158,14 +124,7 @@ return moved
 #: old entries (connections that closed while Redis was away); then claim
 #: each id unless a live other node holds a connection made later (during
 #: the outage), telling a node that holds an older one to close it, as a
-#: connect does; return the generations lost to newer connections, and
-#: those another node took while this one could not hear it (in C{t:NODE}:
-#: their C{disconnect} is posted, so they must not live on).
-#:
-#: Unlike a connect's claim, a restore posts no C{disconnect} for the
-#: connection it takes: both connects are long posted (they were made while
-#: the two nodes could not tell), so nothing is ordered by moving it, and
-#: the closed connection's own node posts it after its other events.
+#: connect does; return the generations lost to newer connections.
 RESTORE = Script(
     "restore",
     _COMMON
@@ -183,8 +142,7 @@ for i = 4, #ARGV, 3 do
   local previous = redis.call('HGET', dir, id)
   local node = previous and owner(previous)
   local other = previous and node ~= me and isLive(node, since)
-  if redis.call('SISMEMBER', P .. 't:' .. me, gen) == 1
-    or (other and connectedAt(generation(previous)) >= connectedAt(gen)) then
+  if other and connectedAt(generation(previous)) >= connectedAt(gen) then
     lost[#lost + 1] = gen
   else
     redis.call('HSET', dir, id, me .. ' ' .. gen)
@@ -193,7 +151,7 @@ for i = 4, #ARGV, 3 do
       redis.call('SREM', P .. 'm:' .. node, app .. '\\0' .. id)
       if other then
         redis.call('PUBLISH', P .. 'n:' .. node,
-          cjson.encode({t = 'e', a = app, i = id, g = generation(previous), p = false}))
+          cjson.encode({t = 'e', a = app, i = id, g = generation(previous)}))
       end
     end
   end
@@ -382,7 +340,7 @@ LEAVE = Script(
     + """
 local me = ARGV[1]
 forget(me, redis.call('SMEMBERS', P .. 'm:' .. me))
-redis.call('DEL', P .. 'm:' .. me, P .. 'nc:' .. me, P .. 't:' .. me)
+redis.call('DEL', P .. 'm:' .. me, P .. 'nc:' .. me)
 redis.call('ZREM', P .. 'nodes', me)
 return 1
 """,

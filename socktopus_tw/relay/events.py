@@ -5,10 +5,7 @@ What a relay's clients do, as events for the app's backend (SPEC §7.2).
 Events are born in the registry, the one place that knows every reason a
 connection ends; an L{IEventSink} (the webhook sender,
 L{socktopus_tw.relay.webhooks}) takes them. A sink never blocks and never
-fails its caller: it queues, and posts later. In a cluster the node's
-registry stands between them (L{socktopus_tw.cluster.events}): it holds a
-node's events until Redis has said which node posts the C{disconnect} of a
-connection whose id moved.
+fails its caller: it queues, and posts later.
 """
 
 from __future__ import annotations
