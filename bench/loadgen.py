@@ -4,35 +4,46 @@ sockets, so the generator is not what the benchmark measures.
 
     python bench/loadgen.py receive PORT APP SECRET FIRST COUNT [STEP]
     python bench/loadgen.py send PORT APP SECRET SENDERS RECIPIENTS BATCH SIZE SECONDS [RATE]
-    python bench/loadgen.py ping PORT APP SECRET SECONDS
+    python bench/loadgen.py ping PORT APP SECRET SECONDS INTERVAL
     python bench/loadgen.py login PORT APP SECRET SECONDS
+    python bench/loadgen.py connect PORT APP SECRET SOURCE FIRST COUNT PARALLEL TRIES SECONDS
 
 Each prints {"result": PATH} on stdout when done, PATH a JSON file the caller
-reads and removes ("ready" lines first for receivers). Receivers run until
-SIGTERM, then report.
+reads and removes ("ready" lines first for receivers). Receivers and
+connectors run until SIGTERM, then report.
 
 A receiver holds the ids rFIRST, rFIRST+STEP, ... (COUNT of them; STEP 1
-unless given), so two nodes can hold interleaved ids. A sender without RATE
-runs closed loops as fast as the daemon answers; with RATE (messages per
-second, over all its loops) each loop paces its requests to its share.
+unless given), so two nodes can hold interleaved ids; on SIGUSR1 each of its
+clients sends PING, which keeps it alive on a server that only counts
+messages (the Go original closes a client 20 s after its last PING). A
+sender without RATE runs closed loops as fast as the daemon answers; with
+RATE (messages per second, over all its loops) each loop paces its requests
+to its share. A connector (see connect()) starts on SIGUSR1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import errno
 import json
 import os
 import random
+import re
 import resource
+import select
 import signal
+import socket
 import sys
 import tempfile
 import time
+from collections import Counter, deque
 
 from socktopus_tw.relay.tokens import makeToken
 
 SAMPLE = 20000  # latency samples kept per process (reservoir)
+IP_BIND_ADDRESS_NO_PORT = 24  # from linux/in.h; the socket module does not name it
 
 
 def cpuSeconds() -> float:
@@ -64,9 +75,43 @@ def handshake(port: int, token: str) -> bytes:
     ).encode()
 
 
+def masked(opcode: int, payload: bytes) -> bytes:
+    """
+    A client frame (FIN set) of a short PAYLOAD. Client frames must be
+    masked; a zero mask keeps the payload as is.
+    """
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
 def maskedText(payload: bytes) -> bytes:
-    # Client frames must be masked; a zero mask keeps the payload as is.
-    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+    return masked(0x1, payload)
+
+
+def splitFrames(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """
+    The whole server (unmasked) frames at the start of BUFFER, as (opcode,
+    payload), and the bytes of the one not whole yet.
+    """
+    frames = []
+    position, size = 0, len(buffer)
+    while size - position >= 2:
+        length = buffer[position + 1] & 0x7F
+        start = position + 2
+        if length == 126:
+            if size - position < 4:
+                break
+            length = int.from_bytes(buffer[start : start + 2], "big")
+            start += 2
+        elif length == 127:
+            if size - position < 10:
+                break
+            length = int.from_bytes(buffer[start : start + 8], "big")
+            start += 8
+        if size - start < length:
+            break
+        frames.append((buffer[position] & 0x0F, buffer[start : start + length]))
+        position = start + length
+    return frames, buffer[position:]
 
 
 class Receiver(asyncio.Protocol):
@@ -110,25 +155,8 @@ class Receiver(asyncio.Protocol):
             self.opened.set_result(self)
             buffer = buffer[end + 4 :]
         now = time.time_ns()
-        position, size = 0, len(buffer)
-        while size - position >= 2:
-            opcode = buffer[position] & 0x0F
-            length = buffer[position + 1] & 0x7F
-            start = position + 2
-            if length == 126:
-                if size - position < 4:
-                    break
-                length = int.from_bytes(buffer[start : start + 2], "big")
-                start += 2
-            elif length == 127:
-                if size - position < 10:
-                    break
-                length = int.from_bytes(buffer[start : start + 8], "big")
-                start += 8
-            if size - start < length:
-                break
-            payload = buffer[start : start + length]
-            position = start + length
+        frames, self.buffer = splitFrames(buffer)
+        for opcode, payload in frames:
             if opcode == 1:
                 if payload.startswith(b"DATA:"):
                     self.stats["received"] += 1
@@ -138,8 +166,9 @@ class Receiver(asyncio.Protocol):
                 elif payload == b"PONG" and self.pongs is not None:
                     self.pongs.put_nowait(now)
             elif opcode == 9:  # a server ping: answer, as a browser would
-                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-        self.buffer = buffer[position:]
+                self.transport.write(masked(0xA, payload))
+            elif opcode == 8 and len(payload) >= 2:
+                self.stats["close_code"] = int.from_bytes(payload[:2], "big")
 
     def connection_lost(self, exc) -> None:
         self.stats["closed"] += 1
@@ -175,23 +204,34 @@ async def openConnections(
 
 async def readOk(reader: asyncio.StreamReader) -> bytes:
     """
-    Read one HTTP response with a Content-Length; anything but 200 is an error.
+    Read one HTTP response, its body by Content-Length or chunked (the Go
+    original chunks answers over 4 KiB); anything but 200 is an error.
     """
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(head.decode("latin-1"))
-    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    return await reader.readexactly(length)
+    lowered = head.lower()
+    if b"content-length:" in lowered:
+        length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
+        return await reader.readexactly(length)
+    chunks = []
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        chunks.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+    await reader.readuntil(b"\r\n")  # no trailers: the empty line after the last chunk
+    return b"".join(chunks)
 
 
 async def receive(port: int, app: str, secret: str, first: int, count: int, step: int = 1) -> dict:
     stats = {"received": 0, "closed": 0}
     latencies = Reservoir()
     ids = [f"r{n}" for n in range(first, first + count * step, step)]
-    await openConnections(port, app, secret, ids, stats, latencies)
+    connections = await openConnections(port, app, secret, ids, stats, latencies)
+    loop = asyncio.get_running_loop()
+    ping = maskedText(b"PING")
+    loop.add_signal_handler(signal.SIGUSR1, lambda: [c.transport.write(ping) for c in connections])
     print(json.dumps({"ready": count}), flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     mark = cpuSeconds()
     await stop.wait()
@@ -294,18 +334,22 @@ async def sendLoop(
     return requests, sent, failed, late
 
 
-async def ping(port: int, app: str, secret: str, seconds: float) -> dict:
+async def ping(
+    port: int, app: str, secret: str, seconds: float, interval: float, patience: float = 5.0
+) -> dict:
     """
-    One client sending PING every 20 ms and timing each PONG.
+    One client sending PING every INTERVAL seconds (under the daemon's
+    --client-message-rate, which closes a faster client with 1008) and
+    timing each PONG. A PONG that has not come after PATIENCE seconds ends
+    it, with the reason in "failure".
     """
     loop = asyncio.get_running_loop()
     pongs: asyncio.Queue = asyncio.Queue()
     opened = loop.create_future()
+    stats = {"received": 0, "closed": 0}
     request = handshake(port, makeToken(app, secret, "pinger", int(time.time() * 1000)))
     await loop.create_connection(
-        lambda: Receiver({"received": 0, "closed": 0}, Reservoir(), opened, request, pongs),
-        "127.0.0.1",
-        port,
+        lambda: Receiver(stats, Reservoir(), opened, request, pongs), "127.0.0.1", port
     )
     connection = await opened
     delays = []
@@ -313,8 +357,17 @@ async def ping(port: int, app: str, secret: str, seconds: float) -> dict:
     while time.monotonic() < deadline:
         sentAt = time.time_ns()
         connection.transport.write(maskedText(b"PING"))
-        delays.append(await pongs.get() - sentAt)
-        await asyncio.sleep(0.02)
+        try:
+            delays.append(await asyncio.wait_for(pongs.get(), patience) - sentAt)
+        except TimeoutError:
+            closed = "closed" if stats["closed"] else "still open"
+            code = stats.get("close_code")
+            return {
+                "delays": delays,
+                "failure": f"no PONG within {patience:g} s after {len(delays)} PINGs "
+                f"(connection {closed}" + (f", close code {code})" if code else ")"),
+            }
+        await asyncio.sleep(interval)
     return {"delays": delays}
 
 
@@ -334,17 +387,241 @@ async def login(port: int, seconds: float, concurrency: int = 8) -> dict:
         count = 0
         while time.monotonic() < deadline:
             writer.write(request)
-            await readOk(reader)
+            await asyncio.wait_for(readOk(reader), seconds + 30)
             count += 1
         writer.close()
         return count
 
-    counts = await asyncio.gather(*(loop() for _ in range(concurrency)))
+    try:
+        counts = await asyncio.gather(*(loop() for _ in range(concurrency)))
+    except TimeoutError:
+        return {
+            "logins": 0,
+            "seconds": time.monotonic() - started,
+            "cpu": cpuSeconds() - mark,
+            "failure": f"a login had no answer within {seconds + 30:g} s",
+        }
     return {
         "logins": sum(counts),
         "seconds": time.monotonic() - started,
         "cpu": cpuSeconds() - mark,
     }
+
+
+class Attempt:
+    """
+    One client's try at connecting (see Connector): its socket, the
+    handshake request with the token it was given as it started, and the
+    answer read so far.
+    """
+
+    __slots__ = ("answer", "arrived", "connectionId", "request", "socket", "started", "tries")
+
+    def __init__(
+        self, source: str, connectionId: str, tries: int, arrived: float | None, request: bytes
+    ) -> None:
+        """
+        SOURCE: the loopback address it connects from; ARRIVED: when the
+        client first tried (None: it does now).
+        """
+        self.socket = socket.socket()
+        self.socket.setblocking(False)
+        # The port is picked at connect(), for the source and the
+        # destination together: not from the ports every connection in use
+        # on the machine holds, whose search costs the kernel more and more.
+        self.socket.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        self.socket.bind((source, 0))
+        self.connectionId, self.tries, self.request = connectionId, tries, request
+        self.started, self.answer = time.monotonic(), b""
+        self.arrived = arrived or self.started
+
+
+class Connector:
+    """
+    COUNT WebSocket clients (ids cFIRST, cFIRST+1, ...) from the loopback
+    address SOURCE to 127.0.0.1:PORT, PARALLEL of them
+    connecting at a time (0: all at once, as after a restart), each with a
+    token stamped as it starts, as a backend mints one just before its
+    client connects. A client refused (its token expired on the way, or
+    anything else) starts again with a fresh token, up to TRIES tries.
+
+    Plain non-blocking sockets under one epoll, so one process costs little
+    and several can outpace a daemon; connected clients are held, their
+    server's pings answered, and a close counted as dropped.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        port: int,
+        app: str,
+        secret: str,
+        first: int,
+        count: int,
+        parallel: int,
+        tries: int,
+    ) -> None:
+        self.source, self.port, self.app, self.secret = source, port, app, secret
+        self.parallel, self.tries = parallel, tries
+        self.poll = select.epoll()
+        self.ids = [f"c{n}" for n in range(first, first + count)]
+        # (connection id, tries so far, when it first tried, if it has)
+        self.waiting: deque[tuple[str, int, float | None]] = deque()
+        self.attempts: dict[int, Attempt] = {}
+        self.held: dict[int, list] = {}  # fd -> [socket, bytes of a frame not whole yet]
+        self.counts = Counter(connected=0, expired=0, failed=0, gave_up=0, unfinished=0, dropped=0)
+        self.refusals: Counter = Counter()  # why the failed attempts failed
+        self.handshakes: list[float] = []  # ms, of the attempts that connected
+        self.waits: list[float] = []  # ms, from a connected client's first try
+        self.started = self.lastConnected = self.cpu = 0.0
+
+    def run(self, seconds: float, stopping: list) -> None:
+        """
+        Connect every client (for SECONDS at most), print {"done"}, then
+        hold them until STOPPING is not empty. Its CPU is counted up to {"done"}.
+        """
+        mark, self.started = cpuSeconds(), time.monotonic()
+        self.waiting.extend((connectionId, 0, None) for connectionId in self.ids)
+        deadline, done = self.started + seconds, False
+        while not stopping:
+            if not done:
+                while self.waiting and (not self.parallel or len(self.attempts) < self.parallel):
+                    self.begin(*self.waiting.popleft())
+                if not (self.waiting or self.attempts) or time.monotonic() > deadline:
+                    # Out of time: what is still trying stops, unfinished.
+                    self.counts["unfinished"] = len(self.waiting) + len(self.attempts)
+                    self.waiting.clear()
+                    for attempt in self.attempts.values():
+                        attempt.socket.close()  # which takes it out of the epoll too
+                    self.attempts.clear()
+                    done, self.cpu = True, cpuSeconds() - mark
+                    print(json.dumps({"done": self.counts["connected"]}), flush=True)
+            for fd, events in self.poll.poll(0.05):
+                if fd in self.held:
+                    self.keep(fd)
+                elif fd in self.attempts:
+                    self.advance(fd, events)
+        for peer, _ in self.held.values():
+            peer.close()
+
+    def begin(self, connectionId: str, tried: int, arrived: float | None) -> None:
+        stamp = time.time_ns() // 1_000_000
+        request = handshake(self.port, makeToken(self.app, self.secret, connectionId, stamp))
+        attempt = Attempt(self.source, connectionId, tried + 1, arrived, request)
+        fd = attempt.socket.fileno()
+        self.attempts[fd] = attempt
+        code = attempt.socket.connect_ex(("127.0.0.1", self.port))
+        if code in (0, errno.EINPROGRESS):
+            self.poll.register(fd, select.EPOLLOUT)
+        else:
+            self.refuse(fd, "failed", errno.errorcode.get(code, str(code)))
+
+    def refuse(self, fd: int, outcome: str, reason: str = "") -> None:
+        """
+        End an attempt that did not connect; its client tries again if it may.
+        """
+        attempt = self.attempts.pop(fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.poll.unregister(fd)
+        attempt.socket.close()
+        self.counts[outcome] += 1
+        if reason:
+            self.refusals[reason] += 1
+        if attempt.tries < self.tries:
+            self.waiting.append((attempt.connectionId, attempt.tries, attempt.arrived))
+        else:
+            self.counts["gave_up"] += 1
+
+    def advance(self, fd: int, events: int) -> None:
+        """
+        An attempt's socket is ready: send its request once connected, then
+        read the answer: a 101 holds it; a refusal, once whole, ends it.
+        """
+        attempt = self.attempts[fd]
+        if events & select.EPOLLOUT:
+            error = attempt.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                self.refuse(fd, "failed", errno.errorcode.get(error, str(error)))
+            else:
+                attempt.socket.send(attempt.request)  # a few hundred bytes: never short
+                self.poll.modify(fd, select.EPOLLIN)
+            return
+        try:
+            data = attempt.socket.recv(4096)
+        except OSError as e:
+            self.refuse(fd, "failed", errno.errorcode.get(e.errno, str(e.errno)))
+            return
+        answer = attempt.answer = attempt.answer + data
+        end = answer.find(b"\r\n\r\n")
+        if end >= 0 and answer.startswith(b"HTTP/1.1 101"):
+            now = self.lastConnected = time.monotonic()
+            del self.attempts[fd]
+            self.held[fd] = [attempt.socket, answer[end + 4 :]]
+            self.counts["connected"] += 1
+            self.handshakes.append((now - attempt.started) * 1000)
+            self.waits.append((now - attempt.arrived) * 1000)
+            return
+        # A refusal's JSON body says why: whole once its Content-Length is
+        # read, or when the server closes.
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", answer[:end])
+        if data and not (end >= 0 and length and len(answer) >= end + 4 + int(length[1])):
+            return
+        if b"Token expired" in answer:
+            self.refuse(fd, "expired")
+        else:
+            self.refuse(fd, "failed", answer[9:12].decode("latin-1") if answer else "closed")
+
+    def keep(self, fd: int) -> None:
+        """
+        A held connection's bytes: answer pings; a close (or CLOSE) counts as dropped.
+        """
+        peer, rest = self.held[fd]
+        try:
+            data = peer.recv(4096)
+        except OSError:
+            data = b""
+        frames, self.held[fd][1] = splitFrames(rest + data)
+        if data and not any(op == 8 or payload == b"CLOSE" for op, payload in frames):
+            for opcode, payload in frames:
+                if opcode == 9:
+                    peer.send(masked(0xA, payload))
+            return
+        self.poll.unregister(fd)
+        self.held.pop(fd)[0].close()
+        self.counts["dropped"] += 1
+
+    def report(self) -> dict:
+        return {
+            **self.counts,
+            "refusals": dict(self.refusals),
+            "handshake_ms": self.handshakes,
+            "wait_ms": self.waits,
+            "started": self.started,
+            "last_connected": self.lastConnected,
+            "cpu": self.cpu,
+        }
+
+
+def connect(port: int, app: str, secret: str, source: str, *arguments: int, seconds: float) -> dict:
+    """
+    A Connector (FIRST COUNT PARALLEL TRIES in ARGUMENTS), set up, says
+    {"armed"} and waits for SIGUSR1; it prints {"done"} once every client
+    is connected or has given up (or SECONDS have passed), and holds them
+    until SIGTERM.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})
+    connector = Connector(source, port, app, secret, *arguments)
+    print(json.dumps({"armed": len(connector.ids)}), flush=True)
+    # Not started in a quarter of an hour (bench/run.py waits 10 minutes
+    # at most for a quiet machine): its caller is gone.
+    woken = signal.sigtimedwait({signal.SIGUSR1, signal.SIGTERM}, 900)
+    if woken is None or woken.si_signo != signal.SIGUSR1:
+        raise SystemExit("stopped before it started")
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    connector.run(seconds, stopping)
+    return connector.report()
 
 
 def main() -> None:
@@ -369,7 +646,9 @@ def main() -> None:
     elif role == "login":
         result = asyncio.run(login(port, float(rest[0])))
     elif role == "ping":
-        result = asyncio.run(ping(port, app, secret, float(rest[0])))
+        result = asyncio.run(ping(port, app, secret, *map(float, rest[:2])))
+    elif role == "connect":
+        result = connect(port, app, secret, rest[0], *map(int, rest[1:5]), seconds=float(rest[5]))
     else:
         raise SystemExit(f"unknown role {role}")
     # The result (with its latency samples) can be larger than a pipe's

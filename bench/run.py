@@ -4,6 +4,9 @@ driven over loopback by separate load-generator processes.
 
     .venv/bin/python bench/run.py [--json bench/last-run.json] [--seconds 10] [--only PHASES]
                                   [--logger socktopus_tw.logs.text | twistd] [--runs 3]
+                                  [--connects 10000] [--in-flight 100] [--burst 18000]
+    .venv/bin/python bench/run.py --baseline GO_BINARY [--rounds 3] [--seconds 10]
+                                  [--json bench/baseline-results.json]
     .venv/bin/python bench/run.py --cluster [--rounds 3] [--seconds 6] [--rate 10000]
                                   [--redis-socket] [--json bench/cluster-results.json]
     .venv/bin/python bench/run.py --reuseport [--rounds 3] [--seconds 10] [--clients 1000]
@@ -16,6 +19,42 @@ Prints a table and writes JSON. Daemon CPU comes from /proc/<pid>/stat
 (user + system), so it is the daemon's own cost whatever the generator does.
 The daemon logs as the shipped systemd unit has it log (--logger
 socktopus_tw.logs.text); "--logger twistd" measures twistd's default observer.
+
+The phases (PHASES, comma-separated; all by default): batch (100 x 64 B a
+request), single (one message a request) and 1k (100 x 1 KiB), each 1,000
+clients and 4 closed /send loops on one daemon; connect; idle (RSS per
+connection with --idle clients held); accounts (logins at bcrypt cost 12,
+with a client timing PING -> PONG meanwhile, 10 PINGs a second: under the
+daemon's --client-message-rate of 20, past which it closes the client).
+
+connect: --connects WebSocket connects (10,000), --in-flight (100) at a
+time, then --burst clients (18,000) all at once, as after a restart, each
+on a fresh daemon, from 4 generator processes (plain sockets under epoll,
+each from a loopback address of its own). Each client's token is stamped
+as its try starts, as a backend mints one just before its client connects,
+and lives 5 s; a client refused (its token expired on the way, or anything
+else) tries again with a fresh one, 3 tries at most. Daemon CPU per
+connect (from the first connect to the last answer; the clients stay
+connected), connects per second held (from the first try to the last
+connect), handshake p50/p99 (from a try's start to its 101) and the
+client's whole wait (from its first try), tokens expired, connects failed
+(and why), and the kernel's count of connects its listen queue dropped.
+
+--baseline runs the batch, single, connect and idle phases on our daemon
+and on the Go original (BINARY, built by ../shared/reference/build-go-original),
+both started as their users start them: ours as the README's command does,
+`twistd -n socktopus` with PORT and the app's secret in the environment
+(and once more with --logger socktopus_tw.logs.text, for the single phase),
+the Go binary with PORT and the secret, each in an empty working
+directory. Each group of phases runs on a fresh server of each, one after
+the other, the one that goes first alternating from round to round
+(--rounds, 3); each figure is given as Go's and ours (medians) and ours /
+Go: the median of the rounds' ratios, and their range. The same load
+generators drive both (the wire details checked in the Go source are in
+BASELINE_WIRE and the JSON).
+
+A window during which the rest of the machine used more than --others
+cores (0.25) is measured again, up to three times.
 
 --cluster (SPEC §6) starts its own redis-server (Debian's, no persistence,
 on a free loopback port, or a unix socket with --redis-socket) and two
@@ -94,6 +133,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -105,6 +145,7 @@ import re
 import resource
 import select
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -162,13 +203,15 @@ QUIET, PATIENCE = 0.15, 600
 OTHERS = 0.25
 
 
-def quiet() -> float:
+def quiet(keepAlive: Any = None) -> float:
     """
     Wait until the machine is quiet, the set-up of what is measured next
     included (its processes are idle by now): someone else's test run on
-    the same cores would be measured with it. The seconds waited.
+    the same cores would be measured with it. The seconds waited (said
+    every 30 s). KEEPALIVE, if given, is called every 10 s of waiting.
     """
-    started = time.monotonic()
+    started = kept = time.monotonic()
+    told = -math.inf  # when it last said it waits
     while True:
         busy0, wall0 = boxTimes()[0], time.monotonic()
         time.sleep(1.0)
@@ -176,10 +219,102 @@ def quiet() -> float:
         waited = time.monotonic() - started
         if busy <= QUIET or waited > PATIENCE:
             return waited
-        print(f"  the machine is busy ({busy:.2f} cores); waiting", flush=True)
+        if waited - told >= 30:
+            print(f"  the machine is busy ({busy:.2f} cores); waiting ({waited:.0f} s)", flush=True)
+            told = waited
+        if keepAlive is not None and time.monotonic() - kept > 10:
+            keepAlive()
+            kept = time.monotonic()
 
 
-class Daemon:
+def again(take: Any, entry: Any = None, others: float = OTHERS, pause: float = 0.0) -> dict:
+    """
+    A window's entry, ENTRY(TAKE()) (or TAKE() alone), taken again (three
+    tries in all, each in "attempt") after PAUSE seconds while the rest of
+    the machine used more than OTHERS cores during it ("other_cores").
+    """
+    for attempt in range(1, 4):
+        result = take() if entry is None else entry(take())
+        result["attempt"] = attempt
+        if result.get("other_cores", 0) <= others:
+            break
+        used = result["other_cores"]
+        print(f"  {result['name']}: {used:g} cores used by others; again", flush=True)
+        time.sleep(pause)
+    return result
+
+
+def freePort() -> int:
+    """
+    A loopback port free right now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raiseFileLimit(needed: int) -> None:
+    """
+    Let this process and its children (the daemon, the generators) hold
+    NEEDED descriptors: the soft limit up to the hard one, and the hard one
+    too where we may (as root).
+    """
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard < needed:
+        with contextlib.suppress(ValueError, OSError):  # only root may raise it
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            hard = needed
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < needed:
+        raise SystemExit(f"RLIMIT_NOFILE is {hard}; {needed} descriptors are needed")
+
+
+class Server:
+    """
+    A server process the benchmark measures: its CPU, its memory, and its
+    log (kept in a file, so it never blocks on a full pipe).
+    """
+
+    process: subprocess.Popen
+    port: int
+
+    def keepLog(self) -> None:
+        self.log = tempfile.TemporaryFile()
+        self.drain = subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=self.log)
+
+    def times(self) -> tuple[float, float]:
+        """
+        The server's user and system CPU seconds so far, all its threads.
+        """
+        return cpuTimes(self.process.pid)
+
+    def cpu(self) -> float:
+        return sum(self.times())
+
+    def rss(self) -> int:
+        with open(f"/proc/{self.process.pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+
+    def peakRss(self) -> int:
+        """
+        The most resident memory it ever had (VmHWM), in bytes.
+        """
+        with open(f"/proc/{self.process.pid}/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+        self.drain.wait(5)
+
+
+class Daemon(Server):
+    """
+    Our daemon as the benchmark runs it: twistd on a free loopback port
+    with a listen backlog of 4,096, its database in WORKDIR.
+    """
+
     def __init__(
         self,
         workdir: str,
@@ -225,30 +360,7 @@ class Daemon:
                 break
         else:
             raise SystemExit("the daemon did not start")
-        # Keep draining its log so it never blocks on a full pipe.
-        self.log = tempfile.TemporaryFile()
-        self.drain = subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=self.log)
-
-    def times(self) -> tuple[float, float]:
-        """
-        The daemon's user and system CPU seconds so far.
-        """
-        return cpuTimes(self.process.pid)
-
-    def cpu(self) -> float:
-        return sum(self.times())
-
-    def rss(self) -> int:
-        with open(f"/proc/{self.process.pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE
-
-    def peakRss(self) -> int:
-        """
-        The most resident memory it ever had (VmHWM), in bytes.
-        """
-        with open(f"/proc/{self.process.pid}/status") as f:
-            line = next(line for line in f if line.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024
+        self.keepLog()
 
     def scrape(self) -> dict[str, float]:
         """
@@ -266,10 +378,49 @@ class Daemon:
                 figures[name] = float(value)
         return figures
 
+
+class AsUsersStart(Server):
+    """
+    A server started as its user starts it, for --baseline: ARGUMENTS in an
+    empty working directory of its own, with the app's secret and PORT (a
+    free one) in the environment and nothing else on its command line;
+    ready once it answers GET /.
+    """
+
+    def __init__(self, *arguments: str) -> None:
+        self.workdir = tempfile.TemporaryDirectory()
+        self.port = freePort()
+        env = dict(os.environ, PORT=str(self.port), **{f"{APP.upper()}_SOCKTOPUS_SECRET": SECRET})
+        self.process = subprocess.Popen(
+            arguments,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir.name,
+        )
+        self.keepLog()
+        deadline = time.monotonic() + 30
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                raise SystemExit(f"{arguments[0]} did not start:\n{self.log.read()[-2000:]}")
+            time.sleep(0.1)
+
+    def answers(self) -> bool:
+        import http.client
+
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            connection.request("GET", "/")
+            connection.getresponse().read()
+            connection.close()
+        except OSError:
+            return False
+        return True
+
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
-        self.drain.wait(5)
+        super().stop()
+        self.workdir.cleanup()
 
 
 class Redis:
@@ -286,9 +437,7 @@ class Redis:
             self.url = f"redis+unix://{path}"
             address: tuple | str = path
         else:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            port = freePort()
             arguments += ["--port", str(port), "--bind", "127.0.0.1"]
             self.url = f"redis://127.0.0.1:{port}"
             address = ("127.0.0.1", port)
@@ -355,14 +504,12 @@ def listen(groups: list[tuple[int, int, int, int]]) -> list[subprocess.Popen]:
     """
     started = [start("receive", *group) for group in groups]
     for process in started:
-        line = process.stdout.readline()
-        if "ready" not in line:
-            raise RuntimeError(f"receiver failed: {line}")
+        expect(process, "ready")
     return started
 
 
 def measure(
-    watched: dict[str, Daemon | Redis],
+    watched: dict[str, Server | Redis],
     listeners: list[tuple[int, int, int, int]],
     senders: list[tuple[int, int]],
     batch: int,
@@ -386,7 +533,16 @@ def measure(
     """
     listening = listen(listeners)
     time.sleep(0.5)  # let connection set-up settle out of the measured window
-    waited = quiet()
+
+    def keepAlive() -> None:
+        # Every client sends PING, outside the window: the Go original
+        # closes a client 20 s after its last PING, whatever else it does.
+        for process in listening:
+            process.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)
+
+    waited = quiet(keepAlive)
+    keepAlive()
     if background is not None:
         background.start()
     probed0 = {k: f() for k, f in (probes or {}).items()}
@@ -433,7 +589,7 @@ def measure(
     }
 
 
-def relay(daemon: Daemon, name: str, batch: int, size: int, seconds: float) -> dict:
+def relay(daemon: Server, name: str, batch: int, size: int, seconds: float) -> dict:
     """
     1,000 connections, 4 senders in one process, BATCH messages of SIZE bytes.
     """
@@ -467,10 +623,13 @@ def relay(daemon: Daemon, name: str, batch: int, size: int, seconds: float) -> d
         "daemon_cpu_ms_per_1000_messages": round(cpu * 1e6 / max(delivered, 1), 2),
         "daemon_cpu_ms_per_1000_requests": round(cpu * 1e6 / max(raw["requests"], 1), 2),
         "generator_cpu_s": round(raw["generator_cpu"], 2),
+        # What the machine did besides the daemon and the generators.
+        "other_cores": round((raw["box_busy"] - cpu - raw["generator_cpu"]) / wall, 2),
+        "waited_for_quiet_s": round(raw["waited_for_quiet"], 1),
     }
 
 
-def idleMemory(daemon: Daemon, connections: int) -> dict:
+def idleMemory(daemon: Server, connections: int) -> dict:
     before = daemon.rss()
     listening = receivers(daemon.port, connections, 4)
     time.sleep(1.0)
@@ -488,10 +647,121 @@ def idleMemory(daemon: Daemon, connections: int) -> dict:
     }
 
 
-def accounts(daemon: Daemon, seconds: float, rounds: int) -> dict:
+#: The connect phases' generator processes (a server's clients split
+#: between them), the tries each client has, and the seconds a phase may
+#: take before what is still connecting counts as unfinished.
+CONNECTORS, CONNECT_TRIES, CONNECT_PATIENCE = 4, 3, 120
+#: What a connect generator counts (see loadgen's Connector).
+CONNECT_COUNTS = ("connected", "expired", "failed", "gave_up", "unfinished", "dropped")
+
+
+#: The kernel's counts of connects a listener could not take at once
+#: (/proc/net/netstat, for the whole machine: on loopback, the phase's).
+TCP_QUEUES = ("ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPReqQFullDrop")
+
+
+def tcpQueues() -> dict[str, int]:
+    with open("/proc/net/netstat") as f:
+        names, values = [line.split() for line in f if line.startswith("TcpExt:")][:2]
+    counts = dict(zip(names[1:], map(int, values[1:]), strict=True))
+    return {name: counts.get(name, 0) for name in TCP_QUEUES}
+
+
+def connects(server: Server, name: str, clients: int, parallel: int) -> dict:
+    """
+    CLIENTS WebSocket connects to SERVER from CONNECTORS processes, PARALLEL
+    at a time between them (0: all at once, as clients come back after a
+    restart), each client with a token of its own stamped as it starts (see
+    loadgen's Connector). The server's CPU is counted from the first
+    connect to the last answer (the clients stay connected, so no
+    disconnect is in it); a client refused starts again with a fresh token.
+    """
+    share = clients // CONNECTORS
+    each = max(1, parallel // CONNECTORS) if parallel else 0  # 0: all at once
+    # Each from a loopback address of its own: see loadgen's Attempt.
+    generators = [
+        start(
+            "connect",
+            server.port,
+            f"127.0.0.{n + 2}",
+            n * share,
+            share,
+            each,
+            CONNECT_TRIES,
+            CONNECT_PATIENCE,
+        )
+        for n in range(CONNECTORS)
+    ]
+    for process in generators:
+        expect(process, "armed")
+    waited = quiet()
+    before, busy0, wall0, queues0 = server.times(), boxTimes()[0], time.monotonic(), tcpQueues()
+    for process in generators:
+        process.send_signal(signal.SIGUSR1)
+    for process in generators:
+        expect(process, "done")
+    time.sleep(0.3)  # the server's work for the last answers (its log lines) ends
+    after, busy1, wall1, queues1 = server.times(), boxTimes()[0], time.monotonic(), tcpQueues()
+    for process in generators:
+        process.terminate()
+    reports = [result(p) for p in generators]
+    total = {key: sum(r[key] for r in reports) for key in CONNECT_COUNTS}
+    refusals: dict[str, int] = {}
+    for report in reports:
+        for reason, count in report["refusals"].items():
+            refusals[reason] = refusals.get(reason, 0) + count
+    handshakes = [ms for r in reports for ms in r["handshake_ms"]]
+    waits = [ms for r in reports for ms in r["wait_ms"]]
+    user, system = after[0] - before[0], after[1] - before[1]
+    cpu, generatorCpu, wall = user + system, sum(r["cpu"] for r in reports), wall1 - wall0
+    # From the first client's start to the last one connected, over every generator.
+    span = max(r["last_connected"] for r in reports) - min(r["started"] for r in reports)
+    connected = total["connected"]
+    return {
+        "name": name,
+        "clients": share * CONNECTORS,
+        "in_flight": parallel or "all",
+        **total,
+        "refusals": refusals,
+        **{f"kernel_{count}": queues1[count] - queues0[count] for count in TCP_QUEUES},
+        "seconds": round(span, 2),
+        "connects_per_s": round(connected / max(span, 1e-3)),
+        "handshake_p50_ms": round(percentile(handshakes, 50), 2),
+        "handshake_p99_ms": round(percentile(handshakes, 99), 2),
+        "handshake_max_ms": round(max(handshakes, default=float("nan")), 2),
+        # From a client's first try, its refused ones included.
+        "client_wait_p99_ms": round(percentile(waits, 99), 2),
+        "daemon_cpu_s": round(cpu, 2),
+        "daemon_system_cpu_share": round(system / max(cpu, 0.01), 2),
+        "daemon_cpu_ms_per_connect": round(cpu * 1000 / max(connected, 1), 3),
+        "daemon_cores": round(cpu / wall, 2),
+        "generator_cpu_s": round(generatorCpu, 2),
+        "generator_cpu_ms_per_connect": round(generatorCpu * 1000 / max(connected, 1), 3),
+        # What the machine did besides the server and the generators.
+        "other_cores": round((busy1 - busy0 - cpu - generatorCpu) / wall, 2),
+        "waited_for_quiet_s": round(waited, 1),
+    }
+
+
+def expect(process: subprocess.Popen, word: str) -> None:
+    """
+    Wait for a generator's next line, which must say WORD.
+    """
+    line = process.stdout.readline()
+    if word not in line:
+        raise RuntimeError(f"a load generator said {line!r}, not {word!r}")
+
+
+#: Seconds between the accounts phase's PINGs: 10 a second, half the
+#: daemon's default --client-message-rate (a faster client is closed, 1008).
+PING_INTERVAL = 0.1
+
+
+def accounts(daemon: Server, seconds: float, rounds: int) -> dict:
     """
     Logins at the daemon's bcrypt cost against the bound cores / one hash,
-    with a WebSocket client timing PING -> PONG meanwhile.
+    with a WebSocket client timing PING -> PONG meanwhile. A login or a
+    PONG that never comes ends its generator, reported in *_failure.
     """
     import urllib.request
 
@@ -510,13 +780,20 @@ def accounts(daemon: Daemon, seconds: float, rounds: int) -> dict:
         samples.append(time.perf_counter() - t)
     oneHash = min(samples)
     cores = os.cpu_count() or 1
-    pinger = start("ping", daemon.port, seconds)
+    pinger = start("ping", daemon.port, seconds, PING_INTERVAL)
     logins = start("login", daemon.port, seconds)
     done = result(logins)
     pings = result(pinger)
     delays = [ns / 1e6 for ns in pings["delays"]]
     rate = done["logins"] / done["seconds"]
     bound = cores / oneHash
+    failures = {
+        f"{what}_failure": report["failure"]
+        for what, report in (("login", done), ("ping", pings))
+        if "failure" in report
+    }
+    for failure in failures.values():
+        print(f"  accounts: {failure}", flush=True)
     return {
         "name": "accounts",
         "bcrypt_rounds": rounds,
@@ -525,9 +802,11 @@ def accounts(daemon: Daemon, seconds: float, rounds: int) -> dict:
         "bound_per_s": round(bound, 2),
         "fraction_of_bound": round(rate / bound, 3),
         "one_hash_ms": round(oneHash * 1000, 1),
+        "pings": len(delays),
         "ping_p50_ms": round(percentile(delays, 50), 2),
         "ping_p99_ms": round(percentile(delays, 99), 2),
         "generator_cpu_s": done["cpu"],
+        **failures,
     }
 
 
@@ -538,17 +817,40 @@ def main() -> None:
     )
     parser.add_argument("--idle", type=int, default=10000, help="idle connections to hold")
     parser.add_argument(
+        "--connects", type=int, default=10000, help="the connect phase's WebSocket connects"
+    )
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=100,
+        help="the connect phase's connects under way at a time (closed loops)",
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=18000,
+        help="the connect phase's clients arriving all at once, as after a restart",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="BINARY",
+        help="the batch, single, connect and idle phases against this build of the Go "
+        "original too, each as its user starts it, rounds alternating which goes first",
+    )
+    parser.add_argument(
         "--json",
         help="default bench/last-run.json; bench/cluster-results.json with --cluster, "
         "bench/reuseport-results.json with --reuseport",
     )
-    parser.add_argument("--only", help="comma-separated phases: batch,single,1k,idle,accounts")
+    parser.add_argument(
+        "--only", help="comma-separated phases: batch,single,1k,connect,idle,accounts"
+    )
     parser.add_argument(
         "--runs",
         "--rounds",
         type=int,
-        help="repeat (default 1; 3 with --cluster or --reuseport); the JSON then has each "
-        "figure's median, min and max",
+        help="repeat (default 1; 3 with --cluster, --reuseport or --baseline); the JSON "
+        "then has each figure's median, min and max",
     )
     parser.add_argument(
         "--cluster",
@@ -580,8 +882,8 @@ def main() -> None:
         "--others",
         type=float,
         default=OTHERS,
-        help="--webhook: cores the rest of the machine may use in a window before it is "
-        f"measured again (default {OTHERS})",
+        help="cores the rest of the machine may use in a window before it is measured "
+        f"again (default {OTHERS})",
     )
     parser.add_argument("--clients", type=int, default=1000, help="--reuseport: WebSocket clients")
     parser.add_argument(
@@ -605,8 +907,10 @@ def main() -> None:
         help="twistd's --logger for the daemon ('twistd': its default)",
     )
     options = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raiseFileLimit(max(options.burst, options.connects, options.idle, CLOSING) + 1024)
+    if options.baseline:
+        baselineMain(options)
+        return
     if options.cluster:
         clusterMain(options)
         return
@@ -622,18 +926,13 @@ def main() -> None:
     options.seconds = options.seconds or 10.0
     options.runs = options.runs or 1
     options.json = options.json or os.path.join(HERE, "last-run.json")
-    phases = (options.only or "batch,single,1k,idle,accounts").split(",")
+    phases = (options.only or "batch,single,1k,connect,idle,accounts").split(",")
 
     runs = [runPhases(phases, options) for _ in range(options.runs)]
     report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        **runFacts(),
         "logger": options.logger,
+        "tree": treeState(),
     }
     if options.runs == 1:
         report["results"] = runs[0]
@@ -652,25 +951,51 @@ def main() -> None:
     print(f"\nwritten to {options.json}")
 
 
+#: The relay phases: (name, messages per request, bytes per message).
+RELAY_PHASES = {
+    "batch": ("relay, batch 100 x 64 B", 100, 64),
+    "single": ("relay, single x 64 B", 1, 64),
+    "1k": ("relay, batch 100 x 1 KiB", 100, 1024),
+}
+#: The connect phase's two parts.
+CONNECT, BURST = "connect, closed loops", "connect, all at once"
+
+
+def phaseGroups(phases: list[str], options: argparse.Namespace) -> list[list[Any]]:
+    """
+    The phases of PHASES (accounts aside), as functions of a server, in
+    groups that share one: the relay phases one; each part of the connect
+    phase (its clients come to a server that has had none, as after a
+    restart) and the idle phase one of their own.
+    """
+    relays = [
+        functools.partial(relay, name=name, batch=batch, size=size, seconds=options.seconds)
+        for key, (name, batch, size) in RELAY_PHASES.items()
+        if key in phases
+    ]
+    groups = [relays] if relays else []
+    if "connect" in phases:
+        groups.append(
+            [
+                functools.partial(
+                    connects, name=CONNECT, clients=options.connects, parallel=options.in_flight
+                )
+            ]
+        )
+        groups.append([functools.partial(connects, name=BURST, clients=options.burst, parallel=0)])
+    if "idle" in phases:
+        groups.append([functools.partial(idleMemory, connections=options.idle)])
+    return groups
+
+
 def runPhases(phases: list[str], options: argparse.Namespace) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        daemon = Daemon(workdir, logger=options.logger)
-        try:
-            if "batch" in phases:
-                results.append(relay(daemon, "relay, batch 100 x 64 B", 100, 64, options.seconds))
-            if "single" in phases:
-                results.append(relay(daemon, "relay, single x 64 B", 1, 64, options.seconds))
-            if "1k" in phases:
-                results.append(
-                    relay(daemon, "relay, batch 100 x 1 KiB", 100, 1024, options.seconds)
-                )
-        finally:
-            daemon.stop()
-        if "idle" in phases:
+        for group in phaseGroups(phases, options):
             daemon = Daemon(workdir, logger=options.logger)
             try:
-                results.append(idleMemory(daemon, options.idle))
+                for phase in group:
+                    results.append(again(functools.partial(phase, daemon), others=options.others))
             finally:
                 daemon.stop()
         if "accounts" in phases:
@@ -808,23 +1133,19 @@ def clusterRound(options: argparse.Namespace) -> list[dict]:
         _, listeners, senders = next(p for p in PLACEMENTS if p[0] == placement)
         for rate in rates:
             name = phaseName(placement, rate)
-            for attempt in range(1, 4):
-                raw = measure(
-                    watched,
-                    [(nodes[node].port, *rest) for node, *rest in listeners],
-                    [(nodes[node].port, loops) for node, loops in senders],
-                    100,
-                    64,
-                    options.seconds,
-                    rate,
-                )
-                entry = clusterEntry(name, raw, rate)
-                entry["attempt"] = attempt
-                # Something else ran on the cores during the window: again.
-                if entry["other_cores"] <= OTHERS:
-                    break
-                print(f"  {name}: {entry['other_cores']:g} cores used by others; again", flush=True)
-            results.append(entry)
+            raw = functools.partial(
+                measure,
+                watched,
+                [(nodes[node].port, *rest) for node, *rest in listeners],
+                [(nodes[node].port, loops) for node, loops in senders],
+                100,
+                64,
+                options.seconds,
+                rate,
+            )
+            results.append(
+                again(raw, functools.partial(clusterEntry, name, rate=rate), options.others)
+            )
 
     with tempfile.TemporaryDirectory() as workdir:
         with contextlib.ExitStack() as stack:
@@ -868,14 +1189,7 @@ def clusterMain(options: argparse.Namespace) -> None:
         [REDIS_SERVER, "--version"], capture_output=True, text=True
     ).stdout.strip()
     report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average": os.getloadavg(),
-        },
-        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        **runFacts(),
         "logger": options.logger,
         "generators_on_uvloop": importlib.util.find_spec("uvloop") is not None,
         "redis": {
@@ -1262,15 +1576,11 @@ def boxRound(options: argparse.Namespace, order: list[tuple[str, int]]) -> list[
                 stack.callback(daemon.stop)
                 watched[f"node_{'ab'[n]}"] = daemon
                 port = daemon.port
-            for attempt in range(1, 4):
-                entry = boxEntry(name, boxMeasure(watched, port, options))
-                entry["attempt"] = attempt
-                # Something else ran on the cores during the window: again.
-                if entry["other_cores"] <= OTHERS:
-                    break
-                print(f"  {name}: {entry['other_cores']:g} cores used by others; again", flush=True)
-                time.sleep(1.0)  # the daemons see the last clients go
-            results.append(entry)
+            # Between tries, a second for the daemons to see the last clients go.
+            take = functools.partial(boxMeasure, watched, port, options)
+            results.append(
+                again(take, functools.partial(boxEntry, name), options.others, pause=1.0)
+            )
     one = next(e for e in results if e["name"] == BOXES[0][0])
     for entry in results:
         if entry is not one:
@@ -1301,14 +1611,7 @@ def boxMain(options: argparse.Namespace) -> None:
         [REDIS_SERVER, "--version"], capture_output=True, text=True
     ).stdout.strip()
     report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average": os.getloadavg(),
-        },
-        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        **runFacts(),
         "logger": options.logger,
         "redis": {
             "server": version,
@@ -1535,13 +1838,7 @@ def disconnectsMain(options: argparse.Namespace) -> None:
         print(f"round {n + 1} of {options.runs}", flush=True)
         rounds.append(disconnectsRound(options))
     report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        **runFacts(),
         "logger": options.logger,
         f"median_of_{options.runs}": summarise([[r] for r in rounds]),
         "rounds": rounds,
@@ -1903,9 +2200,7 @@ def hookConfig(key: str, options: argparse.Namespace) -> list[dict]:
             environment[f"{APP.upper()}_SOCKTOPUS_WEBHOOK"] = (
                 f"http://127.0.0.1:{hook.port}/socktopus"
             )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            metricsPort = s.getsockname()[1]
+        metricsPort = freePort()
         daemon = Daemon(
             workdir, logger=options.logger, environment=environment, metricsPort=metricsPort
         )
@@ -1938,23 +2233,18 @@ def hookConfig(key: str, options: argparse.Namespace) -> list[dict]:
         for phase, batch, nameKey in windows:
             churning = not batch or nameKey != "a"
             name = hookName(phase, nameKey)
-            for attempt in range(1, 4):
-                raw = measure(
-                    {**watched, **({"churn": churn} if churning else {})},
-                    [(port, 0, 500, 1), (port, 500, 500, 1)],
-                    [(port, 4)] if batch else [],
-                    batch or 1,
-                    64,
-                    options.seconds,
-                    background=churn if churning else None,
-                    probes={**probes, **({"churn": churn.read} if churning else {})},
-                )
-                entry = hookEntry(name, batch, raw)
-                entry["attempt"] = attempt
-                # Something else ran on the cores during the window: again.
-                if entry["other_cores"] <= options.others:
-                    break
-                print(f"  {name}: {entry['other_cores']:g} cores used by others; again", flush=True)
+            raw = functools.partial(
+                measure,
+                {**watched, **({"churn": churn} if churning else {})},
+                [(port, 0, 500, 1), (port, 500, 500, 1)],
+                [(port, 4)] if batch else [],
+                batch or 1,
+                64,
+                options.seconds,
+                background=churn if churning else None,
+                probes={**probes, **({"churn": churn.read} if churning else {})},
+            )
+            entry = again(raw, functools.partial(hookEntry, name, batch), options.others)
             entry["daemon_rss_mib"] = round(daemon.rss() / 2**20, 1)
             entry["daemon_peak_rss_mib"] = round(daemon.peakRss() / 2**20, 1)
             if hook is not None:
@@ -2030,15 +2320,32 @@ def hookRound(options: argparse.Namespace, order: list[str]) -> list[dict]:
     return sorted(results, key=lambda e: order_.index(e["name"]))
 
 
+def runFacts() -> dict[str, Any]:
+    """
+    What every report starts with: when, on what machine, by what command.
+    """
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average": os.getloadavg(),
+        },
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+    }
+
+
 def treeState() -> dict[str, Any]:
     """
     The commit measured, and the files changed since (uncommitted work).
     """
 
     def git(*arguments: str) -> str:
+        # Not strip(): a status line starts with a space.
         return subprocess.run(
             ["git", *arguments], capture_output=True, text=True, cwd=HERE
-        ).stdout.strip()
+        ).stdout.rstrip()
 
     return {
         "commit": git("rev-parse", "HEAD"),
@@ -2063,14 +2370,7 @@ def webhookMain(options: argparse.Namespace) -> None:
         rounds.append(hookRound(options, order))
     summary = summarise(rounds)
     report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average": os.getloadavg(),
-        },
-        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        **runFacts(),
         "logger": options.logger,
         "generators_on_uvloop": importlib.util.find_spec("uvloop") is not None,
         "tree": tree,
@@ -2190,6 +2490,196 @@ def printWebhook(summary: dict, rounds: list[list[dict]]) -> None:
                     f"({value['min']:g}-{value['max']:g})  <= 1.05: "
                     f"{'met' if value['median'] <= 1.05 else 'not met'}"
                 )
+
+
+#: --baseline's servers of ours and their commands: as the README starts
+#: it, and once more with the text logger (for the single phase). The Go
+#: original ("go") is the binary given.
+OURS = {
+    "ours": [TWISTD, "-n", "socktopus"],
+    "ours, text logger": [TWISTD, "-n", "--logger", "socktopus_tw.logs.text", "socktopus"],
+}
+
+#: --baseline's table: (figure, phase, key, our server in the ratio). The
+#: labels' numbers are the options'.
+BASELINE_FIGURES = [
+    (
+        "CPU ms / 1,000 messages, batch 100 x 64 B",
+        RELAY_PHASES["batch"][0],
+        "daemon_cpu_ms_per_1000_messages",
+        "ours",
+    ),
+    (
+        "CPU ms / 1,000 single /send",
+        RELAY_PHASES["single"][0],
+        "daemon_cpu_ms_per_1000_requests",
+        "ours",
+    ),
+    (
+        "  the same, ours with the text logger",
+        RELAY_PHASES["single"][0],
+        "daemon_cpu_ms_per_1000_requests",
+        "ours, text logger",
+    ),
+    ("CPU ms / connect ({connects:,})", CONNECT, "daemon_cpu_ms_per_connect", "ours"),
+    ("CPU ms / connect ({burst:,} at once)", BURST, "daemon_cpu_ms_per_connect", "ours"),
+    ("connects/s held ({connects:,})", CONNECT, "connects_per_s", "ours"),
+    ("connects/s held ({burst:,} at once)", BURST, "connects_per_s", "ours"),
+    ("handshake p50 ms ({connects:,})", CONNECT, "handshake_p50_ms", "ours"),
+    ("handshake p99 ms ({connects:,})", CONNECT, "handshake_p99_ms", "ours"),
+    ("handshake p99 ms ({burst:,} at once)", BURST, "handshake_p99_ms", "ours"),
+    ("client wait p99 ms ({burst:,} at once)", BURST, "client_wait_p99_ms", "ours"),
+    ("tokens expired ({burst:,} at once)", BURST, "expired", "ours"),
+    ("connects failed ({burst:,} at once)", BURST, "failed", "ours"),
+    ("RSS KiB / idle connection ({idle:,})", "idle memory", "rss_per_connection_kib", "ours"),
+    ("batch p99 latency ms", RELAY_PHASES["batch"][0], "latency_p99_ms", "ours"),
+    ("single p99 latency ms", RELAY_PHASES["single"][0], "latency_p99_ms", "ours"),
+]
+
+#: What --baseline found of the Go original's wire, read in its source.
+BASELINE_WIRE = {
+    "tokens": "the same format (hex(T) h hex(APP) h hex(ID) h hex(HMAC-SHA256(SECRET, T + ID)), "
+    "T in decimal ms), so one generator mints for both; the Go original accepts a token stamped "
+    "in the future, which no generator here makes",
+    "path": "the Go original serves /recieve only (no /receive alias): the generators use /recieve",
+    "/send": "the same body and answer; it chunks answers over 4 KiB (a batch of 100), which the "
+    "senders read as well as Content-Length",
+    "keepalive": "it closes a client 20 s after its last PING text frame (WebSocket pings do not "
+    "count) and pings no one: every receiver sends PING before each window, and every 10 s "
+    "while waiting for a quiet machine; both servers get the same PINGs",
+    "concurrency": "its /send writes to a client from the request's goroutine, racing any PONG "
+    "its reader writes (gorilla panics on that), so no PING is sent during a window",
+}
+
+
+def baselineRound(options: argparse.Namespace, oursFirst: bool) -> dict[str, list[dict]]:
+    """
+    One round of --baseline: each group of phases on a fresh server of ours
+    and then on one of Go's (or Go's first), as a user starts each; ours
+    with the text logger runs the single phase after the first pair.
+    """
+    runs = []
+    for group in phaseGroups(["batch", "single", "connect", "idle"], options):
+        pair = [("ours", group), ("go", group)]
+        runs.extend(pair if oursFirst else pair[::-1])
+    runs.insert(2, ("ours, text logger", phaseGroups(["single"], options)[0]))
+    results: dict[str, list[dict]] = {key: [] for key in ("go", *OURS)}
+    for key, group in runs:
+        server = AsUsersStart(*OURS.get(key, [options.baseline]))
+        try:
+            for phase in group:
+                entry = again(functools.partial(phase, server), others=options.others)
+                results[key].append(entry)
+                print(f"  {key}: {entry['name']}: {baselineLine(entry)}", flush=True)
+        finally:
+            server.stop()
+    return results
+
+
+def baselineLine(entry: dict) -> str:
+    """
+    An entry's headline figures, for the progress lines.
+    """
+    keys = [key for _, phase, key, _ in BASELINE_FIGURES if phase == entry["name"]]
+    return ", ".join(f"{key} {entry[key]}" for key in dict.fromkeys(keys)) + (
+        f", other cores {entry['other_cores']}" if "other_cores" in entry else ""
+    )
+
+
+def baselineFigures(rounds: list[dict[str, list[dict]]], options: argparse.Namespace) -> list:
+    """
+    Each figure of BASELINE_FIGURES: Go's and ours per round and their
+    medians, and ours / Go: the median of the rounds' ratios, and its range.
+    """
+    figures = []
+    for label, phase, key, ours in BASELINE_FIGURES:
+        theirs, mine = (
+            [next(e[key] for e in r[server] if e["name"] == phase) for r in rounds]
+            for server in ("go", ours)
+        )
+        ratios = [round(m / g, 3) for m, g in zip(mine, theirs, strict=True) if g]
+        figures.append(
+            {
+                "figure": label.format(**vars(options)),
+                "phase": phase,
+                "key": key,
+                "ours": ours,
+                "go_median": statistics.median(theirs),
+                "ours_median": statistics.median(mine),
+                "ratio_median": statistics.median(ratios) if ratios else None,
+                "ratio_min": min(ratios, default=None),
+                "ratio_max": max(ratios, default=None),
+                "go_per_round": theirs,
+                "ours_per_round": mine,
+            }
+        )
+    return figures
+
+
+def baselineMain(options: argparse.Namespace) -> None:
+    options.seconds = options.seconds or 10.0
+    options.runs = options.runs or 3
+    options.json = options.json or os.path.join(HERE, "baseline-results.json")
+    binary = os.path.abspath(options.baseline)
+    options.baseline = binary
+    tree, began = treeState(), time.monotonic()
+    rounds, orders = [], []
+    for n in range(options.runs):
+        # Alternate which goes first, so a drift of the machine's speed
+        # over the run falls on both alike.
+        order = ["ours", "go"] if n % 2 == 0 else ["go", "ours"]
+        orders.append(order)
+        print(f"round {n + 1} of {options.runs}: {', then '.join(order)}", flush=True)
+        rounds.append(baselineRound(options, oursFirst=n % 2 == 0))
+    figures = baselineFigures(rounds, options)
+    with open(binary, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    report = {
+        **runFacts(),
+        # Others may commit meanwhile: what each server ran is between the two.
+        "tree": tree,
+        "tree_at_end": treeState(),
+        "seconds_taken": round(time.monotonic() - began),
+        "go_binary": {"path": binary, "sha256": digest},
+        "started_as": {
+            key: f"PORT=<free port> {APP.upper()}_SOCKTOPUS_SECRET=<secret> "
+            + " ".join(os.path.relpath(word) if word == TWISTD else word for word in command)
+            + ", in an empty working directory of its own"
+            for key, command in {"go": [binary], **OURS}.items()
+        },
+        "wire": BASELINE_WIRE,
+        "seconds_per_relay_phase": options.seconds,
+        "connect_phase": f"{options.connects:,} connects, {options.in_flight} at a time (closed "
+        f"loops), then {options.burst:,} clients at once, each on a fresh server, from "
+        f"{CONNECTORS} generator processes; a token stamped as each try starts; a refused "
+        f"client tries again with a fresh token, {CONNECT_TRIES} tries at most",
+        "order_of_rounds": orders,
+        "figures": figures,
+        "rounds": rounds,
+    }
+    with open(options.json, "w") as f:
+        json.dump(report, f, indent=2)
+    printBaseline(figures, len(rounds))
+    print(f"\n{report['seconds_taken']} s; written to {options.json}")
+
+
+def printBaseline(figures: list[dict], rounds: int) -> None:
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    print(f"\nmedians of {rounds} rounds; ours / Go: the median of the rounds' ratios (range)")
+    print(f"  {'figure':44} {'Go':>10} {'ours':>10}  ours / Go")
+    for figure in figures:
+        ratio = (
+            f"{cell(figure['ratio_median'])} ({cell(figure['ratio_min'])}-"
+            f"{cell(figure['ratio_max'])})"
+            if figure["ratio_median"] is not None
+            else "-"
+        )
+        print(
+            f"  {figure['figure']:44} {cell(figure['go_median']):>10} "
+            f"{cell(figure['ours_median']):>10}  {ratio}"
+        )
 
 
 if __name__ == "__main__":
