@@ -10,9 +10,11 @@ reactor, and nothing here can fail its caller.
 
 Bounds: per app at most L{Webhooks.maxEvents} events (and
 L{Webhooks.maxQueueBytes} bytes of them) are kept, in flight included; past
-that the oldest go. A post carries at most L{Webhooks.maxBatch} events (and
-about L{Webhooks.maxBatchBytes}); a receiver's answer is read only up to
-L{Webhooks.maxAnswerBytes} and thrown away.
+that the oldest waiting go (those of the post in flight are already on their
+way). A post carries at most L{Webhooks.maxBatch} events (and about
+L{Webhooks.maxBatchBytes}); a receiver's answer is read only up to
+L{Webhooks.maxAnswerBytes} and thrown away, and the head of an answer only up
+to L{maxAnswerHeadBytes}.
 """
 
 from __future__ import annotations
@@ -38,10 +40,16 @@ from twisted.internet.defer import (
     maybeDeferred,
     succeed,
 )
-from twisted.internet.error import ConnectError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionClosed,
+    ConnectionRefusedError,
+    DNSLookupError,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol, ParseError
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
@@ -49,6 +57,7 @@ from twisted.web.client import (
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
+    _HTTP11ClientFactory,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -155,7 +164,8 @@ class Webhooks(Service):
     @ivar maxBatchBytes: a post carries no more serialised events than this
         (but always at least one); this many bytes waiting are sent at once.
     @ivar maxEvents: undelivered events kept per app, in flight included;
-        past that the oldest are dropped.
+        past that the oldest waiting are dropped (not those in flight: they
+        are on their way, and may yet be delivered).
     @ivar maxQueueBytes: the same bound on their serialised size, since an
         event's content may be as big as C{--max-message-size}.
     @ivar timeout: seconds for a whole post, the answer read included.
@@ -165,7 +175,7 @@ class Webhooks(Service):
         dropped if still not delivered.
     @ivar maxAnswerBytes: of an answer's body, this much is read (and thrown
         away, letting the connection be reused); past it the connection is
-        closed.
+        closed. Its head is bounded apart (L{maxAnswerHeadBytes}).
     @ivar shutdownTimeout: seconds L{stopService} keeps delivering.
     """
 
@@ -207,7 +217,7 @@ class Webhooks(Service):
         self.secrets = secrets
         self._pool: HTTPConnectionPool | None = None
         if agent is None:
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            self._pool = _Pool(reactor, persistent=True)
             agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(), pool=self._pool)
         self.agent = agent
         self._hooks: dict[str, _Hook] = {}
@@ -274,7 +284,7 @@ class Webhooks(Service):
         """
         Undelivered events per app (in flight included).
         """
-        return {app: len(hook.events) for app, hook in self._hooks.items()}
+        return {app: len(hook.events) + len(hook.sending) for app, hook in self._hooks.items()}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -316,11 +326,11 @@ class _Hook:
     One app's webhook: its undelivered events, oldest first, and the one
     post that may be in flight.
 
-    Events carry consecutive sequence numbers: C{events[0]} is number
-    C{head}. A post takes the current head and remembers where its batch
-    ended, so whatever an overflow dropped meanwhile is neither retried nor
-    removed twice: success removes the events before that end that are
-    still here.
+    A post takes its batch out of C{events} into C{sending}; an answer then
+    settles exactly those (delivered, rejected or expired) or, on a failure
+    to retry, puts them back in front. An overflow drops only from
+    C{events}: the events in flight are on their way, and dropping them too
+    would count as dropped events the receiver then got.
     """
 
     def __init__(self, owner: Webhooks, app: str, url: bytes) -> None:
@@ -329,16 +339,17 @@ class _Hook:
         self.url = url
         self.log = owner.log
         self.metrics = owner.metrics
-        # (seconds queued, serialised event)
+        # (seconds queued, serialised event), waiting and in flight
         self.events: deque[tuple[float, bytes]] = deque()
-        self.head = 0
-        self.size = 0  # bytes of self.events
+        self.sending: list[tuple[float, bytes]] = []
+        self.size = 0  # bytes of both
         self.inFlight: Deferred[Any] | None = None
         self.timer: IDelayedCall | None = None
         self.retrying = False  # self.timer is a backoff, not a batch delay
         self.failures = 0  # consecutive failed posts: the backoff
         self.failing = False  # a failure streak was logged
         self.failed = 0  # failed posts since the streak was logged
+        self.problem: str | None = None  # what the streak's last line said
         self.firstTried: float | None = None  # the retried batch's first attempt
         self.overflowed = 0  # dropped since the queue last filled up
         self.closed = False
@@ -360,7 +371,10 @@ class _Hook:
             self._drop("shutdown", 1)
             return
         try:
-            data = orjson.dumps(event)
+            # A copy: orjson's bytes keep a buffer of at least 4 KiB (the
+            # length is set, the allocation not shrunk), so 10,000 small
+            # events would hold 40 MiB while self.size said 1 MiB.
+            data = bytes(memoryview(orjson.dumps(event)))
         except TypeError:
             # orjson refuses lone surrogates; the stdlib writes them
             # as \u escapes, which a JSON parser can still read.
@@ -369,7 +383,7 @@ class _Hook:
         self.events.append((owner.reactor.seconds(), data))
         self.size += len(data)
         events = self.events
-        if len(events) > owner.maxEvents or self.size > owner.maxQueueBytes:
+        if len(events) + len(self.sending) > owner.maxEvents or self.size > owner.maxQueueBytes:
             self._overflow()
         if self.inFlight is None and not self.retrying:
             if self.timer is None:
@@ -383,12 +397,13 @@ class _Hook:
         owner = self.owner
         events = self.events
         dropped = 0
-        # The newest always stays: it alone is within both bounds.
+        inFlight = len(self.sending)
+        # The newest always stays: it alone is within both bounds (a post
+        # in flight holds at most maxBatch events and about maxBatchBytes).
         while len(events) > 1 and (
-            len(events) > owner.maxEvents or self.size > owner.maxQueueBytes
+            len(events) + inFlight > owner.maxEvents or self.size > owner.maxQueueBytes
         ):
             self.size -= len(events.popleft()[1])
-            self.head += 1
             dropped += 1
         if not self.overflowed:
             self.log.warn(
@@ -405,18 +420,13 @@ class _Hook:
         if count and self.metrics is not None:
             self.metrics.webhookDropped(self.app, reason, count)
 
-    def _removeUpTo(self, end: int) -> int:
+    def _settle(self) -> int:
         """
-        Remove the events numbered before C{end} that are still queued.
+        Forget the events of the post that was in flight; how many.
         """
-        count = min(end - self.head, len(self.events))
-        if count <= 0:
-            return 0
-        events = self.events
-        for _ in range(count):
-            self.size -= len(events.popleft()[1])
-        self.head += count
-        return count
+        sending, self.sending = self.sending, []
+        self.size -= sum(len(data) for _, data in sending)
+        return len(sending)
 
     # -- posting ---------------------------------------------------------
 
@@ -427,22 +437,25 @@ class _Hook:
             self._checkIdle()
             return
         owner = self.owner
-        batch, size = [], 0
-        for _, data in self.events:
-            if batch and (len(batch) >= owner.maxBatch or size + len(data) > owner.maxBatchBytes):
-                break
-            batch.append(data)
-            size += len(data)
-        end = self.head + len(batch)
+        events, sending, size = self.events, self.sending, 0
+        while events and not (
+            sending
+            and (len(sending) >= owner.maxBatch or size + len(events[0][1]) > owner.maxBatchBytes)
+        ):
+            sending.append(events.popleft())
+            size += len(sending[-1][1])
         now = owner.reactor.seconds()
         if self.firstTried is None:
             self.firstTried = now
-        body = b'{"app":%s,"events":[%s]}' % (orjson.dumps(self.app), b",".join(batch))
+        body = b'{"app":%s,"events":[%s]}' % (
+            orjson.dumps(self.app),
+            b",".join(data for _, data in sending),
+        )
         d = maybeDeferred(self._post, body, int(now * 1000))
         d.addCallback(self._readAnswer)
-        d.addTimeout(owner.timeout, owner.reactor)
+        d.addTimeout(owner.timeout, owner.reactor, onTimeoutCancel=_timedOut)
         self.inFlight = d
-        d.addBoth(self._answered, d, end)
+        d.addBoth(self._answered, d)
 
     def _post(self, body: bytes, milliseconds: int) -> Deferred[IResponse]:
         # Signed at each attempt: a receiver rejects stale stamps.
@@ -466,36 +479,37 @@ class _Hook:
         response.deliverBody(reader)
         return finished.addCallback(lambda _: response.code)
 
-    def _answered(self, result: int | Failure, d: Deferred[Any], end: int) -> None:
+    def _answered(self, result: int | Failure, d: Deferred[Any]) -> None:
         if self.inFlight is not d or self.closed:
             return None  # given up on at shutdown
         self.inFlight = None
         try:
             if isinstance(result, Failure):
-                self._failed(end, *_describe(result, self.owner.timeout))
+                self._failed(*_describe(result, self.owner.timeout))
             elif 200 <= result < 300:
-                self._delivered(end)
+                self._delivered()
             elif 500 <= result < 600:
-                self._failed(end, "server_error", f"it answered {result}")
+                self._failed("server_error", f"answered {result}")
             else:
-                self._rejected(result, end)
+                self._rejected(result)
         except Exception:
-            self.log.failure("Webhook of {app}: answer not handled", app=self.app)
+            self.log.failure("Webhook for {app}: answer not handled", app=self.app)
         self._checkIdle()
         return None
 
-    def _delivered(self, end: int) -> None:
-        count = self._removeUpTo(end)
+    def _delivered(self) -> None:
+        count = self._settle()
         if self.metrics is not None:
             self.metrics.webhookPost(self.app, "delivered")
             self.metrics.webhookDelivered(self.app, count)
         if self.failing:
             self.log.info(
-                "Webhook of {app} delivering again after {failures} failed attempts",
+                "Webhook for {app} delivering again after {failures} failed attempts",
                 app=self.app,
                 failures=self.failed,
             )
         self.failing = False
+        self.problem = None
         self.failures = self.failed = 0
         self.firstTried = None
         if self.overflowed and len(self.events) < self.owner.maxEvents:
@@ -507,8 +521,8 @@ class _Hook:
             self.overflowed = 0
         self._next()
 
-    def _rejected(self, code: int, end: int) -> None:
-        count = self._removeUpTo(end)
+    def _rejected(self, code: int) -> None:
+        count = self._settle()
         if self.metrics is not None:
             self.metrics.webhookPost(self.app, "rejected")
         self._drop("rejected", count)
@@ -516,26 +530,19 @@ class _Hook:
         self.failures = 0
         self.firstTried = None
         self.log.warn(
-            "Webhook of {app} answered {code}: {count} events dropped",
+            "Webhook for {app} answered {code}: {count} events dropped",
             app=self.app,
             code=code,
             count=count,
         )
         self._next()
 
-    def _failed(self, end: int, outcome: str, problem: str) -> None:
+    def _failed(self, outcome: str, problem: str) -> None:
         owner = self.owner
         if self.metrics is not None:
             self.metrics.webhookPost(self.app, outcome)
         self.failures += 1
         self.failed += 1
-        if not self.failing:
-            self.failing = True
-            self.log.warn(
-                "Webhook of {app} failing ({problem}); retrying with backoff",
-                app=self.app,
-                problem=problem,
-            )
         now = owner.reactor.seconds()
         deadline = (self.firstTried or now) + owner.expiry
         # A millisecond's slack: a retry timed at the deadline may run a
@@ -543,11 +550,11 @@ class _Hook:
         if now >= deadline - 0.001:
             # That batch is given up on; the next one gets its own 10
             # minutes, after the backoff reached (the receiver is still down).
-            count = self._removeUpTo(end)
+            count = self._settle()
             self._drop("expired", count)
             self.firstTried = None
             self.log.warn(
-                "Webhook of {app}: {count} events dropped after {minutes:g} minutes of"
+                "Webhook for {app}: {count} events dropped after {minutes:g} minutes of"
                 " retries ({problem})",
                 app=self.app,
                 count=count,
@@ -555,14 +562,31 @@ class _Hook:
                 problem=problem,
             )
             if not self.events:
+                self.failing = True
                 return
             deadline = float("inf")
+        else:
+            # Not delivered: first again, in their order.
+            self.events.extendleft(reversed(self.sending))
+            self.sending = []
         # The exponent capped: a receiver down for days fails thousands of
         # times, and 2.0 ** 1024 overflows.
         backoff = min(owner.firstBackoff * 2.0 ** min(self.failures - 1, 60), owner.maxBackoff)
         # The last retry comes at the deadline, not a backoff past it.
+        delay = min(backoff, deadline - now)
+        # A line when a streak starts and when its problem changes, not one
+        # per attempt: a receiver down for a day is 2,880 attempts.
+        if not self.failing or problem != self.problem:
+            self.failing = True
+            self.problem = problem
+            self.log.warn(
+                "Webhook for {app} {problem}; retrying in {delay:g} s",
+                app=self.app,
+                problem=problem,
+                delay=delay,
+            )
         self.retrying = True
-        self.timer = owner.reactor.callLater(min(backoff, deadline - now), self._send)
+        self.timer = owner.reactor.callLater(delay, self._send)
 
     def _next(self) -> None:
         """
@@ -617,27 +641,78 @@ class _Hook:
         inFlight, self.inFlight = self.inFlight, None
         if inFlight is not None:
             inFlight.cancel()
-        lost = len(self.events)
+        lost = len(self.events) + len(self.sending)
         self._drop("shutdown", lost)
         self.events.clear()
+        self.sending = []
         self.size = 0
         return lost
 
 
+def _timedOut(result: Any, timeout: float) -> Any:
+    """
+    A post cancelled by its timeout failed for that, whatever the Agent made
+    of the cancel: it reports one after the request was sent as the answer
+    lost (L{ResponseNeverReceived} of a L{CancelledError}), which
+    C{addTimeout} would pass on as is.
+    """
+    if isinstance(result, Failure):
+        return Failure(TimeoutError(f"no whole answer within {timeout:g} s"))
+    return result
+
+
+#: What a receiver did, by the Agent's wrapper of a lost connection.
+_CLOSED = {
+    ResponseNeverReceived: "closed the connection without answering",
+    ResponseFailed: "closed the connection in the middle of its answer",
+    RequestTransmissionFailed: "closed the connection before the request was sent",
+}
+
+
 def _describe(failure: Failure, timeout: float) -> tuple[str, str]:
     """
-    A failed post's outcome (for the metric) and what went wrong (for the
-    log): never the request, whose headers hold the signature.
+    A failed post's outcome (for the metric) and what went wrong, as words
+    that follow "Webhook for <app>" on one line: never a traceback, nor the
+    request, whose headers hold the signature.
     """
     if failure.check(TimeoutError):
-        return "timeout", f"no whole answer within {timeout:g} s"
-    if failure.check(ResponseNeverReceived, ResponseFailed, RequestTransmissionFailed):
-        reasons = failure.value.reasons
-        if reasons:
-            failure = reasons[0]
-    if failure.check(ConnectError):
-        return "failed", f"cannot connect: {failure.getErrorMessage()}"
-    return "failed", f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        return "timeout", f"timed out after {timeout:g} s"
+    wrapper = failure.check(ResponseNeverReceived, ResponseFailed, RequestTransmissionFailed)
+    if wrapper is not None and failure.value.reasons:
+        failure = failure.value.reasons[0]
+    if failure.check(ConnectionRefusedError):
+        return "failed", "could not connect (connection refused)"
+    if failure.check(DNSLookupError, ConnectError):
+        return "failed", f"could not connect ({_words(failure.getErrorMessage())})"
+    if failure.check("OpenSSL.SSL.Error"):
+        # [(library, function, reason), ...]: the reasons say it.
+        errors = failure.value.args[0] if failure.value.args else []
+        reasons = ", ".join(str(e[-1]) for e in errors if isinstance(e, tuple) and e)
+        return "failed", f"could not connect (TLS: {_words(reasons or 'handshake failed')})"
+    if failure.check("service_identity.exceptions.VerificationError"):
+        return "failed", f"could not connect (TLS: {_words(str(failure.value))})"
+    if failure.check(AnswerHeadTooLong):
+        return "failed", str(failure.value)
+    if failure.check(ConnectionClosed) and wrapper is not None:
+        return "failed", _CLOSED[wrapper]
+    if failure.check(ParseError):
+        # Its second argument is the line it could not parse: the receiver's.
+        detail = _words(failure.value.args[0])
+    else:
+        detail = f"{failure.type.__name__}: {_words(failure.getErrorMessage())}"
+    if wrapper in (ResponseNeverReceived, ResponseFailed):
+        # What the parser raised on the answer (a header without a colon,
+        # an unknown transfer encoding, a bad chunk).
+        return "failed", f"answered something that is not HTTP ({detail})"
+    return "failed", detail
+
+
+def _words(text: Any, limit: int = 200) -> str:
+    """
+    C{text} for the middle of a log line: one line, no final period, cut.
+    """
+    words = " ".join(str(text).split()).rstrip(".")
+    return words if len(words) <= limit else words[: limit - 1] + "…"
 
 
 @implementer(IBodyProducer)
@@ -699,3 +774,107 @@ class _Discard(Protocol):
         # Done or cut for being too long, the status is all we wanted.
         if not (self.cancelled or self.finished.called):
             self.finished.callback(None)
+
+
+#: Of an answer's head (status line and headers, 1xx answers before it
+#: included), this much is read; past it the connection is dropped. As
+#: twisted.web's server bounds a request's headers: the Agent's parser keeps
+#: every header line it is sent, as many as a receiver sends in 10 s.
+maxAnswerHeadBytes = 16 * 1024
+
+
+#: Interim (1xx) answers taken before the answer: Twisted's client logs a
+#: line for each ("Ignoring unexpected 100 response"), and 16 KiB of them
+#: are 650 lines a post.
+maxInterimAnswers = 4
+
+
+class AnswerHeadTooLong(Exception):
+    """
+    A receiver sent more than L{maxAnswerHeadBytes} of an answer's head, or
+    more than L{maxInterimAnswers} 1xx answers before it.
+    """
+
+    def __init__(self, interim: bool = False) -> None:
+        super().__init__(interim)
+        self.interim = interim
+
+    def __str__(self) -> str:
+        if self.interim:
+            return f"sent over {maxInterimAnswers} interim (1xx) answers"
+        return f"sent an answer head over {maxAnswerHeadBytes // 1024} KiB"
+
+
+class _BoundedClientProtocol(HTTP11ClientProtocol):
+    """
+    Twisted's HTTP/1.1 client, reading at most L{maxAnswerHeadBytes} of each
+    answer's head, and at most L{maxInterimAnswers} 1xx answers.
+    """
+
+    _headBytes = 0
+
+    def request(self, request: Any) -> Deferred[IResponse]:
+        self._headBytes = 0
+        d = super().request(request)
+        parser = self._parser
+        if parser is not None:
+            # Its parser is made in there; it reads each answer's status
+            # line with self.statusReceived.
+            statusReceived, interim = parser.statusReceived, [0]
+
+            def counted(status: bytes) -> None:
+                parts = status.split(None, 2)
+                if len(parts) > 1 and parts[1][:1] == b"1":
+                    interim[0] += 1
+                    if interim[0] > maxInterimAnswers:
+                        raise AnswerHeadTooLong(interim=True)  # the connection dropped
+                statusReceived(status)
+
+            parser.statusReceived = counted
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or parser.state not in (STATUS, HEADER):
+            super().dataReceived(data)
+            return
+        room = maxAnswerHeadBytes - self._headBytes
+        self._headBytes += len(data)
+        if len(data) <= room:
+            super().dataReceived(data)
+            return
+        # The head may end within this read, its body after: parse up to
+        # the bound, and the rest only if the head ended there.
+        super().dataReceived(data[:room])
+        parser = self._parser
+        if parser is None:
+            return  # the whole answer was within: the rest is no answer's
+        if parser.state in (STATUS, HEADER):
+            # Aborted, not closed: a close waits to send what is buffered,
+            # forever if the receiver does not read.
+            self.transport.abortConnection()
+            self._disconnectParser(Failure(AnswerHeadTooLong()))
+            return
+        super().dataReceived(data[room:])
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    """
+    Makes L{_BoundedClientProtocol}s, without Twisted's two info lines
+    ("Starting factory", "Stopping factory") per connection: a receiver that
+    closes each one, or times out each post, would fill the log with them.
+    """
+
+    noisy = False
+
+    def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:
+        return _BoundedClientProtocol(self._quiescentCallback)
+
+
+class _Pool(HTTPConnectionPool):
+    """
+    Twisted's persistent connection pool, with L{_QuietFactory}'s
+    connections.
+    """
+
+    _factory = _QuietFactory

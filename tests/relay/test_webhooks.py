@@ -9,24 +9,36 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import tracemalloc
 from itertools import pairwise
 from typing import Any
 
 import orjson
+from OpenSSL import SSL
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ConnectionAborted, ConnectionLost, ConnectionRefusedError
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.error import (
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TCPTimedOutError,
+)
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web._newclient import ParseError
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
+    RequestTransmissionFailed,
     ResponseDone,
+    ResponseFailed,
     ResponseNeverReceived,
 )
 from twisted.web.http_headers import Headers
@@ -174,7 +186,10 @@ class Post:
         self.response: FakeResponse | None = None
 
     def _cancel(self, d: Deferred[IResponse]) -> None:
+        # As Twisted's Agent: the cancel reaches the request as a lost
+        # answer, a CancelledError wrapped in ResponseNeverReceived.
         self.cancelled = True
+        d.errback(ResponseNeverReceived([Failure(CancelledError())]))
 
     def header(self, name: bytes) -> str:
         [value] = self.headers.getRawHeaders(name)
@@ -710,9 +725,82 @@ class RetryTests(ClockTestCase):
         self.clock.advance(0.01)
         self.assertTrue(post.cancelled)
         self.assertEqual(posts(self.metrics, "timeout"), 1)
+        self.assertEqual(posts(self.metrics, "failed"), 0)
         retry = self.nextPost()
         self.assertEqual(self.since(retry.at), 10.6)
         self.assertEqual(retry.body, post.body)
+
+    def test_timeoutLoggedAsATimeout(self) -> None:
+        """
+        The Agent reports a post cancelled at 10 s as a lost answer (a
+        CancelledError inside ResponseNeverReceived); it is still a timeout,
+        counted as one and logged as one line saying when it is retried.
+        """
+        self.messages(1)
+        for _ in range(3):
+            self.nextPost()
+            self.clock.advance(10)
+        self.assertEqual(posts(self.metrics, "timeout"), 3)
+        self.assertEqual(posts(self.metrics, "failed"), 0)
+        self.assertEqual(
+            self.warnings(), ["Webhook for app timed out after 10 s; retrying in 0.5 s"]
+        )
+        self.nextPost().respond(200)
+        self.assertIn("Webhook for app delivering again after 3 failed attempts", self.lines())
+
+    def test_failureReasonsAreOneLine(self) -> None:
+        """
+        Each way a post fails is one line that says what went wrong (and
+        when it is retried): a line each time the problem changes, never a
+        traceback.
+        """
+        cases = [
+            (ConnectionRefusedError(), "could not connect (connection refused)"),
+            (
+                DNSLookupError("no results for hostname lookup: backend.example"),
+                "could not connect (DNS lookup failed: no results for hostname lookup:"
+                " backend.example)",
+            ),
+            (
+                ResponseNeverReceived(
+                    [Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))]
+                ),
+                "could not connect (TLS: certificate verify failed)",
+            ),
+            (TCPTimedOutError(), "could not connect (TCP connection timed out)"),
+            (
+                ResponseNeverReceived([Failure(ConnectionDone())]),
+                "closed the connection without answering",
+            ),
+            (
+                ResponseFailed([Failure(ConnectionLost())]),
+                "closed the connection in the middle of its answer",
+            ),
+            (
+                RequestTransmissionFailed([Failure(ConnectionLost())]),
+                "closed the connection before the request was sent",
+            ),
+            (
+                ResponseNeverReceived([Failure(ParseError("wrong number of parts", b"x" * 9000))]),
+                "answered something that is not HTTP (wrong number of parts)",
+            ),
+            (RuntimeError("odd\nthing"), "RuntimeError: odd thing"),
+        ]
+        self.messages(1)
+        for error, _ in cases:
+            self.nextPost().fail(error)
+        self.nextPost().fail(ConnectionRefusedError())
+        delays = ["0.5", "1", "2", "4", "8", "16", "30", "30", "30"]
+        self.assertEqual(
+            self.warnings(),
+            [
+                f"Webhook for app {problem}; retrying in {delay} s"
+                for (_, problem), delay in zip(cases, delays, strict=True)
+            ]
+            + ["Webhook for app could not connect (connection refused); retrying in 30 s"],
+        )
+        self.assertEqual(posts(self.metrics, "failed"), len(cases) + 1)
+        self.assertFalse([e for e in self.logged if "log_failure" in e])
 
     def test_timeoutCoversTheAnswer(self) -> None:
         """
@@ -797,8 +885,10 @@ class RetryTests(ClockTestCase):
         """
         self.messages(1)
         self.nextPost().fail(ResponseNeverReceived([Failure(ConnectionLost("gone"))]))
-        [warning] = self.warnings()
-        self.assertIn("failing (ConnectionLost: Connection to the other side was lost", warning)
+        self.assertEqual(
+            self.warnings(),
+            ["Webhook for app closed the connection without answering; retrying in 0.5 s"],
+        )
         self.assertEqual(posts(self.metrics, "failed"), 1)
         self.nextPost().respond(200)
         self.assertEqual(delivered(self.metrics), 1)
@@ -845,7 +935,7 @@ class RetryTests(ClockTestCase):
         post.respond(503)
         self.assertEqual(round(self.nextPost().at - post.at, 3), 0.5)
         self.agent.posts[-1].respond(200)
-        self.assertIn("Webhook of app delivering again after 5 failed attempts", self.lines())
+        self.assertIn("Webhook for app delivering again after 5 failed attempts", self.lines())
 
     def test_failureStreakLoggedOnce(self) -> None:
         """
@@ -856,10 +946,10 @@ class RetryTests(ClockTestCase):
         for _ in range(6):
             self.nextPost().respond(503)
         [warning] = self.warnings()
-        self.assertIn("Webhook of app failing (it answered 503)", warning)
+        self.assertEqual(warning, "Webhook for app answered 503; retrying in 0.5 s")
         post = self.nextPost()
         post.respond(200)
-        self.assertIn("Webhook of app delivering again after 6 failed attempts", self.lines())
+        self.assertIn("Webhook for app delivering again after 6 failed attempts", self.lines())
         signatures = [p.header(b"socktopus-signature") for p in self.agent.posts]
         for event in self.logged:
             text = formatEvent(event) + repr(event)
@@ -887,10 +977,82 @@ class BoundTests(ClockTestCase):
         [warning] = self.warnings()
         self.assertIn("Webhook queue of app is full (10000 events or", warning)
         inFlight.respond(200)
-        self.assertEqual(self.webhooks.queueLengths()["app"], 9050)
-        self.assertEqual(delivered(self.metrics), 950)
+        self.assertEqual(self.webhooks.queueLengths()["app"], 9000)
+        self.assertEqual(delivered(self.metrics), 1000)
         self.assertIn("50 events were dropped while it was full", self.warnings()[-1])
-        self.assertEqual(self.nextPost().contents[0], "1000")
+        self.assertEqual(self.nextPost().contents[0], "1050")
+
+    def test_overflowSparesThePostInFlight(self) -> None:
+        """
+        The events of a post in flight are on their way: an overflow drops
+        the oldest of those waiting instead, so none is counted dropped and
+        then delivered. If the post fails they wait again, oldest first.
+        """
+        self.messages(1000)
+        self.clock.advance(0)
+        [inFlight] = self.agent.posts
+        self.messages(9500, first=1000)
+        self.assertEqual(self.webhooks.queueLengths()["app"], 10000)
+        self.assertEqual(dropped(self.metrics, "overflow"), 500)
+        inFlight.respond(503)
+        retry = self.nextPost()
+        self.assertEqual(retry.contents, [str(i) for i in range(1000)])
+        self.messages(10, first=10500)
+        self.assertEqual(dropped(self.metrics, "overflow"), 510)
+        retry.respond(200)
+        self.assertEqual(delivered(self.metrics), 1000)
+        self.assertEqual(self.nextPost().contents[0], "1510")
+
+    def test_deliveredDroppedAndQueuedAddUp(self) -> None:
+        """
+        Whatever the receiver answers while the queue overflows, every
+        event emitted is delivered (and then counted once, as the receiver
+        got it), dropped, or still queued.
+        """
+        self.webhooks.maxEvents = 50
+        self.webhooks.maxBatch = 10
+        received = emitted = 0
+        for round, answer in enumerate([200, 503, None, 200, 400, 200, 500, 200, 200] * 4):
+            self.messages(37, first=emitted)
+            emitted += 37
+            post = self.nextPost()
+            self.messages(23, first=emitted)
+            emitted += 23
+            if answer is None:
+                self.clock.advance(10)
+            else:
+                post.respond(answer)
+            if answer == 200:
+                received += len(post.events)
+            total = sum(
+                value
+                for (name, labels), value in samples(self.metrics).items()
+                if name == "socktopus_webhook_events_dropped_total" and ("app", "app") in labels
+            )
+            queued = self.webhooks.queueLengths()["app"]
+            self.assertEqual(delivered(self.metrics), received, round)
+            self.assertEqual(received + total + queued, emitted, round)
+            self.assertLessEqual(queued, 50)
+        self.assertGreater(dropped(self.metrics, "overflow"), 0)
+
+    def test_queuedEventsHoldAboutTheirSize(self) -> None:
+        """
+        What a full queue holds is about its byte count: orjson's bytes
+        keep a buffer of at least 4 KiB whatever their length, so 10,000
+        small events would hold 40 MiB while the count said 1 MiB.
+        """
+        started = not tracemalloc.is_tracing()
+        if started:
+            tracemalloc.start()
+            self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        self.messages(10_500)
+        held = tracemalloc.get_traced_memory()[0] - before
+        hook = self.webhooks._hooks["app"]
+        self.assertEqual(len(hook.events), 10_000)
+        # Per event: its bytes' header, its (time, bytes) tuple, the float,
+        # and its deque slot, some 130 bytes besides its serialised size.
+        self.assertLess(held, hook.size + 10_000 * 200)
 
     def test_retryTakesTheCurrentHead(self) -> None:
         """
@@ -1152,9 +1314,10 @@ class EndToEndTests(TestCase):
         webhooks.connected("app", "c1")
         yield self.waitFor(lambda: posts(metrics, "failed") >= 2)
         yield webhooks.stopService()
-        lines = [formatEvent(e) for e in observed if "failing" in formatEvent(e)]
-        self.assertEqual(len(lines), 1)
-        self.assertIn("cannot connect", lines[0])
+        lines = [formatEvent(e) for e in observed if "retrying in" in formatEvent(e)]
+        self.assertEqual(
+            lines, ["Webhook for app could not connect (connection refused); retrying in 0.01 s"]
+        )
         self.assertEqual(dropped(metrics, "shutdown"), 1)
 
     @inlineCallbacks
