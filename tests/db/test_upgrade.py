@@ -4,6 +4,8 @@ A database an older daemon made is upgraded in place on start, losing nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
@@ -27,20 +29,21 @@ from tests.support.database import NOW as CREATED_AT
 
 class UpgradeFromVersionOneTestsMixin:
     """
-    A database an older daemon made (schema 001, with
-    users and sessions) is upgraded to 002 on start. The shipped suite only
-    migrates empty databases.
+    A database an older daemon made (schema 001 or 002, with users and
+    sessions) is upgraded to the newest schema on start. The shipped suite
+    only migrates empty databases.
     """
 
-    async def test_versionOneDatabaseIsUpgradedKeepingItsData(self):
+    async def madeAtVersion(self, version: int) -> tuple[Any, Database, int]:
         """
-        Starting on a version-1 database keeps its users and sessions and
-        adds the replay guard's table.
+        A database migrated to C{version} only, with a user and a session:
+        its config, the open database, the user's id. The shipped schema is
+        in place again for the next migration.
         """
         config = parseDatabaseUrl(self.databaseUrl())
         shipped = schema.schemaVersions
-        self.patch(schema, "schemaVersions", lambda c: shipped(c)[:1])
-        self.assertEqual(migrate(config), (0, 1))
+        self.patch(schema, "schemaVersions", lambda c: shipped(c)[:version])
+        self.assertEqual(migrate(config), (0, version))
         pool = openPool(config, reactor)
         pool.start()
         self.addCleanup(pool.close)
@@ -48,6 +51,14 @@ class UpgradeFromVersionOneTestsMixin:
         userId = await database.run(store.addUser, "old", "old@example.com", HASH, None, CREATED_AT)
         await database.run(store.saveSession, userId, SECRET, CREATED_AT + 1800, True)
         self.patch(schema, "schemaVersions", shipped)
+        return config, database, userId
+
+    async def test_versionOneDatabaseIsUpgradedKeepingItsData(self):
+        """
+        Starting on a version-1 database keeps its users and sessions and
+        adds the replay guard's table.
+        """
+        config, database, userId = await self.madeAtVersion(1)
         self.assertEqual(migrate(config), (1, 3))
         self.assertEqual(migrate(config), (3, 3))
         self.assertEqual((await database.run(store.userNamed, "OLD")).id, userId)
@@ -69,18 +80,8 @@ class UpgradeFromVersionOneTestsMixin:
         A database made by the previous release (version 2) gains version
         3's tables and keeps its users, sessions and replay guard.
         """
-        config = parseDatabaseUrl(self.databaseUrl())
-        shipped = schema.schemaVersions
-        self.patch(schema, "schemaVersions", lambda c: shipped(c)[:2])
-        self.assertEqual(migrate(config), (0, 2))
-        pool = openPool(config, reactor)
-        pool.start()
-        self.addCleanup(pool.close)
-        database = Database(pool, config)
-        userId = await database.run(store.addUser, "old", "old@example.com", HASH, None, CREATED_AT)
-        await database.run(store.saveSession, userId, SECRET, CREATED_AT + 1800, True)
+        config, database, userId = await self.madeAtVersion(2)
         await database.run(store.acceptHeaders, CREATED_AT, userId, b"\x01" * 32)
-        self.patch(schema, "schemaVersions", shipped)
         self.assertEqual(migrate(config), (2, 3))
         self.assertEqual((await database.run(store.userNamed, "OLD")).id, userId)
         self.assertEqual((await database.run(store.sessionOf, userId)).secret, SECRET)
