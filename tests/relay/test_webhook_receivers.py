@@ -318,7 +318,9 @@ class NeverAnsweringTests(ReceiverTestCase):
         # an event besides): the benchmark's growth was 10,000 orjson
         # buffers of 4 KiB each.
         held = tracemalloc.get_traced_memory()[0] - before
-        self.assertLess(held, hook.size + queued * 200 + 1024 * 1024)
+        # Slack for what else the process allocates meanwhile (a full run in
+        # parallel); the defect this guards against held ~40 MB.
+        self.assertLess(held, hook.size + queued * 200 + 4 * 1024 * 1024)
         self.assertEqual(
             [w for w in self.warnings() if "retrying" in w],
             ["Webhook for app timed out after 10 s; retrying in 0.5 s"],
